@@ -1,0 +1,7 @@
+"""dmlkit: deep metric learning losses, weights, adversarial negatives, evaluation, training."""
+
+__version__ = "0.1.0"
+
+from . import losses  # noqa: F401
+
+__all__ = ["losses", "__version__"]

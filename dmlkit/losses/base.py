@@ -1,0 +1,115 @@
+"""The base of every pair-based loss: embeddings -> similarity matrix S (+ masks) -> loss.
+
+A subclass implements :meth:`PairLoss.compute`, a function of a :class:`PairBatch` that uses
+``batch.S`` for every pairwise term. The same ``compute`` then serves
+
+* in-batch training: ``loss(embeddings, labels)`` (S is B x B, the diagonal excluded),
+* query-vs-reference batches: ``loss(embeddings, labels, ref_embeddings, ref_labels)``
+  (S is B x M: memory banks, generated negatives),
+* the weight analysis (:func:`dmlkit.weights.pair_weights`), which hands ``compute`` a leaf S
+  and reads the per-pair weights from autograd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .._checks import check_embeddings, check_embeddings_labels, check_labels
+from ..similarity import distances_from_similarity, pair_masks, similarity_matrix, squared_distances
+
+__all__ = ["PairBatch", "PairLoss", "make_batch", "zero_loss"]
+
+
+@dataclass
+class PairBatch:
+    """Everything a pair-based loss may look at.
+
+    S: (B, M) similarities (cosine when the loss normalises); pos / neg: (B, M) bool masks of
+    positive and negative pairs (the diagonal of an in-batch S is in neither); labels: (B,);
+    ref_labels: (M,); embeddings / ref_embeddings: the raw (un-normalised) inputs, (B, D) / (M, D);
+    in_batch: True when the references are the batch itself; normalized: whether S is cosine.
+    """
+
+    S: torch.Tensor
+    pos: torch.Tensor
+    neg: torch.Tensor
+    labels: torch.Tensor
+    ref_labels: torch.Tensor
+    embeddings: torch.Tensor
+    ref_embeddings: torch.Tensor
+    in_batch: bool
+    normalized: bool
+
+    def distances(self) -> torch.Tensor:
+        """Euclidean distances (B, M): from S for unit vectors, else from the raw embeddings."""
+        if self.normalized:
+            return distances_from_similarity(self.S)
+        return squared_distances(self.embeddings, None if self.in_batch else self.ref_embeddings
+                                 ).add(1e-12).sqrt()
+
+    def squared_distances(self) -> torch.Tensor:
+        """Squared Euclidean distances (B, M): 2 - 2S for unit vectors, else from the embeddings."""
+        if self.normalized:
+            return (2.0 - 2.0 * self.S).clamp_min(0.0)
+        return squared_distances(self.embeddings, None if self.in_batch else self.ref_embeddings)
+
+
+def make_batch(embeddings, labels, ref_embeddings=None, ref_labels=None,
+               normalize: bool = True) -> PairBatch:
+    """Validate the inputs and build the :class:`PairBatch` (S and masks) a loss consumes."""
+    emb, lab = check_embeddings_labels(embeddings, labels)
+    if (ref_embeddings is None) != (ref_labels is None):
+        raise ValueError("ref_embeddings and ref_labels must be given together")
+    if ref_embeddings is None:
+        ref, ref_lab, in_batch = emb, lab, True
+    else:
+        ref = check_embeddings(ref_embeddings, "ref_embeddings")
+        ref_lab = check_labels(ref_labels, ref.shape[0], "ref_labels", device=emb.device)
+        if ref.shape[1] != emb.shape[1]:
+            raise ValueError(f"ref_embeddings have dimension {ref.shape[1]} but embeddings have "
+                             f"{emb.shape[1]}")
+        in_batch = False
+    S = similarity_matrix(emb, None if in_batch else ref, normalize=normalize)
+    pos, neg = pair_masks(lab, None if in_batch else ref_lab)
+    return PairBatch(S=S, pos=pos, neg=neg, labels=lab, ref_labels=ref_lab, embeddings=emb,
+                     ref_embeddings=ref, in_batch=in_batch, normalized=normalize)
+
+
+class PairLoss(nn.Module):
+    """Base class: ``forward(embeddings, labels, ref_embeddings=None, ref_labels=None)``.
+
+    Subclasses set ``self.normalize`` (L2-normalise embeddings before S; default True) and
+    implement :meth:`compute`. Terms that are not functions of S (e.g. N-pair's L2 penalty on
+    the embedding norms) go in :meth:`regularizer`; the weight view covers only :meth:`compute`.
+    Returns a 0-dim float tensor (float32 for half-precision inputs).
+    """
+
+    #: the paper's symbols of the hyper-parameters, for reprs and result tables
+    hyperparameters: tuple[str, ...] = ()
+
+    def __init__(self, normalize: bool = True):
+        super().__init__()
+        self.normalize = bool(normalize)
+
+    def forward(self, embeddings, labels, ref_embeddings=None, ref_labels=None) -> torch.Tensor:
+        batch = make_batch(embeddings, labels, ref_embeddings, ref_labels, self.normalize)
+        return self.compute(batch) + self.regularizer(batch)
+
+    def compute(self, batch: PairBatch) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def regularizer(self, batch: PairBatch) -> torch.Tensor | float:
+        return 0.0
+
+    def extra_repr(self) -> str:
+        parts = [f"{k}={getattr(self, k)!r}" for k in self.hyperparameters if hasattr(self, k)]
+        parts.append(f"normalize={self.normalize}")
+        return ", ".join(parts)
+
+
+def zero_loss(batch: PairBatch) -> torch.Tensor:
+    """A finite zero that is still connected to the graph (so backward() works, grads are 0)."""
+    return batch.S.sum() * 0.0
