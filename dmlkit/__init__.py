@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from . import losses  # noqa: F401
+from . import losses, weights  # noqa: F401
 
-__all__ = ["losses", "__version__"]
+__all__ = ["losses", "weights", "__version__"]

@@ -1,0 +1,44 @@
+"""scikit-learn's bundled handwritten digits (real data, no download)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import TensorImages
+
+__all__ = ["Digits"]
+
+TRAIN_CLASSES = (0, 1, 2, 3, 4)
+TEST_CLASSES = (5, 6, 7, 8, 9)
+
+
+class Digits(TensorImages):
+    """``sklearn.datasets.load_digits``: 1,797 grey 8x8 images of the digits 0-9.
+
+    Class-disjoint split: ``"train"`` = digits 0-4 (901 images), ``"test"`` = digits 5-9
+    (896 images), ``"all"`` = all ten. Pixels are scaled from 0..16 to [0, 1]; ``size`` > 8
+    upsamples bilinearly. Items: ``(image (1, size, size) float32, label)``; ``class_ids``
+    are the digits.
+    """
+
+    def __init__(self, split: str = "train", size: int = 8, transform=None):
+        from sklearn.datasets import load_digits
+
+        if split not in ("train", "test", "all"):
+            raise ValueError(f"unknown split {split!r} for digits; known: train, test, all "
+                             "(use train_val_split for a class-disjoint validation set)")
+        if int(size) != size or size < 1:
+            raise ValueError(f"size must be a positive integer, got {size!r}")
+        bunch = load_digits()
+        images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]
+        target = bunch.target.astype(np.int64)
+        if split != "all":
+            keep = np.isin(target, TRAIN_CLASSES if split == "train" else TEST_CLASSES)
+            images, target = images[torch.from_numpy(keep)], target[keep]
+        if size != 8:
+            images = F.interpolate(images, size=(int(size), int(size)), mode="bilinear",
+                                   align_corners=False).clamp_(0.0, 1.0)
+        super().__init__(images.contiguous(), target, split, transform)
+        self.size = int(size)

@@ -1,0 +1,120 @@
+"""Contrastive loss (Hadsell, Chopra & LeCun 2006), in its distance and similarity forms."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import PairBatch, PairLoss, zero_loss
+from .registry import register
+
+__all__ = ["ContrastiveLoss", "reduce_pair_terms"]
+
+_FORMS = ("distance", "similarity")
+_REDUCTIONS = ("mean", "sum", "mean_nonzero")
+
+
+def reduce_pair_terms(pos_terms: torch.Tensor, neg_terms: torch.Tensor, pos: torch.Tensor,
+                      neg: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Reduce (B, M) per-pair terms (already 0 outside their mask) to a scalar.
+
+    ``mean``: sum over all positive and negative entries / their number; ``sum``: the sum;
+    ``mean_nonzero``: mean of the non-zero positive terms + mean of the non-zero negative
+    terms (PML's ``AvgNonZeroReducer``; a part with no non-zero term contributes 0).
+    """
+    if reduction == "sum":
+        return pos_terms.sum() + neg_terms.sum()
+    if reduction == "mean":
+        n = int(pos.sum()) + int(neg.sum())
+        return (pos_terms.sum() + neg_terms.sum()) / max(n, 1)
+    n_pos = int(((pos_terms != 0) & pos).sum())
+    n_neg = int(((neg_terms != 0) & neg).sum())
+    return pos_terms.sum() / max(n_pos, 1) + neg_terms.sum() / max(n_neg, 1)
+
+
+@register("contrastive")
+class ContrastiveLoss(PairLoss):
+    r"""Contrastive loss on every positive and negative pair of the (B, M) matrix.
+
+    ``form="distance"`` (default; Hadsell et al. 2006, seed 002), Euclidean distance ``d_ij``:
+
+        l_ij = 1{y_i = y_j} [d_ij - pos_margin]_+^power + 1{y_i != y_j} [margin - d_ij]_+^power
+
+    with the paper's ``pos_margin=0, power=2``: ``d_ij^2`` and ``[margin - d_ij]_+^2``.
+
+    ``form="similarity"`` (seed 004 eq. 5), cosine similarity ``s_ij``:
+
+        l_ij = (1 - I_ij) [s_ij - lam]_+ - I_ij s_ij
+
+    and with ``pos_margin=p`` set, the positive term becomes ``[p - s_ij]_+`` (PML's form).
+    Seed 004's pair weights (Sec. 3) are 1 for every positive pair and 1 for a negative pair
+    with ``s_ij > lam`` (times the reduction's normalisation).
+
+    Reduction (explicit, over the *ordered* entries of S; in-batch each unordered pair appears
+    twice and the diagonal is excluded): ``"mean"`` (default) = sum of the terms / number of
+    positive + negative entries; ``"sum"``; ``"mean_nonzero"`` = mean over the non-zero positive
+    terms + mean over the non-zero negative terms (PML's ``AvgNonZeroReducer``).
+    Degenerate batches: with no positive pair or no negative pair (one class; all singletons;
+    a query batch sharing no label with the references) the loss is a graph-connected 0, the
+    package-wide convention (PML would still average the pairs of the one kind present).
+
+    Args:
+        margin: ``m`` of the distance form (default 1.0).
+        lam: ``lambda`` of the similarity form (default 0.5; seed 004 gives no value).
+        form: ``"distance"`` (default) or ``"similarity"``.
+        pos_margin: None (default: the papers' positive terms, ``d^power`` / ``-s``) or a
+            number: the hinge ``[d - pos_margin]_+^power`` / ``[pos_margin - s]_+`` as in PML.
+        power: exponent (>= 1) of the distance-form hinges (default 2, the paper; PML uses 1).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"mean_nonzero"``.
+        normalize: L2-normalise the embeddings first (default True; Hadsell et al. use raw
+            outputs: ``normalize=False``).
+
+    PML mapping (tests): ``ContrastiveLoss(pos_margin=0, neg_margin=m)`` with its default
+    ``LpDistance`` (normalised, power 1) and ``AvgNonZeroReducer`` ==
+    ``contrastive(form="distance", margin=m, power=1, reduction="mean_nonzero")``;
+    PML's hinge is never squared, so the paper's ``power=2`` has no PML counterpart.
+    ``ContrastiveLoss(distance=CosineSimilarity(), pos_margin=p, neg_margin=l)`` ==
+    ``contrastive(form="similarity", lam=l, pos_margin=p, reduction="mean_nonzero")``.
+    """
+
+    hyperparameters = ("margin", "lam", "form", "pos_margin", "power", "reduction")
+
+    def __init__(self, margin: float = 1.0, lam: float = 0.5, form: str = "distance",
+                 pos_margin: float | None = None, power: float = 2.0, reduction: str = "mean",
+                 normalize: bool = True):
+        super().__init__(normalize=normalize)
+        if form not in _FORMS:
+            raise ValueError(f"unknown form {form!r}; choose one of {_FORMS}")
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"unknown reduction {reduction!r}; choose one of {_REDUCTIONS}")
+        if power < 1:
+            raise ValueError(f"power must be >= 1 (a finite gradient at the hinge), got {power}")
+        self.margin = float(margin)
+        self.lam = float(lam)
+        self.form = form
+        self.pos_margin = None if pos_margin is None else float(pos_margin)
+        self.power = float(power)
+        self.reduction = reduction
+
+    def _hinge(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(x)
+        return x * x if self.power == 2.0 else x if self.power == 1.0 else x ** self.power
+
+    def compute(self, batch: PairBatch) -> torch.Tensor:
+        pos, neg = batch.pos, batch.neg
+        if not bool(pos.any()) or not bool(neg.any()):
+            return zero_loss(batch)
+        if self.form == "distance":
+            d = batch.distances()
+            if self.pos_margin is None and self.power == 2.0:
+                p_terms = batch.squared_distances()       # exact d^2, smooth at d = 0
+            else:
+                p_terms = self._hinge(d - (self.pos_margin or 0.0))
+            n_terms = self._hinge(self.margin - d)
+        else:
+            S = batch.S
+            p_terms = -S if self.pos_margin is None else torch.relu(self.pos_margin - S)
+            n_terms = torch.relu(S - self.lam)
+        zero = torch.zeros((), dtype=p_terms.dtype, device=p_terms.device)
+        p_terms = torch.where(pos, p_terms, zero)
+        n_terms = torch.where(neg, n_terms, zero)
+        return reduce_pair_terms(p_terms, n_terms, pos, neg, self.reduction)

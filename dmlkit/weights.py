@@ -1,0 +1,156 @@
+"""The unified weight view of seed 004 (Theorem 3.1): every pair-based loss is a pair weighting.
+
+For a loss ``L = H(S)`` of the similarity matrix, the weight of an ordered pair (i, j) is
+
+    W_ij = -dL/dS_ij  (positive pair),   W_ij = +dL/dS_ij  (negative pair),   0 elsewhere,
+
+read by autograd on a leaf S. Theorem 3.1: with W held fixed (detached), the surrogate
+``F(S) = sum_{neg} W_ij S_ij - sum_{pos} W_ij S_ij`` has the same gradient with respect to the
+embeddings as the loss itself. (Seed 004 writes a factor 1/2 because it counts an unordered pair
+once; on the ordered matrix (i, j) and (j, i) are separate entries.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .losses.base import PairBatch, PairLoss, make_batch
+
+__all__ = [
+    "pair_weights",
+    "pair_weights_from_batch",
+    "surrogate",
+    "theorem_3_1_check",
+    "weight_curve",
+    "WeightCurve",
+]
+
+
+def _require_pair_loss(loss) -> PairLoss:
+    if not isinstance(loss, PairLoss):
+        raise ValueError(f"pair weights need a dmlkit PairLoss (built with losses.build), got "
+                         f"{type(loss).__name__}")
+    return loss
+
+
+def pair_weights_from_batch(loss: PairLoss, batch: PairBatch):
+    """Weights of every pair of an existing :class:`PairBatch`; returns (S, W), both (B, M).
+
+    Only the loss's pairwise part (``loss.compute``) is differentiated; a term that is not a
+    function of S (e.g. N-pair's L2 penalty on the norms) has no pair weights.
+    """
+    _require_pair_loss(loss)
+    if not batch.normalized and hasattr(loss, "form") and "distance" in str(loss.form):
+        raise ValueError("pair weights of a distance-form loss need normalised embeddings "
+                         "(normalize=True): only then is the distance a function of S")
+    S = batch.S.detach().clone().requires_grad_(True)
+    leaf = replace(batch, S=S, embeddings=batch.embeddings.detach(),
+                   ref_embeddings=batch.ref_embeddings.detach())
+    value = loss.compute(leaf)
+    (grad,) = torch.autograd.grad(value, S, allow_unused=True)
+    if grad is None:
+        grad = torch.zeros_like(S)
+    W = torch.where(batch.pos, -grad, torch.where(batch.neg, grad, torch.zeros_like(grad)))
+    return S.detach(), W.detach()
+
+
+def pair_weights(loss: PairLoss, embeddings, labels, ref_embeddings=None, ref_labels=None):
+    """Similarities and per-pair weights of ``loss`` on a batch.
+
+    Args:
+        loss: a dmlkit pair loss (``losses.build(name, ...)``).
+        embeddings: (B, D); labels: (B,); optional ref_embeddings (M, D) / ref_labels (M,)
+            for the query-vs-reference form.
+    Returns:
+        ``(S, W)``, both (B, M) (M = B in-batch): ``W_ij = -dL/dS_ij`` for positive pairs,
+        ``+dL/dS_ij`` for negative pairs, 0 on the diagonal and elsewhere. For the losses of the
+        papers W >= 0 and equals seed 004's closed forms (eq. 10-16) up to the loss's own
+        normalisation (e.g. the 1/m of eq. 17).
+    """
+    _require_pair_loss(loss)
+    batch = make_batch(torch.as_tensor(embeddings).detach(), labels,
+                       None if ref_embeddings is None else torch.as_tensor(ref_embeddings).detach(),
+                       ref_labels, normalize=loss.normalize)
+    return pair_weights_from_batch(loss, batch)
+
+
+def surrogate(loss: PairLoss, embeddings: torch.Tensor, labels, ref_embeddings=None,
+              ref_labels=None) -> torch.Tensor:
+    """Theorem 3.1's surrogate ``F = sum_neg W S - sum_pos W S`` (+ the loss's non-S terms).
+
+    W is computed at the current embeddings and detached; S is recomputed from ``embeddings``
+    with gradient, so ``F.backward()`` gives the surrogate's gradient.
+    """
+    batch = make_batch(embeddings, labels, ref_embeddings, ref_labels, normalize=loss.normalize)
+    _, W = pair_weights_from_batch(loss, batch)
+    signed = torch.where(batch.pos, -W, W)
+    return (signed * batch.S).sum() + loss.regularizer(batch)
+
+
+def theorem_3_1_check(loss: PairLoss, embeddings, labels, ref_embeddings=None, ref_labels=None):
+    """Gradients of the loss and of its surrogate with respect to the embeddings.
+
+    Returns ``(grad_loss, grad_surrogate, max_abs_difference)``; Theorem 3.1 says they are equal.
+    For losses with stochastic mining (distance-weighted sampling) pass a seeded loss twice.
+    """
+    emb = torch.as_tensor(embeddings).detach()
+    x1 = emb.clone().requires_grad_(True)
+    (g_loss,) = torch.autograd.grad(loss(x1, labels, ref_embeddings, ref_labels), x1)
+    x2 = emb.clone().requires_grad_(True)
+    (g_sur,) = torch.autograd.grad(surrogate(loss, x2, labels, ref_embeddings, ref_labels), x2)
+    return g_loss, g_sur, float((g_loss - g_sur).abs().max())
+
+
+@dataclass
+class WeightCurve:
+    """Weight of one pair as its similarity sweeps a grid (seed 004, Figure 1)."""
+
+    similarity: np.ndarray
+    weight: np.ndarray
+    pair: str
+    loss_name: str
+    context_pos: tuple
+    context_neg: tuple
+
+
+def weight_curve(loss: PairLoss, pair: str = "negative", grid: Sequence[float] | None = None,
+                 context_pos: Sequence[float] = (0.6, 0.7, 0.8),
+                 context_neg: Sequence[float] = (0.2, 0.3, 0.4),
+                 name: str | None = None) -> WeightCurve:
+    """Weight of a single positive or negative pair of one anchor versus its similarity.
+
+    One anchor (the query) faces references with fixed similarities ``context_pos`` (same class)
+    and ``context_neg`` (other classes) plus the swept pair, whose similarity runs over ``grid``.
+    This is the query-vs-reference form with S given directly (1 x M), so any S-based loss can
+    be drawn; losses that need the embeddings themselves (class-centre attention) cannot.
+    """
+    _require_pair_loss(loss)
+    if pair not in ("positive", "negative"):
+        raise ValueError(f"pair must be 'positive' or 'negative', got {pair!r}")
+    grid = np.linspace(-1, 1, 201) if grid is None else np.asarray(grid, dtype=float)
+    ctx_p, ctx_n = list(map(float, context_pos)), list(map(float, context_neg))
+    ref_labels = torch.tensor([0] * len(ctx_p) + [1 + k for k in range(len(ctx_n))]
+                              + [0 if pair == "positive" else 1 + len(ctx_n)])
+    labels = torch.tensor([0])
+    m = len(ref_labels)
+    dummy = torch.zeros(1, 1, dtype=torch.float64)
+    weights = []
+    for s in grid:
+        S = torch.tensor([ctx_p + ctx_n + [float(s)]], dtype=torch.float64)
+        pos = (labels[:, None] == ref_labels[None, :])
+        batch = PairBatch(S=S, pos=pos, neg=~pos, labels=labels, ref_labels=ref_labels,
+                          embeddings=dummy, ref_embeddings=dummy.expand(m, 1), in_batch=False,
+                          normalized=True)
+        try:
+            _, W = pair_weights_from_batch(loss, batch)
+        except (RuntimeError, IndexError) as exc:
+            raise ValueError(f"{type(loss).__name__} needs the embeddings themselves (not only S); "
+                             "use pair_weights on a real batch instead") from exc
+        weights.append(float(W[0, -1]))
+    return WeightCurve(similarity=grid, weight=np.asarray(weights), pair=pair,
+                       loss_name=name or type(loss).__name__, context_pos=tuple(ctx_p),
+                       context_neg=tuple(ctx_n))

@@ -1,0 +1,22 @@
+"""Shared fixtures: registry-wide loss construction."""
+
+import pytest
+import torch
+
+from dmlkit import losses
+
+#: constructor arguments for losses that need more than their defaults
+LOSS_KWARGS = {
+    "osm_caa": dict(num_classes=8, embedding_dim=6),
+}
+
+
+def build_loss(name: str, **overrides):
+    kwargs = dict(LOSS_KWARGS.get(name, {}))
+    kwargs.update(overrides)
+    return losses.build(name, **kwargs)
+
+
+@pytest.fixture
+def rng():
+    return torch.Generator().manual_seed(1234)

@@ -1,0 +1,255 @@
+"""Miners (dmlkit.miners) against naive per-pair loops, PML's MultiSimilarityMiner and the
+closed form of the distance-weighted sampling density."""
+
+import math
+
+import pytest
+import torch
+from pytorch_metric_learning import miners as pml_miners
+
+from dmlkit import miners
+from dmlkit.similarity import pair_masks, similarity_matrix
+
+
+def _batch(seed, B=14, D=6, C=4, M=None, singleton=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, D, generator=g, dtype=torch.float64)
+    y = torch.randint(0, C, (B,), generator=g)
+    if singleton:
+        y[-1] = C + 3          # a class with a single sample: an anchor without positives
+    if M is None:
+        S = similarity_matrix(x)
+        pos, neg = pair_masks(y)
+        return x, y, S, pos, neg
+    r = torch.randn(M, D, generator=g, dtype=torch.float64)
+    ry = torch.randint(0, C, (M,), generator=g)
+    S = similarity_matrix(x, r)
+    pos, neg = pair_masks(y, ry)
+    return (x, y, r, ry), None, S, pos, neg
+
+
+def _sets(S, pos, neg, i):
+    P = [j for j in range(S.shape[1]) if pos[i, j]]
+    N = [j for j in range(S.shape[1]) if neg[i, j]]
+    return P, N
+
+
+def naive_vthm(S, pos, neg, eps):
+    pk = torch.zeros_like(pos)
+    nk = torch.zeros_like(neg)
+    for i in range(S.shape[0]):
+        P, N = _sets(S, pos, neg, i)
+        if not P or not N:
+            continue
+        hardest_pos = min(float(S[i, j]) for j in P)
+        hardest_neg = max(float(S[i, j]) for j in N)
+        for j in P:
+            pk[i, j] = float(S[i, j]) < hardest_neg + eps
+        for j in N:
+            nk[i, j] = float(S[i, j]) > hardest_pos - eps
+    return pk, nk
+
+
+def naive_semihard(S, pos, neg, margin):
+    pk = torch.zeros_like(pos)
+    nk = torch.zeros_like(neg)
+    for i in range(S.shape[0]):
+        P, N = _sets(S, pos, neg, i)
+        for p in P:
+            for n in N:
+                sp, sn = float(S[i, p]), float(S[i, n])
+                if sp - margin < sn < sp:
+                    pk[i, p] = True
+                    nk[i, n] = True
+    return pk, nk
+
+
+def naive_hard(S, pos, neg):
+    pk = torch.zeros_like(pos)
+    nk = torch.zeros_like(neg)
+    for i in range(S.shape[0]):
+        P, N = _sets(S, pos, neg, i)
+        if not P or not N:
+            continue
+        pk[i, min(P, key=lambda j: float(S[i, j]))] = True
+        nk[i, max(N, key=lambda j: float(S[i, j]))] = True
+    return pk, nk
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("eps", [0.05, 0.1, 0.3])
+def test_vthm_matches_naive_loop(seed, eps):
+    _, _, S, pos, neg = _batch(seed)
+    pk, nk = miners.vthm(S, pos, neg, epsilon=eps)
+    npk, nnk = naive_vthm(S, pos, neg, eps)
+    assert torch.equal(pk, npk) and torch.equal(nk, nnk)
+    assert pk.any() and nk.any() and (nk.sum() < neg.sum())
+    # the singleton anchor (no positives) keeps nothing
+    assert not pk[-1].any() and not nk[-1].any()
+
+
+def _pml_pairs_to_masks(out, shape):
+    a1, p, a2, n = out
+    pk = torch.zeros(shape, dtype=torch.bool)
+    nk = torch.zeros(shape, dtype=torch.bool)
+    pk[a1, p] = True
+    nk[a2, n] = True
+    return pk, nk, len(a1), len(a2)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("eps", [0.05, 0.1, 0.25])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_vthm_equals_pml_multisimilarity_miner(seed, eps, dtype):
+    x, y, S, pos, neg = _batch(seed)
+    x = x.to(dtype)
+    S = similarity_matrix(x)
+    out = pml_miners.MultiSimilarityMiner(epsilon=eps)(x, y)
+    ppk, pnk, n_pos, n_neg = _pml_pairs_to_masks(out, S.shape)
+    pk, nk = miners.vthm(S, pos, neg, epsilon=eps)
+    assert torch.equal(pk, ppk) and torch.equal(nk, pnk)
+    assert int(pk.sum()) == n_pos and int(nk.sum()) == n_neg   # no duplicates in PML either
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_vthm_equals_pml_query_vs_reference(seed):
+    (x, y, r, ry), _, S, pos, neg = _batch(seed, B=10, M=13)
+    out = pml_miners.MultiSimilarityMiner(epsilon=0.1)(x, y, r, ry)
+    ppk, pnk, _, _ = _pml_pairs_to_masks(out, S.shape)
+    pk, nk = miners.vthm(S, pos, neg, epsilon=0.1)
+    assert torch.equal(pk, ppk) and torch.equal(nk, pnk)
+    npk, nnk = naive_vthm(S, pos, neg, 0.1)
+    assert torch.equal(pk, npk) and torch.equal(nk, nnk)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("margin", [0.05, 0.2, 0.5])
+def test_semihard_matches_naive_loop(seed, margin):
+    _, _, S, pos, neg = _batch(seed, B=16)
+    pk, nk = miners.semihard(S, pos, neg, margin=margin)
+    npk, nnk = naive_semihard(S, pos, neg, margin)
+    assert torch.equal(pk, npk) and torch.equal(nk, nnk)
+    if margin >= 0.2:
+        assert pk.any() and nk.any()
+
+
+def test_semihard_ties_and_query_reference():
+    # exact ties: s_in == s_ip is not semi-hard (strict), nor s_in == s_ip - margin
+    S = torch.tensor([[0.5, 0.5, 0.25, 0.3, 0.9]], dtype=torch.float64)
+    pos = torch.tensor([[True, False, False, False, False]])
+    neg = ~pos
+    pk, nk = miners.semihard(S, pos, neg, margin=0.25)
+    assert nk.tolist() == [[False, False, False, True, False]] and pk.tolist()[0][0]
+    (_, _, _, _), _, S, pos, neg = _batch(7, B=9, M=15)
+    pk, nk = miners.semihard(S, pos, neg, margin=0.3)
+    npk, nnk = naive_semihard(S, pos, neg, 0.3)
+    assert torch.equal(pk, npk) and torch.equal(nk, nnk)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hard_matches_naive_loop(seed):
+    _, _, S, pos, neg = _batch(seed)
+    pk, nk = miners.hard(S, pos, neg)
+    npk, nnk = naive_hard(S, pos, neg)
+    assert torch.equal(pk, npk) and torch.equal(nk, nnk)
+    n_valid = int((pos.any(1) & neg.any(1)).sum())
+    assert int(pk.sum()) == n_valid == int(nk.sum())
+
+
+def naive_dw_probabilities(S, neg, dim, cutoff, nzc):
+    B, M = S.shape
+    out = torch.zeros(B, M, dtype=torch.float64)
+    for i in range(B):
+        w = {}
+        for j in range(M):
+            if not neg[i, j]:
+                continue
+            d = max(math.sqrt(max(2 - 2 * float(S[i, j]), 0.0)), cutoff)
+            if d < nzc:
+                q = d ** (dim - 2) * (1 - d * d / 4) ** ((dim - 3) / 2)
+                w[j] = 1.0 / q
+        if not w:   # official fallback: uniform over the negatives
+            w = {j: 1.0 for j in range(M) if neg[i, j]}
+        tot = sum(w.values())
+        for j, v in w.items():
+            out[i, j] = v / tot
+    return out
+
+
+@pytest.mark.parametrize("dim", [3, 8, 32])
+def test_distance_weighted_probabilities_closed_form(dim):
+    _, _, S, pos, neg = _batch(1, B=16, D=dim)
+    prob = miners.distance_weighted_probabilities(S, pos, neg, dim=dim)
+    ref = naive_dw_probabilities(S, neg, dim, 0.5, 1.4)
+    torch.testing.assert_close(prob, ref, rtol=1e-9, atol=1e-12)
+    assert not (prob * pos).any()
+    # a row whose negatives are all beyond the nonzero-loss cutoff falls back to uniform
+    S2 = torch.tensor([[1.0, -0.9, -0.95, 0.95]], dtype=torch.float64)
+    pos2 = torch.tensor([[False, False, False, True]])
+    neg2 = torch.tensor([[False, True, True, False]])
+    p2 = miners.distance_weighted_probabilities(S2, pos2, neg2, dim=dim)
+    assert p2.tolist() == [[0.0, 0.5, 0.5, 0.0]]
+
+
+def test_distance_weighted_ordering_in_high_dim():
+    # in high dim q(d) peaks near sqrt(2): 1/q favours negatives far from sqrt(2), i.e. close
+    # ones (d >= cutoff); a negative at d < cutoff has the same weight as one at the cutoff.
+    d = torch.tensor([0.3, 0.5, 0.8, 1.1, 1.3, 1.5], dtype=torch.float64)
+    S = (1 - d ** 2 / 2)[None]
+    neg = torch.ones_like(S, dtype=torch.bool)
+    p = miners.distance_weighted_probabilities(S, torch.zeros_like(neg), neg, dim=64)[0]
+    assert p[5] == 0                                        # beyond nonzero_loss_cutoff
+    assert torch.isclose(p[0], p[1])                        # clipped at cutoff
+    assert p[1] > p[2] > p[3] > p[4] > 0
+
+
+def test_distance_weighted_sampling_reproducible_and_only_negatives():
+    _, _, S, pos, neg = _batch(2, B=16, D=16)
+    out1 = miners.distance_weighted(S, pos, neg, dim=16, generator=torch.Generator().manual_seed(5))
+    out2 = miners.distance_weighted(S, pos, neg, dim=16, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(out1[0], out2[0]) and torch.equal(out1[1], out2[1])
+    assert torch.equal(out1[0], pos)                               # every positive kept
+    prob = miners.distance_weighted_probabilities(S, pos, neg, dim=16)
+    assert not (out1[1] & (prob == 0)).any() and not (out1[1] & ~neg).any()
+    assert torch.equal(out1[1].sum(1), (prob > 0).sum(1).clamp_max(1))
+    many = [miners.distance_weighted(S, pos, neg, dim=16, num_negatives=3,
+                                     generator=torch.Generator().manual_seed(s))[1]
+            for s in range(6)]
+    assert torch.equal(many[0].sum(1), (prob > 0).sum(1).clamp_max(3))
+    assert any(not torch.equal(many[0], m) for m in many[1:])
+
+
+def test_distance_weighted_sampling_frequencies():
+    d = torch.tensor([0.6, 0.9, 1.2, 1.35], dtype=torch.float64)
+    S = (1 - d ** 2 / 2)[None]
+    neg = torch.ones_like(S, dtype=torch.bool)
+    pos = torch.zeros_like(neg)
+    prob = miners.distance_weighted_probabilities(S, pos, neg, dim=4)[0]
+    gen = torch.Generator().manual_seed(0)
+    n = 4000
+    counts = torch.zeros(4, dtype=torch.float64)
+    for _ in range(n):
+        counts += miners.distance_weighted(S, pos, neg, dim=4, generator=gen)[1][0].double()
+    freq = counts / n
+    sd = (prob * (1 - prob) / n).sqrt()
+    assert ((freq - prob).abs() <= 4 * sd + 1e-12).all(), (freq, prob)
+
+
+def test_registry_and_errors():
+    assert miners.available() == ["distance_weighted", "hard", "none", "semihard", "vthm"]
+    assert miners.get("Distance-Weighted") is miners.distance_weighted
+    with pytest.raises(ValueError, match="Known miners: distance_weighted, hard, none"):
+        miners.get("semi_hard_x")
+    with pytest.raises(ValueError, match="no parameter"):
+        miners.build("vthm", margin=0.1)
+    _, _, S, pos, neg = _batch(0)
+    mine = miners.build("vthm", epsilon=0.2)
+    assert torch.equal(mine(S, pos, neg)[1], miners.vthm(S, pos, neg, 0.2)[1])
+    pk, nk = miners.build("none")(S, pos, neg)
+    assert torch.equal(pk, pos) and torch.equal(nk, neg)
+    with pytest.raises(ValueError, match="2-D"):
+        miners.vthm(S[0], pos[0], neg[0])
+    with pytest.raises(ValueError, match="bool tensor"):
+        miners.hard(S, pos.float(), neg)
+    with pytest.raises(ValueError, match="dim"):
+        miners.distance_weighted(S, pos, neg, dim=1)
