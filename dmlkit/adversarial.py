@@ -240,16 +240,36 @@ def synthetic_positive_objective(anchor: torch.Tensor, positive: torch.Tensor,
 # triplets and the loss on synthetic negatives
 # --------------------------------------------------------------------------------------------
 def sample_triplets(labels: torch.Tensor, negatives_per_anchor: int | None = 1,
-                    generator: torch.Generator | None = None):
+                    generator: torch.Generator | None = None, scheme: str = "random"):
     """Triples (anchor, positive, negative) of batch indices for the generator.
 
     Every sample with at least one positive and one negative is an anchor. Its positive is one
     of its positives drawn at random (the ``x+`` of ``J_adv``); its negatives are
     ``negatives_per_anchor`` of its negatives drawn at random without replacement (capped at the
     smallest negative count), or all of them when None.
+    scheme="npair": Sohn's N-pair pairing instead: per class with >= 2 samples, its first sample
+    (batch order) is the anchor ``x_i`` and its second the positive ``x_i^+``; the negatives of
+    anchor i are the positives ``x_j^+`` of the other classes (DAML with the N-pair loss), so
+    ``negatives_per_anchor`` is ignored.
     labels: (B,). Returns three (T,) long tensors, grouped by anchor.
     """
     labels = check_labels(labels, labels.shape[0] if hasattr(labels, "shape") else len(labels))
+    if scheme not in ("random", "npair"):
+        raise ValueError(f"unknown triplet scheme {scheme!r}; known: 'random', 'npair'")
+    if scheme == "npair":
+        same = labels[:, None] == labels[None, :]
+        rank = (same & torch.ones_like(same).tril(diagonal=-1)).sum(1)
+        firsts = torch.nonzero(rank == 0, as_tuple=True)[0]
+        seconds = torch.nonzero(rank == 1, as_tuple=True)[0]
+        firsts = firsts[(labels[firsts][:, None] == labels[seconds][None, :]).any(1)]
+        if firsts.numel() < 2:
+            empty = torch.empty(0, dtype=torch.long, device=labels.device)
+            return empty, empty, empty
+        second_of = seconds[(labels[firsts][:, None] == labels[seconds][None, :]).float()
+                            .argmax(1)]
+        a_pos, n_pos = torch.nonzero(~torch.eye(firsts.numel(), dtype=torch.bool,
+                                                device=labels.device), as_tuple=True)
+        return firsts[a_pos], second_of[a_pos], second_of[n_pos]
     pos, neg = pair_masks(labels)
     valid = pos.any(1) & neg.any(1)
     if not bool(valid.any()):
@@ -516,7 +536,9 @@ class AdversarialTrainer:
 
     :func:`fit_adversarial` is the usual entry point; this class is the step it repeats, usable
     from a notebook. ``step(x, y, phase)`` with phase "metric" (metric loss alone), "generator"
-    (generator alone) or "joint"; returns a dict of floats.
+    (generator alone) or "joint"; returns a dict of floats (the batch's objective terms).
+    triplet_scheme: how the generator's triples are drawn (:func:`sample_triplets`): "auto" =
+    "npair" (Sohn's pairing) for the N-pair losses, "random" otherwise.
     """
 
     def __init__(self, loss: nn.Module, head: nn.Module, generator: HardNegativeGenerator | None,
@@ -527,7 +549,7 @@ class AdversarialTrainer:
                  alpha: float = 1.0, alpha_sign: int = -1, negatives_per_anchor: int | None = 1,
                  keep_real_negatives: bool = False, generator_metric_grad: bool = False,
                  weight_decay: float = 0.0, recorder: NegativeRecorder | None = None,
-                 seed: int = 0):
+                 seed: int = 0, triplet_scheme: str = "auto"):
         if space not in ("feature", "embedding"):
             raise ValueError(f"space must be 'feature' or 'embedding', got {space!r}")
         if alpha_sign not in (-1, 1):
@@ -540,6 +562,12 @@ class AdversarialTrainer:
         self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
         self.alpha, self.alpha_sign = float(alpha), int(alpha_sign)
         self.negatives_per_anchor = negatives_per_anchor
+        if triplet_scheme == "auto":
+            triplet_scheme = "npair" if _pairs_by_labels(loss) else "random"
+        if triplet_scheme not in ("random", "npair"):
+            raise ValueError(f"unknown triplet_scheme {triplet_scheme!r}; known: 'auto', "
+                             "'random', 'npair'")
+        self.triplet_scheme = triplet_scheme
         self.keep_real_negatives = bool(keep_real_negatives)
         self.generator_metric_grad = bool(generator_metric_grad)
         self.recorder = recorder
@@ -589,8 +617,9 @@ class AdversarialTrainer:
             self.opt_metric.step()
             if self.opt_trunk is not None:
                 self.opt_trunk.step()
-            return {"J_m": float(value)}
-        a, p, n = sample_triplets(labels, self.negatives_per_anchor, self.rng)
+            return {"J_m": float(value.detach())}
+        a, p, n = sample_triplets(labels, self.negatives_per_anchor, self.rng,
+                                  self.triplet_scheme)
         if a.numel() == 0:
             return {}
         base = x.detach() if self.space == "feature" else emb.detach()
@@ -603,20 +632,20 @@ class AdversarialTrainer:
             g_pos = self.positive_generator(xa, xp, xn)
             jp = synthetic_positive_objective(xa, xp, g_pos, lambda1=self.lambda1)
             gen_objective = jp["total"]
-            out.update({"J+_gen": float(jp["total"])})
+            out["J+_gen"] = float(jp["total"].detach())
             pos_for_neg = g_pos.detach()
         syn = self.generator(xa, pos_for_neg, xn)
         jg = generator_objective(xa, pos_for_neg, xn, syn, self._metric, lambda1=self.lambda1,
                                  lambda2=self.lambda2, alpha=self.alpha,
                                  alpha_sign=self.alpha_sign)
         gen_objective = gen_objective + jg["total"]
-        out.update({"J_gen": float(jg["total"]), "J_hard": float(jg["hard"]),
-                    "J_reg": float(jg["reg"]), "J_adv": float(jg["adv"])})
+        out.update({name: float(jg[key].detach()) for name, key in
+                    (("J_gen", "total"), ("J_hard", "hard"), ("J_reg", "reg"), ("J_adv", "adv"))})
         syn_in = syn if (phase == "joint" and self.generator_metric_grad) else syn.detach()
         syn_emb = self.head(syn_in) if self.space == "feature" else syn_in
         jm = metric_loss_with_synthetic(self.loss, emb, labels, syn_emb, labels[n], a,
                                         self.keep_real_negatives)
-        out["J_m"] = float(jm)
+        out["J_m"] = float(jm.detach())
         gen_total = gen_objective + (self.lam * jm if syn_in.requires_grad else 0.0)
         gen_grads = torch.autograd.grad(gen_total, self.generator_params, retain_graph=True,
                                         allow_unused=True)
@@ -660,11 +689,13 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
                     trunk_lr_factor: float = 1e-3, weight_decay: float = 0.0,
                     lambda1: float = 1.0, lambda2: float = 1.0, lam: float = 1.0,
                     alpha: float = 1.0, alpha_sign: int = -1,
-                    negatives_per_anchor: int | None | str = "auto",
+                    negatives_per_anchor: int | str | None = "auto",
                     keep_real_negatives: bool = False, generator_metric_grad: bool = False,
-                    P: int = 8, K: int = 4, batches_per_epoch: int | None = None, seed: int = 0,
+                    triplet_scheme: str = "auto", P: int = 8, K: int = 4,
+                    batches_per_epoch: int | None = None, seed: int = 0,
                     recorder: NegativeRecorder | None = None, eval_features=None,
-                    eval_labels=None, eval_every: int | None = None, eval_kwargs: dict | None = None,
+                    eval_labels=None, eval_every: int | None = None,
+                    eval_kwargs: dict | None = None,
                     device: str | torch.device = "cpu", progress: bool = False
                     ) -> AdversarialResult:
     """Train a metric head on cached features with metric-only, DAML or DAML+SP.
@@ -704,7 +735,7 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
     counts = np.unique(y_np, return_counts=True)[1]
     if P < 2 or K < 2:
         raise ValueError(f"P and K must be >= 2 (got P={P}, K={K})")
-    if P > len(counts):
+    if len(counts) < P:
         raise ValueError(f"P={P} classes per batch but the data has only {len(counts)} classes")
     if negatives_per_anchor == "auto":
         negatives_per_anchor = _auto_negatives(loss_name)
@@ -737,7 +768,7 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
         lambda1=lambda1, lambda2=lambda2, lam=lam, alpha=alpha, alpha_sign=alpha_sign,
         negatives_per_anchor=negatives_per_anchor, keep_real_negatives=keep_real_negatives,
         generator_metric_grad=generator_metric_grad, weight_decay=weight_decay,
-        recorder=recorder, seed=seed)
+        recorder=recorder, seed=seed, triplet_scheme=triplet_scheme)
     result = AdversarialResult(head_mod, generator, positive_generator, trunk, loss_mod,
                                config={"loss": loss_name, "method": method, "epochs": epochs,
                                        "warmup_epochs": warmup_epochs,

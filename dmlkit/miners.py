@@ -145,7 +145,8 @@ def distance_weighted_probabilities(S: torch.Tensor, pos: torch.Tensor, neg: tor
     ``d < nonzero_loss_cutoff`` (pairs farther than that give no loss with the paper's margin).
     ``d = sqrt(2 - 2 s)``. Computed in log space and normalised per row by a softmax, so
     large ``dim`` does not overflow. A row whose negatives are all beyond
-    ``nonzero_loss_cutoff`` falls back to uniform over its negatives (as the official code);
+    ``nonzero_loss_cutoff`` falls back to uniform over its negatives (the official code samples
+    uniformly when all weights are zero);
     a row without negatives is all zero. Returns (B, M) probabilities, rows summing to 1 or 0.
     """
     S = _check(S, pos, neg)

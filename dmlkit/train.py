@@ -68,7 +68,7 @@ __all__ = [
 DEFAULT_METRICS: tuple[str, ...] = ("recall", "map@r", "r_precision")
 #: Metrics of the final test evaluation (adds the clustering metrics NMI and F1; those are
 #: left out for In-shop's query / gallery protocol).
-FINAL_METRICS: tuple[str, ...] = DEFAULT_METRICS + ("nmi", "f1")
+FINAL_METRICS: tuple[str, ...] = (*DEFAULT_METRICS, "nmi", "f1")
 # the papers' Recall@K lists (dmlkit.evaluate.PRESETS) by data set
 _PRESET = {"cub200": "cub", "cars196": "cars", "sop": "sop", "inshop": "inshop"}
 
@@ -113,6 +113,7 @@ class TrainConfig:
     select_metric: str = "map@r"       # best-model criterion on the validation split (a key)
     val_fraction: float = 0.2          # held-out training classes (0: no selection)
     track_test: bool = False           # also log test metrics (never used for selection)
+    initial_test: bool = False         # test metrics of the untrained network (a baseline)
     device: str = "auto"               # auto, cuda, cuda:1, mps, cpu
     amp: str | None = "auto"           # auto (bf16 on CUDA), bf16, fp16, None
     channels_last: bool | None = None  # None: on CUDA for the ImageNet backbones
@@ -212,7 +213,8 @@ def select_device(device: str | torch.device = "auto", verbose: bool = True) -> 
             dev, msg = torch.device("mps"), "Using Apple MPS"
         else:
             dev = torch.device("cpu")
-            msg = (f"CUDA not available, using CPU ({torch.get_num_threads()} threads); "
+            n = torch.get_num_threads()
+            msg = (f"CUDA not available, using CPU ({n} thread{'s' if n > 1 else ''}); "
                    "training the ImageNet backbones will be slow")
         if verbose:
             print(msg, flush=True)
@@ -437,14 +439,38 @@ def _optimizer(cfg: TrainConfig, model: _models.EmbeddingNet, loss: nn.Module):
 # evaluation
 
 
-def _evaluate(model, ds, cfg, device, metrics, gallery=None) -> dict:
+@torch.no_grad()
+def _embed(model: nn.Module, ds, cfg: TrainConfig, device: torch.device,
+           amp_dtype: torch.dtype | None = None,
+           channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`dmlkit.evaluate.embed`, with the run's precision, memory format and
+    progress setting. Returns ``(N, D) float32`` embeddings and ``(N,)`` int64 labels."""
+    was_training = model.training
+    model.eval()
+    embs, labs = [], []
+    try:
+        for x, y in tqdm(_loader(ds, cfg, device), desc="embed", leave=False,
+                         disable=not cfg.progress):
+            x = x.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                enabled=amp_dtype is not None):
+                embs.append(model(x).float().cpu())
+            labs.append(torch.as_tensor(y, dtype=torch.int64))
+    finally:
+        model.train(was_training)
+    return torch.cat(embs).numpy(), torch.cat(labs).numpy()
+
+
+def _evaluate(model, ds, cfg, device, metrics, gallery=None, amp_dtype=None,
+              channels_last=False) -> dict:
     from . import evaluate
 
-    loader = _loader(ds, cfg, device)
-    emb, labels = evaluate.embed(model, loader, device)
+    emb, labels = _embed(model, ds, cfg, device, amp_dtype, channels_last)
     kw = {}
     if gallery is not None:
-        g_emb, g_labels = evaluate.embed(model, _loader(gallery, cfg, device), device)
+        g_emb, g_labels = _embed(model, gallery, cfg, device, amp_dtype, channels_last)
         kw["gallery"] = (g_emb, g_labels)
         metrics = [m for m in metrics if m not in ("nmi", "f1")]  # cluster one set only
     return {k: float(v) for k, v in evaluate.evaluate(
@@ -464,7 +490,8 @@ class FitResult:
     ``loss`` (mean training loss of the epoch), ``lr``, ``epoch_time``, ``data_share`` (share
     of the step time spent waiting for data), ``val_<metric>`` and, with ``track_test``,
     ``test_<metric>``. Row ``epoch == 0`` is the untrained network; with ``track_test`` its
-    test ``final_metrics`` are also in ``initial_test_metrics`` (the baseline of the demo).
+    test ``final_metrics`` (or with ``initial_test``) are in ``initial_test_metrics`` (the
+    baseline of the demo).
     """
 
     model: _models.EmbeddingNet
@@ -511,6 +538,7 @@ def fit(config: TrainConfig | None = None, **overrides) -> FitResult:
                      else device.type == "cuda" and cfg.backbone != "small_cnn")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    fmt = (amp_dtype, channels_last)  # evaluation in the training precision / layout
     optimizer = _optimizer(cfg, model, loss)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
@@ -534,6 +562,7 @@ def fit(config: TrainConfig | None = None, **overrides) -> FitResult:
     initial_test: dict = {}
     if cfg.resume and paths["last"].exists():
         ck = load_checkpoint(paths["last"], map_location=device)
+        _check_resume_config(ck.get("config", {}), cfg, paths["last"])
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         loss.load_state_dict(ck["loss"])
@@ -551,7 +580,7 @@ def fit(config: TrainConfig | None = None, **overrides) -> FitResult:
     def evaluate_now(epoch: int, row: dict) -> None:
         nonlocal best_score, best_epoch, best_val, best_state, initial_test
         if val_ds is not None:
-            val = _evaluate(model, val_ds, cfg, device, cfg.metrics)
+            val = _evaluate(model, val_ds, cfg, device, cfg.metrics, None, *fmt)
             row.update({f"val_{k}": v for k, v in val.items()})
             score = val[cfg.select_metric]
             if score > best_score:
@@ -560,9 +589,9 @@ def fit(config: TrainConfig | None = None, **overrides) -> FitResult:
                 if write:
                     atomic_save({"model": best_state, "epoch": epoch, "val": val,
                                  "config": cfg.to_dict()}, paths["best"])
-        if cfg.track_test and test_ds is not None:
+        if (cfg.track_test or (epoch == 0 and cfg.initial_test)) and test_ds is not None:
             names = cfg.final_metrics if epoch == 0 else cfg.metrics
-            test = _evaluate(model, test_ds, cfg, device, names, gallery_ds)
+            test = _evaluate(model, test_ds, cfg, device, names, gallery_ds, *fmt)
             keep = _metric_keys(cfg.metrics, cfg.ks)
             row.update({f"test_{k}": v for k, v in test.items() if k in keep})
             if epoch == 0:
@@ -619,7 +648,7 @@ def fit(config: TrainConfig | None = None, **overrides) -> FitResult:
         row = {"epoch": epoch, "loss": total / max(steps, 1), "lr": cfg.lr,
                "epoch_time": elapsed, "data_share": data_time / max(elapsed, 1e-12)}
         last = epoch == cfg.epochs
-        if cfg.eval_every > 0 and (epoch % cfg.eval_every == 0 or last) or (
+        if (cfg.eval_every > 0 and (epoch % cfg.eval_every == 0 or last)) or (
                 last and val_ds is not None and best_state is None):
             evaluate_now(epoch, row)
         history.append(row)
@@ -643,7 +672,8 @@ def fit(config: TrainConfig | None = None, **overrides) -> FitResult:
     model.eval()
     test_metrics = {}
     if test_ds is not None:
-        test_metrics = _evaluate(model, test_ds, cfg, device, cfg.final_metrics, gallery_ds)
+        test_metrics = _evaluate(model, test_ds, cfg, device, cfg.final_metrics, gallery_ds,
+                                 *fmt)
         if cfg.verbose:
             which = f"best val epoch {best_epoch}" if val_ds is not None else "last epoch"
             print(f"test ({which}): " + ", ".join(f"{k}={v:.4f}" for k, v in
@@ -665,6 +695,21 @@ def _checkpoint(model, optimizer, loss, scaler, epoch, history, best_score, best
             "loss": loss.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
             "history": history, "best_score": best_score, "best_epoch": best_epoch,
             "best_val": best_val, "rng": _rng_state(), "config": cfg.to_dict()}
+
+
+# options that may change between a run and its resumption
+_RESUMABLE = {"epochs", "resume", "progress", "verbose", "num_workers", "device", "out_dir",
+              "name", "eval_every", "batch_size_eval", "save_checkpoints", "data_root",
+              "download", "track_test", "initial_test"}
+
+
+def _check_resume_config(saved: dict, cfg: TrainConfig, path: Path) -> None:
+    now = cfg.to_dict()
+    diff = sorted(k for k in now if k not in _RESUMABLE and k in saved and saved[k] != now[k])
+    if diff:
+        changes = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in diff)
+        raise ValueError(f"cannot resume {path}: the run was started with other settings "
+                         f"({changes}); use another out_dir or resume=False")
 
 
 def _print_row(row: dict, bar=None) -> None:

@@ -12,8 +12,8 @@ once; on the ordered matrix (i, j) and (j, i) are separate entries.)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -21,12 +21,12 @@ import torch
 from .losses.base import PairBatch, PairLoss, make_batch
 
 __all__ = [
+    "WeightCurve",
     "pair_weights",
     "pair_weights_from_batch",
     "surrogate",
     "theorem_3_1_check",
     "weight_curve",
-    "WeightCurve",
 ]
 
 

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+from conftest import build_loss
 
 from dmlkit import losses, weights
-
-from conftest import build_loss
 
 ALL = losses.available()
 #: losses whose mining samples at random: compare them with a fixed seed

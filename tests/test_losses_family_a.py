@@ -323,6 +323,10 @@ def test_gradcheck(name, kw, naive, nkw):
 
 
 # --------------------------------------------------------------------------- 3. PML
+def _prep(e, unit):
+    return F.normalize(e, dim=1) if unit else e
+
+
 def _value_and_grad(fn, x):
     x = x.detach().clone().requires_grad_(True)
     v = fn(x)
@@ -370,24 +374,13 @@ PML_CASES = [
                          ids=[c[0] for c in PML_CASES])
 def test_matches_pml(case, ours, theirs, min_per_class):
     ours, theirs = ours(), theirs()
+    # angular: gradients w.r.t. the input of a normalisation layer, since PML's angular loss
+    # multiplies by un-normalised negatives, which only agrees for unit inputs (docstring)
+    unit = case.startswith("angular")
     for seed in SEEDS[:3]:
         z, y = random_batch(seed, B=12, D=5, min_per_class=min_per_class)
-        # gradients w.r.t. the input of a normalisation layer: PML's angular loss multiplies
-        # by un-normalised negatives, which only agrees for unit inputs (see its docstring)
-        if case.startswith("angular"):
-            def fa(e):
-                return ours(F.normalize(e, dim=1), y)
-
-            def fb(e):
-                return theirs(F.normalize(e, dim=1), y)
-        else:
-            def fa(e):
-                return ours(e, y)
-
-            def fb(e):
-                return theirs(e, y)
-        va, ga = _value_and_grad(fa, z)
-        vb, gb = _value_and_grad(fb, z)
+        va, ga = _value_and_grad(lambda e, y=y: ours(_prep(e, unit), y), z)
+        vb, gb = _value_and_grad(lambda e, y=y: theirs(_prep(e, unit), y), z)
         assert va.item() > 0
         assert va.item() == pytest.approx(vb.item(), abs=1e-6)
         torch.testing.assert_close(ga, gb, atol=1e-6, rtol=1e-5)
@@ -414,11 +407,11 @@ def test_contrastive_similarity_weights_are_seed004_eq6():
     batch = _leaf_batch(x, y)
     loss = losses.build("contrastive", form="similarity", lam=lam, reduction="sum")
     (gS,) = torch.autograd.grad(loss.compute(batch), batch.S)
-    S = batch.S.detach()
-    w_expected = torch.where(batch.pos, 1.0, torch.where(batch.neg & (S > lam), 1.0, 0.0))
+    above = batch.neg & (batch.S.detach() > lam)
+    w_expected = torch.where(batch.pos, 1.0, torch.where(above, 1.0, 0.0))
     w = torch.where(batch.pos, -gS, gS)
     torch.testing.assert_close(w, w_expected.to(w.dtype))
-    assert bool(((S > lam) & batch.neg).any()) and bool(((S <= lam) & batch.neg).any())
+    assert bool(above.any()) and bool((batch.neg & ~above).any())
 
 
 def test_generalized_lifted_weights_are_seed004_eq10_11():

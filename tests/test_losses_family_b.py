@@ -39,7 +39,8 @@ def naive_sets(y, ry=None):
     ry = y if in_batch else ry
     P, N = [], []
     for i in range(len(y)):
-        P.append([j for j in range(len(ry)) if int(ry[j]) == int(y[i]) and not (in_batch and i == j)])
+        P.append([j for j in range(len(ry))
+                  if int(ry[j]) == int(y[i]) and not (in_batch and i == j)])
         N.append([j for j in range(len(ry)) if int(ry[j]) != int(y[i])])
     return P, N
 
@@ -71,27 +72,30 @@ def softplus(z):
     return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
 
 
+# an anchor counts only with a kept positive AND a kept negative (official MS code); the
+# others give 0 and still count in the mean
+
+
 def naive_binomial(S, Pk, Nk, alpha, beta, lam):
     out = []
     for i in range(len(S)):
-        v = 0.0
-        if Pk[i]:
-            v += sum(softplus(-alpha * (S[i][j] - lam)) for j in Pk[i]) / len(Pk[i])
-        if Nk[i]:
-            v += sum(softplus(beta * (S[i][j] - lam)) for j in Nk[i]) / len(Nk[i])
-        out.append(v)
+        if not Pk[i] or not Nk[i]:
+            out.append(0.0)
+            continue
+        out.append(sum(softplus(-alpha * (S[i][j] - lam)) for j in Pk[i]) / len(Pk[i])
+                   + sum(softplus(beta * (S[i][j] - lam)) for j in Nk[i]) / len(Nk[i]))
     return out
 
 
 def naive_raw(S, Pk, Nk, alpha, beta, lam):
     return [math.log1p(sum(math.exp(-alpha * (S[i][j] - lam)) for j in Pk[i])) / alpha
             + math.log1p(sum(math.exp(beta * (S[i][j] - lam)) for j in Nk[i])) / beta
-            for i in range(len(S))]
+            if Pk[i] and Nk[i] else 0.0 for i in range(len(S))]
 
 
 def naive_uniform(S, Pk, Nk):
     return [sum(1 - S[i][j] for j in Pk[i]) + sum(1 + S[i][j] for j in Nk[i])
-            for i in range(len(S))]
+            if Pk[i] and Nk[i] else 0.0 for i in range(len(S))]
 
 
 def reduce(per_anchor, reduction="mean"):
@@ -104,8 +108,8 @@ def masks_to_sets(pk, nk):
 
 
 # ----------------------------------------------------------------------- values vs naive loops
-PARAMS = [dict(alpha=2.0, beta=50.0, lam=0.5), dict(alpha=1.0, beta=10.0, lam=0.3),
-          dict(alpha=3.0, beta=40.0, lam=0.7)]
+PARAMS = [{"alpha": 2.0, "beta": 50.0, "lam": 0.5}, {"alpha": 1.0, "beta": 10.0, "lam": 0.3},
+          {"alpha": 3.0, "beta": 40.0, "lam": 0.7}]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -154,7 +158,7 @@ def test_raw_distance_weighted_matches_naive_on_sampled_pairs(seed):
                                       generator=torch.Generator().manual_seed(seed))
     Pk, Nk = masks_to_sets(pk, nk)
     assert Pk == P and all(len(n) == min(2, len(m)) for n, m in zip(Nk, N))
-    loss = losses.build("raw+dw", seed=seed, num_negatives=2)
+    loss = losses.build("raw+distance_weighted", seed=seed, num_negatives=2)
     got = loss(x, y)
     assert abs(float(got) - reduce(naive_raw(S, Pk, Nk, 2.0, 50.0, 0.5))) < 1e-10
     again = losses.build("raw+distance_weighted", seed=seed, num_negatives=2)(x, y)
@@ -177,10 +181,10 @@ def test_multi_similarity_equals_pml(seed, alpha, beta, lam, epsilon, dtype):
     v1.backward()
     v2.backward()
     assert float(v1.detach()) > 0
-    assert abs(float(v1) - float(v2)) < 1e-6
+    assert abs(v1.item() - v2.item()) < 1e-6
     assert (x1.grad - x2.grad).abs().max() < 1e-6
     if dtype == torch.float64:
-        assert abs(float(v1) - float(v2)) < 1e-12
+        assert abs(v1.item() - v2.item()) < 1e-12
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -194,8 +198,23 @@ def test_multi_similarity_equals_pml_query_vs_reference(seed):
     v2 = pml_losses.MultiSimilarityLoss()(x2, y, miner(x2, y, r2, ry), r2, ry)
     (v1 + 0).backward()
     v2.backward()
-    assert abs(float(v1) - float(v2)) < 1e-12
+    assert abs(v1.item() - v2.item()) < 1e-12
     assert (x1.grad - x2.grad).abs().max() < 1e-12 and (r1.grad - r2.grad).abs().max() < 1e-12
+
+
+def test_multi_similarity_documented_pml_exception():
+    # PML returns 0 when the miner keeps <= 1 positive and <= 1 negative pair in the batch;
+    # dmlkit returns the formula's value (one query, one positive, one negative reference)
+    x = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    r = torch.tensor([[0.8, 0.6], [0.75, 0.66]], dtype=torch.float64)
+    y, ry = torch.tensor([0]), torch.tensor([0, 1])
+    mined = pml_miners.MultiSimilarityMiner(epsilon=0.1)(x, y, r, ry)
+    assert [len(t) for t in mined] == [1, 1, 1, 1]
+    assert float(pml_losses.MultiSimilarityLoss()(x, y, mined, r, ry)) == 0.0
+    S = naive_cos(x, r)
+    expected = naive_raw(S, [[0]], [[1]], 2.0, 50.0, 0.5)[0]
+    assert abs(float(losses.build("multi_similarity")(x, y, r, ry)) - expected) < 1e-12
+    assert expected > 0.1
 
 
 # ----------------------------------------------------------------------- closed-form weights
@@ -220,7 +239,9 @@ def test_pair_weights_are_the_closed_forms(seed):
         wp = a * torch.exp(a * (lam - S)) / (1 + torch.exp(a * (lam - S))) / npos
         wn = b * torch.exp(b * (S - lam)) / (1 + torch.exp(b * (S - lam))) / nneg
         closed = torch.where(batch.pos, wp, torch.where(batch.neg, wn, torch.zeros_like(S)))
-        torch.testing.assert_close(W, const * closed, rtol=1e-10, atol=1e-14)
+        valid = (batch.pos.any(1) & batch.neg.any(1))[:, None]   # the singleton anchor: 0
+        assert not valid.all()
+        torch.testing.assert_close(W, const * closed * valid, rtol=1e-10, atol=1e-14)
     # multi-similarity, eq. 15-16 on VTHM pairs, / m
     loss = losses.build("multi_similarity")
     batch, S, W = autograd_weights(loss, x, y)
@@ -247,7 +268,7 @@ def test_pair_weights_are_the_closed_forms(seed):
 @pytest.mark.parametrize("name,kw", [
     ("binomial", {}), ("raw", {}), ("multi_similarity", {"beta": 10.0}), ("vthm", {}),
     ("binomial+vthm", {"beta": 10.0}), ("raw+semihard", {"margin": 0.3}),
-    ("raw+dw", {"seed": 3}),
+    ("raw+distance_weighted", {"seed": 3}),
 ])
 def test_gradcheck(name, kw):
     x, y = rand_batch(11, B=10, D=4)
@@ -258,16 +279,18 @@ def test_gradcheck(name, kw):
         return loss(xx, y) + loss(xx, y, rr, ry)
 
     assert torch.autograd.gradcheck(f, (x.requires_grad_(), r.requires_grad_()),
-                                    fast_mode=name == "raw+dw")
+                                    fast_mode=name == "raw+distance_weighted")
 
 
 # ----------------------------------------------------------------------- OSM + CAA
 def naive_osm_caa(x, y, centres, sigma, alpha, lam, attention, scale=1.0, r=None, ry=None,
-                  mu=1.0, std=0.68):
+                  mu=1.0, std=0.68, classifier_weight=1.0):
+    def prob(v, lab):
+        z = [scale * c for c in naive_cos([v], centres)[0]]
+        return math.exp(z[lab]) / sum(math.exp(t) for t in z)
+
     def att(v, lab):
-        cs = naive_cos([v], centres)[0]
-        z = [scale * c for c in cs]
-        p = math.exp(z[lab]) / sum(math.exp(t) for t in z)
+        p = prob(v, lab)
         if attention == "softmax":
             return p
         if attention == "none":
@@ -292,8 +315,9 @@ def naive_osm_caa(x, y, centres, sigma, alpha, lam, attention, scale=1.0, r=None
             w = h * min(a[i], ar[j])
             num_n += w * h * h
             den_n += w
+    ce = -sum(math.log(prob(v, int(lab))) for v, lab in zip(x, y)) / len(x)
     return ((1 - lam) * (num_p / den_p if den_p > 0 else 0.0)
-            + lam * (num_n / den_n if den_n > 0 else 0.0))
+            + lam * (num_n / den_n if den_n > 0 else 0.0) + classifier_weight * ce)
 
 
 def osm(attention="softmax", **kw):
@@ -304,17 +328,19 @@ def osm(attention="softmax", **kw):
 
 @pytest.mark.parametrize("attention", ["softmax", "gaussian", "none"])
 @pytest.mark.parametrize("seed", range(2))
-@pytest.mark.parametrize("kw", [{}, {"sigma": 0.5, "alpha": 1.0, "lam": 0.3, "scale": 8.0}])
+@pytest.mark.parametrize("kw", [{}, {"sigma": 0.5, "alpha": 1.0, "lam": 0.3, "scale": 8.0,
+                                 "classifier_weight": 0.0, "detach_weights": False}])
 def test_osm_caa_matches_naive_loop(attention, seed, kw):
     loss = osm(attention, **kw)
     x, y = rand_batch(seed, B=14, D=5)
     r, ry = rand_batch(seed + 7, B=9, D=5)
     C = loss.centres.detach()
-    p = dict(sigma=0.8, alpha=1.2, lam=0.5, scale=1.0) | kw
-    ref = naive_osm_caa(x, y, C, p["sigma"], p["alpha"], p["lam"], attention, p["scale"])
-    assert abs(float(loss(x, y)) - ref) < 1e-10
-    ref = naive_osm_caa(x, y, C, p["sigma"], p["alpha"], p["lam"], attention, p["scale"], r, ry)
-    assert abs(float(loss(x, y, r, ry)) - ref) < 1e-10
+    p = {"sigma": 0.8, "alpha": 1.2, "lam": 0.5, "scale": 1.0, "classifier_weight": 1.0} | kw
+    args = (x, y, C, p["sigma"], p["alpha"], p["lam"], attention, p["scale"])
+    ref = naive_osm_caa(*args, classifier_weight=p["classifier_weight"])
+    assert abs(loss(x, y).item() - ref) < 1e-10
+    ref = naive_osm_caa(*args, r=r, ry=ry, classifier_weight=p["classifier_weight"])
+    assert abs(loss(x, y, r, ry).item() - ref) < 1e-10
 
 
 def test_osm_caa_weights_closed_form_fixed_tensors():
@@ -336,8 +362,8 @@ def test_osm_caa_weights_closed_form_fixed_tensors():
     exp_neg = (1.2 - d).clamp_min(0) * A * batch.neg
     torch.testing.assert_close(w_pos, exp_pos, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(w_neg, exp_neg, rtol=1e-9, atol=1e-12)
-    assert float(w_neg[0, 3]) == 0.0 and float(w_neg[0, 2]) == 0.0   # d > 1.2: no weight
-    assert float(w_neg[1, 2]) > 0                                     # d(0.5, 1.4) < 1.2
+    assert w_neg[0, 3].item() == 0.0 and w_neg[0, 2].item() == 0.0   # d > 1.2: no weight
+    assert w_neg[1, 2].item() > 0                                     # d(0.5, 1.4) < 1.2
     # Gaussian attention N(p; 1.0, 0.68)
     loss.attention = "gaussian"
     ga = torch.exp(-0.5 * ((a - 1.0) / 0.68) ** 2) / (0.68 * math.sqrt(2 * math.pi))
@@ -348,11 +374,23 @@ def test_osm_caa_weights_closed_form_fixed_tensors():
                                rtol=1e-9, atol=1e-12)
 
 
+def test_osm_caa_pair_weights_closed_form_with_detached_weights():
+    loss = osm("gaussian", classifier_weight=0.0)
+    x, y = rand_batch(2, B=12, D=5)
+    batch, S, W = autograd_weights(loss, x, y)
+    w_pos, w_neg = (w.detach() for w in loss.pair_weights_osm_caa(batch))
+    d = (2 - 2 * S).clamp_min(0).add(1e-12).sqrt()
+    h = (1.2 - d).clamp_min(0)
+    closed = (0.5 * 2 * w_pos / w_pos.sum()) + (0.5 * 2 * w_neg * h / (d * w_neg.sum()))
+    torch.testing.assert_close(W, closed, rtol=1e-10, atol=1e-14)
+    assert (W >= 0).all() and (W[batch.neg] > 0).any()
+
+
 @pytest.mark.parametrize("attention", ["softmax", "gaussian"])
 def test_osm_caa_detach_weights_gradient(attention):
     x, y = rand_batch(3, B=12, D=5)
-    loss_d = osm(attention, detach_weights=True)
-    loss_f = osm(attention, detach_weights=False)
+    loss_d = osm(attention, detach_weights=True, classifier_weight=0.0)
+    loss_f = osm(attention, detach_weights=False, classifier_weight=0.0)
     w_pos, w_neg = loss_d.pair_weights_osm_caa(make_batch(x, y))
     w_pos, w_neg = w_pos.detach(), w_neg.detach()     # the weights as constants
 
@@ -366,7 +404,7 @@ def test_osm_caa_detach_weights_gradient(attention):
     v1 = loss_d(x1, y)
     v2 = const_weight_loss(x2)
     v3 = loss_f(x3, y)
-    assert abs(float(v1) - float(v2)) < 1e-12 and abs(float(v1) - float(v3)) < 1e-12
+    assert abs(v1.item() - v2.item()) < 1e-12 and abs(v1.item() - v3.item()) < 1e-12
     v1.backward()
     v2.backward()
     v3.backward()
@@ -377,7 +415,7 @@ def test_osm_caa_detach_weights_gradient(attention):
 
 
 def test_osm_caa_gradcheck_and_classifier_term():
-    loss = osm("softmax", scale=4.0, classifier_weight=0.7)
+    loss = osm("softmax", scale=4.0, classifier_weight=0.7, detach_weights=False)
     x, y = rand_batch(5, B=8, D=5)
     r, ry = rand_batch(6, B=6, D=5)
     C = loss.centres.detach().clone()
@@ -392,7 +430,7 @@ def test_osm_caa_gradcheck_and_classifier_term():
     logits = 4.0 * torch.nn.functional.normalize(x.detach(), dim=1) @ \
         torch.nn.functional.normalize(loss.centres.detach(), dim=1).t()
     ce = sum(-float(logits[i].log_softmax(0)[y[i]]) for i in range(8)) / 8
-    assert abs(float(loss.regularizer(batch)) - 0.7 * ce) < 1e-10
+    assert abs(loss.regularizer(batch).item() - 0.7 * ce) < 1e-10
 
 
 def test_osm_caa_errors():
@@ -411,12 +449,12 @@ def test_osm_caa_errors():
 
 
 # ----------------------------------------------------------------------- degenerate & precision
-ALL_DEFAULT = TABLE1 + ["multi_similarity"]
+ALL_DEFAULT = [*TABLE1, "multi_similarity"]
 
 
 def all_losses():
     out = [(n, losses.build(n)) for n in ALL_DEFAULT]
-    out.append(("osm_caa", osm()))
+    out.append(("osm_caa", osm(classifier_weight=0.0)))
     return out
 
 
@@ -427,20 +465,17 @@ def test_degenerate_batches_finite(case):
               "pair_diff": [0, 1]}[case]
     y = torch.tensor(labels)
     x = torch.randn(len(labels), 5, generator=g, dtype=torch.float64)
-    mined_zero = {"vthm", "binomial+vthm", "raw+semihard", "raw+vthm", "multi_similarity"}
     for name, loss in all_losses():
         xx = x.clone().requires_grad_()
         v = loss(xx, y)
         v.backward()
         assert v.dim() == 0 and torch.isfinite(v), (name, case)
         assert torch.isfinite(xx.grad).all(), (name, case)
-        if case == "single_sample" or (name in mined_zero and case != "pair_diff"):
-            assert float(v) == 0.0 and (xx.grad == 0).all(), (name, case)
-    # a pair of different classes: MS keeps the negative (no positive: nothing), RAW does not mine
-    v = losses.build("raw")(x, y) if case == "pair_diff" else None
-    if v is not None:
-        s = float(naive_cos(x, x)[0][1])
-        assert abs(float(v) - math.log1p(math.exp(50 * (s - 0.5))) / 50) < 1e-12
+        # no anchor has both a positive and a negative: every weighting x mining loss is 0
+        if name != "osm_caa" or case == "single_sample":
+            assert v.item() == 0.0 and (xx.grad == 0).all(), (name, case)
+        elif case != "pair_diff":        # (the pair's distance may exceed alpha: then 0)
+            assert v.item() > 0, (name, case)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -458,7 +493,7 @@ def test_half_precision_finite(dtype, beta):
         assert v.dtype == torch.float32 and torch.isfinite(v), name
         assert torch.isfinite(xx.grad).all() and xx.grad.abs().sum() > 0, name
         ref = loss(xh.float(), y)        # same rounded inputs in float32
-        assert abs(float(v) - float(ref)) < 1e-4 * max(1.0, float(ref)), name
+        assert abs(v.item() - ref.item()) < 1e-4 * max(1.0, ref.item()), name
     loss = losses.build("osm_caa", num_classes=5, embedding_dim=8)
     xx = xh.clone().requires_grad_()
     v = loss(xx, y)
@@ -477,7 +512,7 @@ def test_table1_names_build_and_are_finite():
     assert isinstance(losses.build("raw + vthm"), losses.get("ms"))
     assert values["raw+vthm"] == float(losses.build("multi_similarity")(x, y))
     assert losses.get("binomial") is losses.get("binomial_deviance")
-    assert losses.get("Raw+Distance-Weighted") is losses.get("raw+dw")
+    assert losses.get("Raw+Distance-Weighted") is losses.get("raw+distance_weighted")
     with pytest.raises(ValueError, match="Known losses"):
         losses.build("raw+vthm2")
     with pytest.raises(ValueError, match="no parameter"):

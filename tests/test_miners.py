@@ -84,8 +84,9 @@ def test_vthm_matches_naive_loop(seed, eps):
     npk, nnk = naive_vthm(S, pos, neg, eps)
     assert torch.equal(pk, npk) and torch.equal(nk, nnk)
     assert pk.any() and nk.any() and (nk.sum() < neg.sum())
-    # the singleton anchor (no positives) keeps nothing
+    # the singleton anchor (no positives) keeps nothing; kept sets are both empty or not
     assert not pk[-1].any() and not nk[-1].any()
+    assert torch.equal(pk.any(1), nk.any(1))
 
 
 def _pml_pairs_to_masks(out, shape):
@@ -225,11 +226,11 @@ def test_distance_weighted_sampling_frequencies():
     neg = torch.ones_like(S, dtype=torch.bool)
     pos = torch.zeros_like(neg)
     prob = miners.distance_weighted_probabilities(S, pos, neg, dim=4)[0]
+    n = 4000    # n independent anchors with the same row: one draw each
+    rows = S.expand(n, 4)
     gen = torch.Generator().manual_seed(0)
-    n = 4000
-    counts = torch.zeros(4, dtype=torch.float64)
-    for _ in range(n):
-        counts += miners.distance_weighted(S, pos, neg, dim=4, generator=gen)[1][0].double()
+    counts = miners.distance_weighted(rows, pos.expand(n, 4), neg.expand(n, 4), dim=4,
+                                      generator=gen)[1].double().sum(0)
     freq = counts / n
     sd = (prob * (1 - prob) / n).sqrt()
     assert ((freq - prob).abs() <= 4 * sd + 1e-12).all(), (freq, prob)

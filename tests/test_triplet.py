@@ -38,11 +38,10 @@ def naive_triplet(emb, lab, margin, form, mining, reduction, ref=None, ref_lab=N
                 if mining == "hard" and not tn > ta:
                     continue
                 per_anchor.append((ta, tn))
-        if mining == "batch_hard":
-            if per_anchor:
-                ta = min(t for t, _ in per_anchor)
-                tn = max(t for _, t in per_anchor)
-                per_anchor = [(ta, tn)]
+        if mining == "batch_hard" and per_anchor:
+            ta = min(t for t, _ in per_anchor)
+            tn = max(t for _, t in per_anchor)
+            per_anchor = [(ta, tn)]
         for ta, tn in per_anchor:
             value = max(0.0, tn - ta + margin)
             total += value
@@ -61,7 +60,10 @@ MININGS = ["all", "semihard", "hard", "batch_hard"]
 REDUCTIONS = ["mean_nonzero", "mean", "sum"]
 
 
-@pytest.mark.parametrize("form,mining,reduction", list(itertools.product(FORMS, MININGS, REDUCTIONS)))
+COMBOS = list(itertools.product(FORMS, MININGS, REDUCTIONS))
+
+
+@pytest.mark.parametrize("form,mining,reduction", COMBOS)
 def test_triplet_matches_naive_loop(form, mining, reduction):
     g = torch.Generator().manual_seed(hash((form, mining, reduction)) % 2**31)
     for _ in range(2):

@@ -37,7 +37,7 @@ def test_contrastive_similarity_form_eq5():
     loss = losses.build("contrastive", form="similarity", lam=lam)
     S, W = weights.pair_weights(loss, emb, lab)
     pos, neg = masks(lab)
-    expected = pos.double() + (neg & (S > lam)).double()
+    expected = pos.double() + (neg & (lam < S)).double()
     assert_proportional(W, expected, "contrastive eq. 5")
 
 

@@ -64,7 +64,7 @@ def glyph_strokes(class_id: int, num_strokes: int = 3, seed: int = 0) -> np.ndar
 def _difficulty_params(d: float) -> dict:
     """Nuisance ranges for difficulty ``d`` (0 = clean and centred, 1 = hard)."""
     return {
-        "rotation": np.pi * min(1.0, 0.15 + 0.85 * d),  # +- radians
+        "rotation": np.pi * (0.1 + 0.4 * d),  # +- radians
         "scale": (1.0 - 0.35 * d, 1.0 + 0.1 * d),
         "aspect": 0.25 * d,                # log aspect ratio range
         "translate": 0.25 * d,             # fraction of half the image

@@ -42,13 +42,16 @@ class PKSampler(Sampler[list[int]]):
     One epoch: each class's images are shuffled and cut into groups of ``K``; a last group
     shorter than ``K`` is filled with other images of the same class drawn at random (so
     every image appears at least once). Batches then take one group from each of ``P``
-    distinct classes, drawn with probability proportional to the number of groups a class has
-    left, until fewer than ``P`` classes have groups left. Those leftovers are dropped
-    (``drop_last=True``, default) or form one last batch of fewer classes.
+    distinct classes -- the ``P`` classes with the most groups left, ties broken at random,
+    which gives the largest possible number of batches -- until fewer than ``P`` classes have
+    groups left; the batches are then shuffled. Leftover groups (only when one class has more
+    groups than the others can pair with) are dropped (``drop_last=True``, default) or form one
+    last batch of fewer classes. The number of batches per epoch depends only on the class
+    sizes, so ``len()`` is the same every epoch.
 
-    Classes with fewer than ``K`` images: ``small_classes="replace"`` (default) samples their
-    ``K`` images with replacement; ``"skip"`` leaves them out; classes with a single image are
-    always skipped (they have no positive pair).
+    Classes with fewer than ``K`` images: ``small_classes="replace"`` (default) fills their
+    group with all their images plus repeats drawn at random; ``"skip"`` leaves them out;
+    classes with a single image are always skipped (they have no positive pair).
 
     ``len(sampler)`` is the number of batches of the current epoch. Each ``iter`` uses
     ``seed`` and the epoch number, then moves on to the next epoch; ``set_epoch(e)`` selects
@@ -88,7 +91,8 @@ class PKSampler(Sampler[list[int]]):
         chunks: list[list[np.ndarray]] = []
         for idx in self._groups:
             if len(idx) < self.K:
-                chunks.append([rng.choice(idx, self.K, replace=True)])
+                extra = rng.choice(idx, self.K - len(idx), replace=True)
+                chunks.append([np.concatenate([rng.permutation(idx), extra])])
                 continue
             perm = rng.permutation(idx)
             n_full, rest = divmod(len(perm), self.K)
@@ -98,17 +102,21 @@ class PKSampler(Sampler[list[int]]):
                 fill = rng.choice(others, self.K - rest, replace=False)
                 parts.append(np.concatenate([perm[n_full * self.K:], fill]))
             chunks.append(parts)
-        left = np.array([len(c) for c in chunks], dtype=np.float64)
+        left = np.array([len(c) for c in chunks], dtype=np.int64)
         batches: list[list[int]] = []
         while (left > 0).sum() >= self.P:
-            chosen = rng.choice(len(chunks), self.P, replace=False, p=left / left.sum())
+            # the P classes with the most groups left (ties at random): this yields the
+            # largest possible number of batches, so the fewest images are left over
+            tiebreak = rng.random(len(left))
+            chosen = np.lexsort((tiebreak, -left))[: self.P]
             batch = []
             for c in chosen:
                 left[c] -= 1
                 batch.extend(chunks[c][int(left[c])].tolist())
             batches.append(batch)
-        if not self.drop_last and left.sum() > 0:
-            rest = [c for c in np.flatnonzero(left > 0)]
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+        if not self.drop_last and left.sum() > 0:  # one last, smaller batch
+            rest = np.flatnonzero(left > 0)
             batches.append([i for c in rest for i in chunks[c][int(left[c]) - 1].tolist()])
         self._plan_cache = (self.epoch, batches)
         return batches

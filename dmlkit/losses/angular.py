@@ -26,8 +26,10 @@ class AngularLoss(PairLoss):
 
     a function of S only. The inner sum over n for all pairs (a, p) is a matrix product,
     ``sum_n [n in N_a] e^{4t s_an} e^{4t s_pn} = (A @ E^T)_ap`` with row-max shifts for stability,
-    so no (B, M, M) tensor is formed. Reduction: mean over all positive pairs (ordered entries
-    of S; a pair whose anchor has no negative contributes 0 and still counts).
+    so no (B, M, M) tensor is formed (with un-normalised embeddings of very different norms the
+    shifted products can underflow; they are clamped to the smallest float). Reduction: mean
+    over all positive pairs (ordered entries of S; a pair whose anchor has no negative
+    contributes 0 and still counts).
 
     Query-vs-reference form: a is a query, p and n are references; ``s_pn`` is then a
     reference-reference similarity, computed from the reference embeddings (in-batch it is

@@ -23,6 +23,11 @@ from ..similarity import distances_from_similarity, pair_masks, similarity_matri
 __all__ = ["PairBatch", "PairLoss", "make_batch", "zero_loss"]
 
 
+def _promote(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision inputs are computed in float32 (as similarity_matrix does)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 @dataclass
 class PairBatch:
     """Everything a pair-based loss may look at.
@@ -47,14 +52,14 @@ class PairBatch:
         """Euclidean distances (B, M): from S for unit vectors, else from the raw embeddings."""
         if self.normalized:
             return distances_from_similarity(self.S)
-        return squared_distances(self.embeddings, None if self.in_batch else self.ref_embeddings
-                                 ).add(1e-12).sqrt()
+        return self.squared_distances().add(1e-12).sqrt()
 
     def squared_distances(self) -> torch.Tensor:
         """Squared Euclidean distances (B, M): 2 - 2S for unit vectors, else from the embeddings."""
         if self.normalized:
             return (2.0 - 2.0 * self.S).clamp_min(0.0)
-        return squared_distances(self.embeddings, None if self.in_batch else self.ref_embeddings)
+        q, r = _promote(self.embeddings), _promote(self.ref_embeddings)
+        return squared_distances(q, None if self.in_batch else r)
 
 
 def make_batch(embeddings, labels, ref_embeddings=None, ref_labels=None,

@@ -22,8 +22,17 @@ def check_reduction(reduction: str) -> str:
     return reduction
 
 
-def reduce_anchors(per_anchor: torch.Tensor, reduction: str) -> torch.Tensor:
-    """(B,) per-anchor losses -> 0-dim: mean over ALL B anchors (empty ones count) or sum."""
+def reduce_anchors(per_anchor: torch.Tensor, reduction: str, pos_keep: torch.Tensor,
+                   neg_keep: torch.Tensor) -> torch.Tensor:
+    """(B,) per-anchor losses -> 0-dim, counting only anchors with a kept positive AND negative.
+
+    An anchor without a (kept) positive or without a (kept) negative contributes 0 but still
+    counts in the mean over all B anchors (official MS code: ``if len(neg_pair) < 1 or
+    len(pos_pair) < 1: continue`` and ``sum(loss) / batch_size``). The zero stays connected to
+    S, so a degenerate batch (one class, all singletons) gives a finite zero that backpropagates.
+    """
+    valid = pos_keep.any(dim=1) & neg_keep.any(dim=1)
+    per_anchor = torch.where(valid, per_anchor, per_anchor * 0.0)
     return per_anchor.mean() if reduction == "mean" else per_anchor.sum()
 
 
@@ -58,13 +67,15 @@ class BinomialDevianceLoss(PairLoss):
 
     Reduction: ``reduction="mean"`` (default) divides the sum over anchors by m = B, the number
     of query rows, so the value does not grow with the batch and matches the 1/m of the MS loss
-    (eq. 17) in the Table-1 ablation; ``reduction="sum"`` is eq. 12 literally. An anchor whose
-    P_i (or N_i) is empty contributes 0 for that part and still counts in m.
+    (eq. 17) in the Table-1 ablation; ``reduction="sum"`` is eq. 12's plain sum. An anchor
+    without a positive or without a negative (no valid triplet) contributes 0 and still counts
+    in m, as in the official MS code; so one-class and all-singleton batches give 0.
 
     Pair weights (``dmlkit.weights.pair_weights``, W = -dL/dS positives, +dL/dS negatives) are
     eq. 13-14 exactly with ``reduction="sum"``; with ``"mean"`` they are eq. 13-14 times 1/B:
     ``(1/|P_i|) alpha e^{alpha(lam-s)}/(1+e^{alpha(lam-s)})`` and
-    ``(1/|N_i|) beta e^{beta(s-lam)}/(1+e^{beta(s-lam)})``.
+    ``(1/|N_i|) beta e^{beta(s-lam)}/(1+e^{beta(s-lam)})`` on anchors with both sets
+    non-empty, 0 on the others.
 
     Shapes: embeddings (B, D), labels (B,), optional references (M, D) / (M,). Returns 0-dim.
     """
@@ -80,4 +91,4 @@ class BinomialDevianceLoss(PairLoss):
     def compute(self, batch: PairBatch) -> torch.Tensor:
         per_anchor = binomial_anchor_terms(batch.S, batch.pos, batch.neg,
                                            self.alpha, self.beta, self.lam)
-        return reduce_anchors(per_anchor, self.reduction)
+        return reduce_anchors(per_anchor, self.reduction, batch.pos, batch.neg)

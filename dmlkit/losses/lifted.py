@@ -32,7 +32,7 @@ def masked_logsumexp(x: torch.Tensor, mask: torch.Tensor, dim: int = 1):
         nonempty
 
 
-@register("lifted_structure", "lifted")
+@register("lifted_structure")
 class LiftedStructureLoss(PairLoss):
     r"""Lifted structured embedding loss (Oh Song, Xiang, Jegelka & Savarese, CVPR 2016).
 
@@ -96,7 +96,7 @@ class LiftedStructureLoss(PairLoss):
 _GL_FORMS = ("similarity", "distance")
 
 
-@register("generalized_lifted_structure", "generalized_lifted")
+@register("generalized_lifted_structure")
 class GeneralizedLiftedStructureLoss(PairLoss):
     r"""Generalised lifted structure loss (Hermans, Beyer & Leibe 2017; seed 004 eq. 9).
 

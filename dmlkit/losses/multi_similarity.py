@@ -5,16 +5,21 @@ A loss here is a named (weighting, mining) pair (seed 004, Sec. 3-5): a miner fr
 weighting is a differentiable function of ``batch.S`` on the kept pairs, so
 ``dmlkit.weights.pair_weights`` reads the closed-form weights by autograd.
 
-Weightings (per anchor i, on the kept sets P^_i, N^_i; an empty set contributes 0):
+Weightings (per anchor i, on the kept sets P^_i, N^_i):
 
 * ``"raw"`` (eq. 17): ``1/alpha log(1 + sum_{P^_i} e^{-alpha(s-lam)})
   + 1/beta log(1 + sum_{N^_i} e^{beta(s-lam)})`` (logsumexp with the 1 as a 0 logit);
-* ``"binomial"`` (eq. 12): ``mean_{P^_i} softplus(-alpha(s-lam)) + mean_{N^_i} softplus(beta(s-lam))``;
+* ``"binomial"`` (eq. 12): ``mean_{P^_i} softplus(-alpha(s-lam))
+  + mean_{N^_i} softplus(beta(s-lam))``;
 * ``"uniform"`` (VTHM alone, equal weights): ``sum_{P^_i} (1 - s) + sum_{N^_i} (1 + s)``,
   every kept pair has weight exactly 1 (x 1/m), non-negative for cosines.
 
-Reduction over anchors: ``"mean"`` = 1/m with m = B query rows, anchors with empty kept sets
-counting (official MS code, and PML's MeanReducer); ``"sum"`` is the plain sum.
+Reduction over anchors: ``"mean"`` = 1/m with m = B query rows, ``"sum"`` the plain sum. An
+anchor contributes only when it keeps at least one positive AND one negative; otherwise it
+contributes 0 and still counts in m (official MS code: ``if len(neg_pair) < 1 or
+len(pos_pair) < 1: continue`` then ``sum(loss) / batch_size``). Under VTHM (epsilon >= 0) the
+two kept sets are both empty or both non-empty (in exact arithmetic), so this is also PML's
+mean over all anchors.
 """
 
 from __future__ import annotations
@@ -79,13 +84,15 @@ class WeightedPairLoss(PairLoss):
     embedding dimension from the batch unless ``dim`` is given. Masks are computed on
     ``S.detach()`` under ``torch.no_grad()``: mining selects, it is not differentiated.
 
-    Defaults alpha = 2, beta = 50, lam = 0.5; ``reduction="mean"`` (1/m, m = B rows, anchors
-    with empty kept sets contribute 0 and count) or ``"sum"``.
+    Defaults alpha = 2, beta = 50, lam = 0.5; ``reduction="mean"`` (1/m, m = B rows) or
+    ``"sum"``; an anchor without a kept positive or without a kept negative contributes 0 and
+    counts in m (official MS code), so degenerate batches give a graph-connected 0.
 
     Pair weights (W = -dL/dS positives, +dL/dS negatives) on kept pairs, times 1/m for "mean":
     raw: eq. 15-16 ``1/(sum_{k in P^_i} e^{alpha(s_ij - s_ik)} + e^{alpha(s_ij - lam)})`` and
     ``1/(sum_{k in N^_i} e^{-beta(s_ij - s_ik)} + e^{-beta(s_ij - lam)})``; binomial: eq. 13-14
-    with |P^_i|, |N^_i|; uniform: 1. Pairs not kept have weight 0.
+    with |P^_i|, |N^_i|; uniform: 1. Pairs not kept, and pairs of anchors that do not count,
+    have weight 0.
     """
 
     hyperparameters = ("weighting", "mining", "alpha", "beta", "lam", "reduction",
@@ -119,7 +126,7 @@ class WeightedPairLoss(PairLoss):
         pos_keep, neg_keep = self.mine(batch)
         per_anchor = WEIGHTINGS[self.weighting](batch.S, pos_keep, neg_keep,
                                                 self.alpha, self.beta, self.lam)
-        return reduce_anchors(per_anchor, self.reduction)
+        return reduce_anchors(per_anchor, self.reduction, pos_keep, neg_keep)
 
 
 @register("multi_similarity", "ms", "raw+vthm")
@@ -135,7 +142,9 @@ class MultiSimilarityLoss(WeightedPairLoss):
     positive k if ``s_ik - epsilon < max_{N_i} s``. Defaults alpha = 2, beta = 50, lam = 0.5,
     epsilon = 0.1 (paper; the official MS code uses beta = 40 for its configs, pass beta=40).
     Reduction "mean": 1/m over all B anchors, anchors with empty kept sets contribute 0 and
-    count (as the official code).
+    count (as the official code). Official-code difference: it drops positives with
+    ``s >= 1 - 1e-5`` (its way of removing the anchor itself); here the diagonal is excluded
+    by index and near-duplicate positives are kept.
 
     Equal to PML's ``MultiSimilarityLoss(alpha, beta, base=lam)`` applied to the pairs of
     ``MultiSimilarityMiner(epsilon)`` (``loss_fn(emb, labels, miner(emb, labels))``) in value
@@ -223,7 +232,7 @@ class RAWSemiHardLoss(WeightedPairLoss):
         self.margin = float(margin)
 
 
-@register("raw+distance_weighted", "raw+dw")
+@register("raw+distance_weighted")
 class RAWDistanceWeightedLoss(WeightedPairLoss):
     """RAW weighting with distance-weighted negative sampling (seed 004 Table 1 "RAW+DW").
 

@@ -57,7 +57,7 @@ def _sq_norms(x: torch.Tensor) -> torch.Tensor:
 
 def _l2_penalty(l2_reg: float, q: torch.Tensor, q_mask: torch.Tensor, r: torch.Tensor,
                 r_mask: torch.Tensor) -> torch.Tensor | float:
-    """Sohn / TF ``npairs_loss`` penalty: ``0.25 * l2_reg * (mean ||f_i||^2 + mean ||f_i^+||^2)``."""
+    """Sohn's penalty, as TF ``npairs_loss``: ``0.25 l2_reg (mean |f_i|^2 + mean |f_i^+|^2)``."""
     if l2_reg == 0 or not bool(q_mask.any()) or not bool(r_mask.any()):
         return 0.0
     return 0.25 * l2_reg * (_sq_norms(q[q_mask]).mean() + _sq_norms(r[r_mask]).mean())
@@ -83,7 +83,7 @@ class _NPairBase(PairLoss):
         return _l2_penalty(self.l2_reg, batch.embeddings, anchors, batch.ref_embeddings, cols)
 
 
-@register("npair", "n_pair", "npair_mc")
+@register("npair")
 class NPairLoss(_NPairBase):
     r"""Multi-class N-pair loss, N-pair-mc (Sohn 2016; seed 002).
 
@@ -122,7 +122,7 @@ class NPairLoss(_NPairBase):
         return per_anchor.sum() / int(anchors.sum())
 
 
-@register("npair_ovo", "n_pair_ovo")
+@register("npair_ovo")
 class NPairOVOLoss(_NPairBase):
     r"""One-vs-one N-pair loss, N-pair-ovo (Sohn 2016; seed 002).
 
@@ -147,7 +147,7 @@ class NPairOVOLoss(_NPairBase):
 _TUPLET_FORMS = ("softplus", "hinge")
 
 
-@register("tuplet", "n_plus_1_tuplet")
+@register("tuplet")
 class TupletLoss(PairLoss):
     r"""(N+1)-tuplet loss (Sohn 2016; seed 002) over every positive pair of the batch.
 

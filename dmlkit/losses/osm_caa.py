@@ -46,17 +46,20 @@ class OSMCAALoss(PairLoss):
 
     summed over all positive / negative pairs of the batch (a part whose weights sum to 0,
     e.g. no positives or every negative beyond alpha, is 0). Defaults (official code):
-    sigma = 0.8, alpha = 1.2, lam = 0.5; scale = 1 (the ports' ``exp(x^T c)`` on unit
-    vectors).
+    sigma = 0.8, alpha = 1.2, lam = 0.5; scale = 1 (the paper's ``exp(f^T c)``, on unit
+    vectors as the ports).
 
-    ``detach_weights``: False (default, as the PyTorch ports) lets the gradient flow through
-    w (s+, s- and a); True treats w as constants in the backward pass (official code). Any
+    ``detach_weights``: True (default, official code) treats w as constants in the backward
+    pass, so the pair weights of the unified view are ``(1-lam) 2 w+_ij / sum_P w+`` and
+    ``lam 2 w-_ij [alpha - d_ij]_+ / (d_ij sum_N w-)`` (>= 0) and Theorem 3.1 holds; False (the
+    PyTorch ports) lets the gradient flow through w (s+, s- and a), which makes some positive
+    pair weights negative and sends gradient to the centres through the attention. Any
     constant factor of a_i (e.g. the Gaussian's normalisation) cancels in the ratios.
 
-    How the centres learn: with ``detach_weights=False`` through the attention; the official
-    code trains a softmax classifier alongside with cross-entropy, available here as
-    ``classifier_weight * CE(z, y)`` added in :meth:`regularizer` (default 0, i.e. not
-    added; use e.g. ``classifier_weight=1, scale=16`` for a classifier on unit vectors). The
+    How the centres learn: the official code trains a softmax classifier alongside with
+    cross-entropy; here ``classifier_weight * CE(z, y)`` is added in :meth:`regularizer`
+    (default classifier_weight = 1; set 0 to leave it out, e.g. when the centres are trained
+    elsewhere; a larger ``scale`` such as 16 gives a sharper classifier on unit vectors). The
     weight view (``dmlkit.weights.pair_weights``) covers only :meth:`compute`.
     Official differences: it clamps s- at 1e-12 instead of 0 and some ports multiply both
     parts by 1/2. Labels must lie in [0, num_classes) (ValueError otherwise).
@@ -67,8 +70,8 @@ class OSMCAALoss(PairLoss):
 
     def __init__(self, num_classes: int | None = None, embedding_dim: int | None = None,
                  sigma: float = 0.8, alpha: float = 1.2, lam: float = 0.5,
-                 attention: str = "softmax", detach_weights: bool = False, scale: float = 1.0,
-                 classifier_weight: float = 0.0, gaussian_mean: float = 1.0,
+                 attention: str = "softmax", detach_weights: bool = True, scale: float = 1.0,
+                 classifier_weight: float = 1.0, gaussian_mean: float = 1.0,
                  gaussian_std: float = 0.68, normalize: bool = True):
         super().__init__(normalize=normalize)
         if num_classes is None or embedding_dim is None:

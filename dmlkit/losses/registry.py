@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
-__all__ = ["register", "available", "build", "get"]
+__all__ = ["available", "build", "get", "register"]
 
 
 def register(*names: str):

@@ -50,7 +50,8 @@ def _counts(thresholds: torch.Tensor, keep_pos: torch.Tensor, b: torch.Tensor,
     hist = torch.zeros(b.shape[0], width + 1, dtype=b.dtype, device=b.device)
     hist.scatter_add_(1, below, neg.to(b.dtype))
     at_least = hist.flip(1).cumsum(1).flip(1)          # at_least[:, j] = #{n : below_n >= j}
-    per_slot = torch.where(valid, at_least[:, 1:], 0)  # slot j (j-th smallest t): #{n : below >= j+1}
+    # slot j (the j-th smallest threshold): #{n : below_n >= j + 1}
+    per_slot = torch.where(valid, at_least[:, 1:], 0)
     c_pos = torch.zeros_like(b).scatter_add_(1, t_idx, per_slot)
     return c_pos, below.to(b.dtype)
 

@@ -1,0 +1,139 @@
+"""Benchmark: dmlkit.evaluate's full metric set vs pytorch-metric-learning's AccuracyCalculator.
+
+On SOP-like random data (class centres + noise, 2-8 images per class like Stanford Online
+Products' 5.3 on average, D = 512, L2-normalised) this times, in separate processes so that peak
+memory is measured per method:
+
+* ours: ``evaluate.evaluate(x, y, preset="sop")`` = Recall@{1,10,100,1000}, MAP@R, R-precision,
+  NMI and pair F1 (k-means with K = number of classes);
+* PML: ``AccuracyCalculator(include=("precision_at_1", "r_precision",
+  "mean_average_precision_at_r", "NMI"), k="max_bin_count")`` on the same data.
+
+It prints wall time, peak resident memory (and the increase over the process after the data
+was built), the ratio PML / ours, and checks that the shared metrics agree (precision@1 =
+recall@1, R-precision, MAP@R exactly; NMI differs because the k-means runs differ). On a CUDA
+machine it also runs both on the GPU (peak = torch.cuda.max_memory_allocated).
+
+    python benchmarks/evaluate.py                      # N = 20,000 and 60,000
+    python benchmarks/evaluate.py --sizes 5000 --pml-timeout 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def make_data(n: int, dim: int, sigma: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(2, 9, size=n // 2 + 1)
+    labels = np.repeat(np.arange(sizes.size), sizes)[:n].astype(np.int64)
+    centres = rng.standard_normal((sizes.size, dim), dtype=np.float32)
+    x = centres[labels] + sigma * rng.standard_normal((n, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, labels
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def worker(method: str, n: int, dim: int, sigma: float, device: str) -> dict:
+    import torch
+
+    x, labels = make_data(n, dim, sigma)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(labels)
+    if device == "cuda":
+        xt, yt = xt.cuda(), yt.cuda()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    if method == "ours":
+        from dmlkit import evaluate
+
+        base = _rss_mb()
+        t0 = time.perf_counter()
+        res = evaluate.evaluate(xt, yt, preset="sop", seed=0)
+    else:
+        from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+        calc = AccuracyCalculator(
+            include=("precision_at_1", "r_precision", "mean_average_precision_at_r", "NMI"),
+            k="max_bin_count", device=torch.device(device))
+        base = _rss_mb()
+        t0 = time.perf_counter()
+        res = calc.get_accuracy(xt, yt)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    out = {"seconds": seconds, "rss_mb": _rss_mb(), "rss_increase_mb": _rss_mb() - base,
+           "classes": int(np.unique(labels).size), "result": {k: float(v) for k, v in res.items()}}
+    if device == "cuda":
+        out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def run_worker(method, n, dim, sigma, device, timeout):
+    cmd = [sys.executable, __file__, "--worker", method, "--sizes", str(n), "--dim", str(dim),
+           "--sigma", str(sigma), "--device", device]
+    try:
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+        return {"error": f"exit {proc.returncode}: {tail[0][:200]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[20000, 60000])
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--sigma", type=float, default=2.5, help="noise / centre scale")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--pml-timeout", type=float, default=1200.0)
+    ap.add_argument("--ours-timeout", type=float, default=1200.0)
+    ap.add_argument("--skip-pml", action="store_true")
+    ap.add_argument("--worker", choices=["ours", "pml"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.sizes[0], args.dim, args.sigma, args.device)))
+        return
+    import torch
+
+    devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else (
+        ["cpu"] if args.device == "auto" else [args.device])
+    print(f"torch threads: {torch.get_num_threads()}, devices: {devices}")
+    for device in devices:
+        for n in args.sizes:
+            ours = run_worker("ours", n, args.dim, args.sigma, device, args.ours_timeout)
+            pml = ({"error": "skipped"} if args.skip_pml else
+                   run_worker("pml", n, args.dim, args.sigma, device, args.pml_timeout))
+            print(f"\n== N = {n:,}, D = {args.dim}, device = {device}, "
+                  f"classes = {ours.get('classes', '?')}")
+            for name, r in (("dmlkit full set", ours), ("PML subset", pml)):
+                if "error" in r:
+                    print(f"  {name:16s}: {r['error']}")
+                    continue
+                gpu = f", GPU peak {r['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in r else ""
+                print(f"  {name:16s}: {r['seconds']:8.2f} s, peak RSS {r['rss_mb']:7.0f} MB "
+                      f"(+{r['rss_increase_mb']:.0f} MB over data){gpu}")
+                print("    " + ", ".join(f"{k}={v:.4f}" for k, v in r["result"].items()))
+            if "error" not in ours and "error" not in pml:
+                print(f"  time ratio PML / dmlkit: {pml['seconds'] / ours['seconds']:.2f}x")
+                o, p = ours["result"], pml["result"]
+                pairs = [("recall@1", "precision_at_1"), ("r_precision", "r_precision"),
+                         ("map@r", "mean_average_precision_at_r")]
+                diff = max(abs(o[a] - p[b]) for a, b in pairs)
+                print(f"  max |ours - PML| over recall@1/R-precision/MAP@R: {diff:.2e}; "
+                      f"NMI {o['nmi']:.4f} vs {p['NMI']:.4f} (different k-means runs)")
+
+
+if __name__ == "__main__":
+    main()
