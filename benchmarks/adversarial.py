@@ -91,6 +91,14 @@ def main(argv=None) -> None:
     ap.add_argument("--lambda2", type=float, default=1.0)
     ap.add_argument("--alpha", type=float, default=1.0)
     ap.add_argument("--alpha-sign", type=int, default=-1)
+    ap.add_argument("--head", default="mlp", choices=("mlp", "linear"))
+    ap.add_argument("--lifted-negatives", type=int, default=8,
+                    help="synthetic negatives per anchor for lifted structure (0: all of them, "
+                         "the library default; capped by default to keep the CPU run short)")
+    ap.add_argument("--normalize-synthetic", action="store_true",
+                    help="L2-normalise the generator output (the features are unit-norm)")
+    ap.add_argument("--keep-real-negatives", action="store_true",
+                    help="keep the real negatives in J_m next to the synthetic ones")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 is fastest for these small matrices)")
@@ -119,7 +127,11 @@ def main(argv=None) -> None:
                     batches_per_epoch=args.batches_per_epoch, P=args.P, K=args.K, lr=args.lr,
                     generator_lr_factor=args.generator_lr_factor, lambda1=args.lambda1,
                     lambda2=args.lambda2, alpha=args.alpha, alpha_sign=args.alpha_sign,
-                    seed=seed, device=args.device)
+                    seed=seed, device=args.device, head=args.head,
+                    normalize_synthetic=args.normalize_synthetic,
+                    keep_real_negatives=args.keep_real_negatives,
+                    negatives_per_anchor=(args.lifted_negatives if loss == "lifted"
+                                          and args.lifted_negatives > 0 else "auto"))
                 emb = res.embed(xte)
                 m = evaluate.evaluate(emb, yte, metrics=["recall", "map@r", "nmi", "f1"],
                                       ks=(1,), seed=seed)
@@ -127,8 +139,9 @@ def main(argv=None) -> None:
             results[(loss, method)] = rows
             print(f"  {loss:12s} {method:8s} done in {time.time() - t1:5.1f}s", flush=True)
     print(f"\nclass-disjoint test, {args.seeds} seeds, mean +- std (x100); "
-          f"{args.epochs} epochs x {args.batches_per_epoch} batches of "
-          f"{args.P}x{args.K}, total {time.time() - t0:.0f}s")
+          f"{args.epochs} epochs ({args.warmup_epochs} metric warm-up, then "
+          f"{args.generator_epochs} generator-only for DAML) x {args.batches_per_epoch} batches "
+          f"of {args.P}x{args.K}; head {args.head}; total {time.time() - t0:.0f}s")
     header = "| loss | method | " + " | ".join(METRICS) + " |"
     print(header)
     print("|" + "---|" * (len(METRICS) + 2))

@@ -9,7 +9,8 @@ memory is measured per method:
 * PML: ``AccuracyCalculator(include=("precision_at_1", "r_precision",
   "mean_average_precision_at_r", "NMI"), k="max_bin_count")`` on the same data.
 
-It prints wall time, peak resident memory (and the increase over the process after the data
+It prints wall and CPU time (CPU seconds are the fairer figure on a shared machine), peak
+resident memory (and the increase over the process after the data
 was built), the ratio PML / ours, and checks that the shared metrics agree (precision@1 =
 recall@1, R-precision, MAP@R exactly; NMI differs because the k-means runs differ). On a CUDA
 machine it also runs both on the GPU (peak = torch.cuda.max_memory_allocated).
@@ -44,8 +45,18 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker(method: str, n: int, dim: int, sigma: float, device: str) -> dict:
+def _cpu_s() -> float:
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def worker(method: str, n: int, dim: int, sigma: float, device: str, threads: int) -> dict:
+    import faiss
     import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
 
     x, labels = make_data(n, dim, sigma)
     xt, yt = torch.from_numpy(x), torch.from_numpy(labels)
@@ -56,7 +67,7 @@ def worker(method: str, n: int, dim: int, sigma: float, device: str) -> dict:
     if method == "ours":
         from dmlkit import evaluate
 
-        base = _rss_mb()
+        base, cpu0 = _rss_mb(), _cpu_s()
         t0 = time.perf_counter()
         res = evaluate.evaluate(xt, yt, preset="sop", seed=0)
     else:
@@ -65,22 +76,23 @@ def worker(method: str, n: int, dim: int, sigma: float, device: str) -> dict:
         calc = AccuracyCalculator(
             include=("precision_at_1", "r_precision", "mean_average_precision_at_r", "NMI"),
             k="max_bin_count", device=torch.device(device))
-        base = _rss_mb()
+        base, cpu0 = _rss_mb(), _cpu_s()
         t0 = time.perf_counter()
         res = calc.get_accuracy(xt, yt)
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    out = {"seconds": seconds, "rss_mb": _rss_mb(), "rss_increase_mb": _rss_mb() - base,
-           "classes": int(np.unique(labels).size), "result": {k: float(v) for k, v in res.items()}}
+    out = {"seconds": seconds, "cpu_seconds": _cpu_s() - cpu0, "rss_mb": _rss_mb(),
+           "rss_increase_mb": _rss_mb() - base, "classes": int(np.unique(labels).size),
+           "result": {k: float(v) for k, v in res.items()}}
     if device == "cuda":
         out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
 
 
-def run_worker(method, n, dim, sigma, device, timeout):
+def run_worker(method, n, dim, sigma, device, timeout, threads):
     cmd = [sys.executable, __file__, "--worker", method, "--sizes", str(n), "--dim", str(dim),
-           "--sigma", str(sigma), "--device", device]
+           "--sigma", str(sigma), "--device", device, "--threads", str(threads)]
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -100,21 +112,28 @@ def main() -> None:
     ap.add_argument("--pml-timeout", type=float, default=1200.0)
     ap.add_argument("--ours-timeout", type=float, default=1200.0)
     ap.add_argument("--skip-pml", action="store_true")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads for torch and faiss in both workers (0: their default); "
+                         "1 makes CPU seconds comparable on a busy machine")
     ap.add_argument("--worker", choices=["ours", "pml"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.sizes[0], args.dim, args.sigma, args.device)))
+        print(json.dumps(worker(args.worker, args.sizes[0], args.dim, args.sigma, args.device,
+                                args.threads)))
         return
     import torch
 
     devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else (
         ["cpu"] if args.device == "auto" else [args.device])
-    print(f"torch threads: {torch.get_num_threads()}, devices: {devices}")
+    threads = args.threads or torch.get_num_threads()
+    print(f"threads per worker: {threads}, devices: {devices}")
     for device in devices:
         for n in args.sizes:
-            ours = run_worker("ours", n, args.dim, args.sigma, device, args.ours_timeout)
+            ours = run_worker("ours", n, args.dim, args.sigma, device, args.ours_timeout,
+                              args.threads)
             pml = ({"error": "skipped"} if args.skip_pml else
-                   run_worker("pml", n, args.dim, args.sigma, device, args.pml_timeout))
+                   run_worker("pml", n, args.dim, args.sigma, device, args.pml_timeout,
+                              args.threads))
             print(f"\n== N = {n:,}, D = {args.dim}, device = {device}, "
                   f"classes = {ours.get('classes', '?')}")
             for name, r in (("dmlkit full set", ours), ("PML subset", pml)):
@@ -122,11 +141,13 @@ def main() -> None:
                     print(f"  {name:16s}: {r['error']}")
                     continue
                 gpu = f", GPU peak {r['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in r else ""
-                print(f"  {name:16s}: {r['seconds']:8.2f} s, peak RSS {r['rss_mb']:7.0f} MB "
+                print(f"  {name:16s}: {r['seconds']:8.2f} s wall, {r['cpu_seconds']:8.2f} s CPU, "
+                      f"peak RSS {r['rss_mb']:7.0f} MB "
                       f"(+{r['rss_increase_mb']:.0f} MB over data){gpu}")
                 print("    " + ", ".join(f"{k}={v:.4f}" for k, v in r["result"].items()))
             if "error" not in ours and "error" not in pml:
-                print(f"  time ratio PML / dmlkit: {pml['seconds'] / ours['seconds']:.2f}x")
+                print(f"  time ratio PML / dmlkit: {pml['seconds'] / ours['seconds']:.2f}x wall, "
+                      f"{pml['cpu_seconds'] / ours['cpu_seconds']:.2f}x CPU")
                 o, p = ours["result"], pml["result"]
                 pairs = [("recall@1", "precision_at_1"), ("r_precision", "r_precision"),
                          ("map@r", "mean_average_precision_at_r")]

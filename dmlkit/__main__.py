@@ -72,7 +72,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, dest=f.name, nargs="+", type=int, default=None,
                            help="Recall@K list (default: the papers' list for the data set)")
         else:
-            conv = (int if "int" in hint and "float" not in hint else
+            conv = (_bool if "bool" in hint else
+                    int if "int" in hint and "float" not in hint else
                     float if "float" in hint else str)
             p.add_argument(flag, dest=f.name, type=_none_or(conv), default=default,
                            help=f"(default: {default})")
@@ -80,6 +81,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="loss hyper-parameter, repeatable (e.g. --loss-param alpha=2)")
     p.add_argument("--dataset-param", action="append", metavar="NAME=VALUE",
                    help="data set option, repeatable (e.g. --dataset-param num_classes=50)")
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return low in ("true", "1", "yes")
 
 
 def _none_or(conv):

@@ -27,7 +27,9 @@ negatives are replaced; ``keep_real_negatives=True`` keeps them too). The loss's
 ``compute(PairBatch)`` then runs unchanged, so every loss built on ``batch.S`` and the masks works:
 triplet / contrastive see (anchor, positive, synthetic negative) triplets / pairs, lifted
 structure and N-pair see each anchor's negatives replaced by negatives generated from them.
-A synthetic negative carries the label of the real negative it was generated from.
+A synthetic negative carries the label of the real negative it was generated from. The N-pair
+losses pair samples by label rather than by mask, so they are evaluated anchor by anchor on
+Sohn's pairing: anchor ``x_i``, positive ``x_i^+`` and synthetic negatives ``G(x_i, x_i^+, x_j^+)``.
 
 Gradient routing (an implementation choice, the papers do not spell it out): the generator(s)
 are updated with ``J_gen`` (and ``J+_gen``) only; the metric head (and an optional trainable
@@ -42,6 +44,20 @@ Schedule (official code): ``warmup_epochs`` of metric loss alone, then (optional
 pre-trained metric"), then joint training with separate Adam optimisers: head at ``lr``,
 generator at ``lr * generator_lr_factor`` (official 1/10), trunk at ``lr * trunk_lr_factor``
 (official 1/1000). The generator is not used at test time (:meth:`AdversarialResult.embed`).
+
+Scale notes. ``J_hard`` / ``J_reg`` are measured in the generator's space and ``J_adv`` on
+unit-norm embeddings (``D^2 <= 4``): feed L2-normalised features (as the official code does) so
+the three terms are comparable. With ``alpha_sign=-1, alpha=1`` the hinge is inactive whenever
+``D(x~, x)^2 < D(x+, x)^2 + 1``, which is common on the unit sphere, and the generator then
+just interpolates between anchor and negative. On small CPU benchmarks (benchmarks/adversarial.py)
+the metric can learn to tell synthetic from real features instead of learning the classes;
+``normalize_synthetic=True`` and ``keep_real_negatives=True`` are the knobs to try.
+
+>>> from dmlkit import adversarial
+>>> rec = adversarial.NegativeRecorder()
+>>> res = adversarial.fit_adversarial(features, labels, "triplet", "daml", recorder=rec,
+...                                   warmup_epochs=10, epochs=30)   # doctest: +SKIP
+>>> test_embeddings = res.embed(test_features)                        # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -519,6 +535,10 @@ class AdversarialResult:
         L2-normalised when the loss normalises."""
         x = check_embeddings(features, "features")
         p = next(self.head.parameters())
+        modules = [m for m in (self.trunk, self.head) if m is not None]
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
         outs = []
         for i in range(0, x.shape[0], batch_size):
             z = x[i:i + batch_size].to(device=p.device, dtype=p.dtype)
@@ -528,6 +548,8 @@ class AdversarialResult:
             if getattr(self.loss, "normalize", True):
                 z = F.normalize(z, dim=1)
             outs.append(z.cpu())
+        for m, mode in zip(modules, modes):
+            m.train(mode)
         return torch.cat(outs)
 
 

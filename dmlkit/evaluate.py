@@ -34,12 +34,15 @@ Conventions (the same in every function)
 How it is computed
 ------------------
 k-NN metrics are computed per chunk of queries from the chunk's similarity block (one BLAS
-matrix product, torch on the embeddings' device). Recall@K for *every* K comes from one number
-per query, the rank of its first positive, obtained by counting the items ranked above the best
-positive (no top-1000 heap); MAP@R and R-precision take the top-R list (R <= 11 on SOP) with an
-exact tie fix-up. Memory is O(chunk x database), about ``max_block`` floats (128 MiB by default).
+matrix product, torch on the embeddings' device). One exactly ordered top list per query (length
+max(R, 16), plus the precision@K depth when asked; R <= 11 on SOP) gives MAP@R, R-precision and
+the rank of the first positive for most queries; for the others that rank comes from counting
+the items ranked above the best positive, so Recall@K for *every* K (1,000 included) needs no
+top-1000 search. Memory is O(chunk x database), about ``max_block`` floats (128 MiB by default).
 This replaces a faiss top-k search: it is exact under the tie convention above, needs no
-``k + extra`` retrieval to drop the query, and runs on CUDA without faiss-gpu.
+``k + extra`` retrieval to drop the query, and runs on CUDA without faiss-gpu. k-means
+(:func:`kmeans`) is Lloyd's algorithm in torch with an early stop at convergence (faiss is an
+option).
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ METRICS: tuple[str, ...] = (
 )
 
 _DEFAULT_BLOCK = 2**25  # floats in one similarity block (128 MiB in float32)
+_FIRST_HIT_DEPTH = 16  # top-list length that settles most queries' first positive
 
 
 # --------------------------------------------------------------------------- input handling
@@ -191,6 +195,26 @@ def _row_count(mask: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def _first_rank_by_count(S: torch.Tensor, pos: torch.Tensor, ar_g: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each row's first positive under (similarity desc, index asc).
+
+    ``S`` (c, M) similarities (-inf where excluded), ``pos`` (c, P) positive indices (-1 pad,
+    at least one valid per row). Rank = #items more similar than the best positive + #items
+    as similar with a lower index than the lowest-index best positive.
+    """
+    s_pos = torch.gather(S, 1, pos.clamp(min=0)).masked_fill(pos < 0, -math.inf)
+    best = s_pos.max(dim=1, keepdim=True).values
+    j_star = torch.where((s_pos == best) & (pos >= 0), pos, torch.full_like(pos, S.shape[1]))
+    j_star = j_star.min(dim=1).values
+    above = _row_count(best < S)
+    n_eq = _row_count(best == S)
+    ties = torch.nonzero(n_eq > 1).flatten()
+    if ties.numel():
+        eq_before = (S[ties] == best[ties]) & (ar_g[None, :] < j_star[ties, None])
+        above[ties] += _row_count(eq_before)
+    return above
+
+
 def _block_rows(n_query: int, n_db: int, max_block: int) -> int:
     return int(max(1, min(n_query, max_block // max(n_db, 1))))
 
@@ -199,8 +223,11 @@ def _block_rows(n_query: int, n_db: int, max_block: int) -> int:
 
 
 def _retrieval_core(q_emb, q_lab, g_emb, g_lab, self_mode: bool, r_metrics: bool,
-                    precision_k: int, max_block: int):
-    """Per query: first-positive rank (-1 if none), R, MAP@R, R-precision, hits in top-k."""
+                    precision_ks: tuple[int, ...], max_block: int):
+    """Per query: first-positive rank (-1 if none), R, MAP@R, R-precision, hits in each top-k.
+
+    ``precision_ks`` must already be capped at the database size.
+    """
     n_q = q_emb.shape[0]
     n_g = g_emb.shape[0]
     n_db = n_g - int(self_mode)
@@ -209,10 +236,9 @@ def _retrieval_core(q_emb, q_lab, g_emb, g_lab, self_mode: bool, r_metrics: bool
     first_rank = torch.full((n_q,), -1, dtype=torch.long, device=device)
     map_r = torch.zeros(n_q, dtype=torch.float64, device=device)
     r_prec = torch.zeros(n_q, dtype=torch.float64, device=device)
-    prec_hits = None
-    if precision_k:
-        precision_k = min(precision_k, n_db)
-        prec_hits = torch.zeros((n_q, precision_k), dtype=torch.int32, device=device)
+    precision_k = max(precision_ks, default=0)
+    prec_hits = torch.zeros((n_q, len(precision_ks)), dtype=torch.int32, device=device)
+    k_cols = torch.tensor([k - 1 for k in precision_ks], dtype=torch.long, device=device)
     if n_db == 0:
         return first_rank, r_all, map_r, r_prec, prec_hits
     step = _block_rows(n_q, n_g, max_block)
@@ -221,38 +247,28 @@ def _retrieval_core(q_emb, q_lab, g_emb, g_lab, self_mode: bool, r_metrics: bool
         b = min(a + step, n_q)
         rows = torch.arange(a, b, device=device)
         S = q_emb[a:b] @ g_emb.T
-        self_index = rows if self_mode else None
         if self_mode:
             S[rows - a, rows] = -math.inf
         lab = q_lab[a:b]
         r = r_all[a:b]
         has_pos = r > 0
-        # ---- rank of the first positive, from counts (recall@K for every K)
-        pos = _positives(order, start, count, rows, self_index)
-        if pos.shape[1] > 0:
-            s_pos = torch.gather(S, 1, pos.clamp(min=0))
-            s_pos = s_pos.masked_fill(pos < 0, -math.inf)
-            best, _ = s_pos.max(dim=1)
-            big = torch.full_like(pos, n_g)
-            j_star = torch.where((s_pos == best[:, None]) & (pos >= 0), pos, big).min(dim=1).values
-            best_col = best[:, None]
-            above = _row_count(S > best_col)
-            n_eq = _row_count(S == best_col)
-            ties = has_pos & (n_eq > 1)
-            if bool(ties.any()):
-                t = torch.nonzero(ties).flatten()
-                eq_before = (S[t] == best_col[t]) & (ar_g[None, :] < j_star[t, None])
-                above[t] += _row_count(eq_before)
-            first_rank[a:b] = torch.where(has_pos, above, torch.full_like(above, -1))
-        # ---- top-R list (MAP@R, R-precision) and top-k list (precision@k)
-        depth = max(int(r.max()) if r_metrics else 0, precision_k or 0)
+        # ---- one ordered top list serves MAP@R / R-precision, precision@k and most first hits
+        depth = max(int(r.max()) if r_metrics else 0, precision_k or 0, _FIRST_HIT_DEPTH)
         depth = min(depth, n_db)
-        if depth == 0:
-            continue
         idx = _ordered_topk(S, depth, n_db)
         hits = g_lab[idx] == lab[:, None]
-        if prec_hits is not None:
-            prec_hits[a:b] = torch.cumsum(hits[:, :precision_k].int(), dim=1, dtype=torch.int32)
+        found = hits.any(dim=1)
+        first = torch.where(found, hits.to(torch.uint8).argmax(dim=1), -1)
+        # queries whose first positive lies beyond the list: count the items ranked above it
+        miss = torch.nonzero(has_pos & ~found).flatten()
+        if miss.numel():
+            pos = _positives(order, start, count, rows[miss],
+                             rows[miss] if self_mode else None)
+            first[miss] = _first_rank_by_count(S[miss], pos, ar_g)
+        first_rank[a:b] = torch.where(has_pos, first, -1)
+        if precision_ks:
+            cum_hits = torch.cumsum(hits[:, :precision_k].int(), dim=1, dtype=torch.int32)
+            prec_hits[a:b] = cum_hits[:, k_cols]
         if r_metrics:
             within = torch.arange(depth, device=device)[None, :] < r[:, None]
             rel = (hits & within).double()
@@ -324,10 +340,10 @@ def retrieval_metrics(
     self_mode = g_emb is None
     if self_mode:
         g_emb, g_lab = q_emb, q_lab
-    p_k = max(precision_ks) if precision_ks else 0
-    first_rank, r, map_r, r_prec, prec_hits = _retrieval_core(
-        q_emb, q_lab, g_emb, g_lab, self_mode, r_metrics, p_k, max_block)
     n_db = g_emb.shape[0] - int(self_mode)
+    capped = tuple(sorted({min(k, n_db) for k in precision_ks if n_db > 0}))
+    first_rank, r, map_r, r_prec, prec_hits = _retrieval_core(
+        q_emb, q_lab, g_emb, g_lab, self_mode, r_metrics, capped, max_block)
     has_pos = r > 0
     count_mask = has_pos if lone_queries == "exclude" else torch.ones_like(has_pos)
     out: dict[str, float] = {}
@@ -336,10 +352,10 @@ def retrieval_metrics(
         out[f"recall@{k}"] = _average(hit.double(), count_mask, q_lab, average)
     for k in precision_ks:
         kk = min(k, n_db)
-        if kk == 0 or prec_hits is None:
+        if kk == 0:
             out[f"precision@{k}"] = float("nan")
             continue
-        prec = prec_hits[:, kk - 1].double() / kk
+        prec = prec_hits[:, capped.index(kk)].double() / kk
         out[f"precision@{k}"] = _average(prec, count_mask, q_lab, average)
     if r_metrics:
         out["map@r"] = _average(map_r, has_pos, q_lab, average)
@@ -660,8 +676,7 @@ def _assign(x, sq, cent, step):
     dist = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for a in range(0, x.shape[0], step):
         b = min(a + step, x.shape[0])
-        score = x[a:b] @ cent.T
-        score.mul_(-2).add_(c_sq[None, :])
+        score = torch.addmm(c_sq[None, :], x[a:b], cent.T, alpha=-2)  # |c|^2 - 2 x.c
         d, i = score.min(dim=1)
         assign[a:b] = i
         dist[a:b] = (d + sq[a:b]).clamp(min=0)
@@ -743,7 +758,8 @@ def evaluate(
     if preset is not None:
         _check_choice(preset, "preset", tuple(PRESETS))
         if preset == "inshop" and gallery is None:
-            raise ValueError("preset 'inshop' is a query/gallery protocol: pass gallery=(emb, labels)")
+            raise ValueError(
+                "preset 'inshop' is a query/gallery protocol: pass gallery=(emb, labels)")
     if metrics is None:
         metrics = ("recall", "map@r", "r_precision") + (("nmi", "f1") if gallery is None else ())
     elif isinstance(metrics, str):

@@ -186,6 +186,17 @@ def append_csv_row(path: str | os.PathLike, row: Mapping) -> pd.DataFrame:
     return new
 
 
+_NATIVE_SIZE = {"glyphs": 32, "digits": 8}
+
+
+def _image_size(cfg) -> int:
+    """The side of the images the network saw: the crop for the benchmarks, the generated
+    size for the embedded data sets (``size`` option)."""
+    if isinstance(cfg.dataset, str) and cfg.dataset in _NATIVE_SIZE:
+        return int((cfg.dataset_kwargs or {}).get("size", _NATIVE_SIZE[cfg.dataset]))
+    return int(cfg.image_size)
+
+
 def run_row(result, *, notebook: str = "", seconds: float | None = None,
             iterations: int | None = None, **extra) -> dict:
     """Flatten a :class:`dmlkit.train.FitResult` into one row of the runs CSV.
@@ -213,7 +224,7 @@ def run_row(result, *, notebook: str = "", seconds: float | None = None,
         "K": int(cfg.K),
         "lr": float(cfg.lr),
         "backbone_lr_mult": float(cfg.backbone_lr_mult),
-        "image_size": int(cfg.image_size),
+        "image_size": _image_size(cfg),
         "seed": int(cfg.seed),
         "device": str(result.device) if result.device is not None else str(cfg.device),
         "amp": str(cfg.amp),
@@ -755,7 +766,7 @@ def test_embeddings(result, max_points: int | None = 2000,
     """
     import torch
 
-    from . import data, evaluate
+    from . import data
 
     rng = np.random.default_rng(seed)
     if isinstance(result, AdversarialRun):
@@ -778,4 +789,14 @@ def test_embeddings(result, max_points: int | None = 2000,
         idx = np.sort(rng.choice(len(ds), max_points, replace=False))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx.tolist()),
                                          batch_size=cfg.batch_size_eval, shuffle=False)
-    return evaluate.embed(result.model, loader)
+    model = result.model
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    embs, labs = [], []
+    with torch.no_grad():
+        for x, y in loader:
+            embs.append(model(x.to(device)).float().cpu())
+            labs.append(torch.as_tensor(y, dtype=torch.int64))
+    model.train(was_training)
+    return torch.cat(embs).numpy(), torch.cat(labs).numpy()

@@ -176,6 +176,10 @@ def _config(config: TrainConfig | None, overrides: dict) -> TrainConfig:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; known: {', '.join(_OPTIMIZERS)}")
     if cfg.amp not in (None, "auto", "bf16", "fp16", "none", False):
         raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or None, got {cfg.amp!r}")
+    if isinstance(cfg.dataset, str):  # canonical name ("cub" -> "cub200"); unknown: ValueError
+        from .data import _canonical
+
+        cfg.dataset = _canonical(cfg.dataset)
     if cfg.ks is None:
         from .evaluate import PRESETS
 
@@ -618,13 +622,11 @@ def fit(config: TrainConfig | None = None, **overrides) -> FitResult:
         t_wait = time.perf_counter()
         for x, y in tqdm(train_loader, desc=f"epoch {epoch}", leave=False,
                          disable=not cfg.progress):
+            data_time += time.perf_counter() - t_wait  # blocked waiting for the loader
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if device.type == "cuda":
-                torch.cuda.synchronize()  # so data_share does not count the last step's kernels
-            data_time += time.perf_counter() - t_wait
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                 enabled=amp_dtype is not None):
                 emb = model(x)
@@ -641,6 +643,8 @@ def fit(config: TrainConfig | None = None, **overrides) -> FitResult:
             scaler.update()
             total += float(value.detach())
             steps += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize()  # the step's kernels count as compute, not data time
             t_wait = time.perf_counter()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -737,7 +741,7 @@ def extract_features(model: nn.Module | str, dataset: Dataset | str, device: str
                      cache_dir: str | os.PathLike | None = "runs/features",
                      key: str | None = None, pretrained: bool = True,
                      dataset_kwargs: dict | None = None, image_size: int = 224,
-                     resize: int = 256, num_workers: int | None = None,
+                     resize: int = 256, num_workers: int | None = None, seed: int = 0,
                      progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of a frozen backbone over a data set, computed once and cached on disk.
 
@@ -751,6 +755,8 @@ def extract_features(model: nn.Module | str, dataset: Dataset | str, device: str
             default ``<dataset>-<split>-<backbone>-<image_size>[-<dataset_kwargs>]`` when both
             are given by name; a module or dataset object needs an explicit ``key`` to be
             cached. Written atomically (``.pt``: features, labels, meta).
+        seed: initialisation of a backbone built by name without pretrained weights
+            (``small_cnn`` always), so that a cached file matches the network it names.
 
     Returns:
         ``features (N, F) float32`` and ``labels (N,) int64`` CPU tensors, in data set order.
@@ -758,7 +764,8 @@ def extract_features(model: nn.Module | str, dataset: Dataset | str, device: str
     dataset_kwargs = dict(dataset_kwargs or {})
     if key is None and isinstance(model, str) and isinstance(dataset, str):
         extra = "-".join(f"{k}={v}" for k, v in sorted(dataset_kwargs.items()))
-        key = (f"{dataset}-{split}-{model}{'' if pretrained else '-random'}-{image_size}"
+        random_init = not pretrained or _models._canonical(model) == "small_cnn"
+        key = (f"{dataset}-{split}-{model}{f'-random{seed}' if random_init else ''}-{image_size}"
                + (f"-{extra}" if extra else ""))
     path = _cache_path(cache_dir, key) if (cache_dir is not None and key) else None
     if path is not None and path.exists():
@@ -774,8 +781,10 @@ def extract_features(model: nn.Module | str, dataset: Dataset | str, device: str
                 False, image_size=image_size, resize=resize))
         dataset = data.load_dataset(dataset, split=split, **dataset_kwargs)
     if isinstance(model, str):
-        model = _models.build_model(model, pretrained=pretrained,
-                                    in_channels=_in_channels(dataset))
+        with torch.random.fork_rng(devices=[]):  # a random backbone is the same for a seed
+            torch.manual_seed(seed)
+            model = _models.build_model(model, pretrained=pretrained,
+                                        in_channels=_in_channels(dataset))
     net = model.backbone if isinstance(model, _models.EmbeddingNet) else model
     was_training = net.training
     net.eval().to(dev)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 from dmlkit.nbrun import notebook_dir
@@ -19,7 +20,7 @@ from dmlkit.nbrun import notebook_dir
 def run_tiny(name: str, parameters: dict, tmp_path: Path, timeout: int = 600) -> dict:
     src = notebook_dir() / f"{name}.ipynb"
     assert src.exists(), f"notebook {src} is missing"
-    nb = nbformat.read(src, as_version=4)
+    nb = load_notebook_node(str(src))  # adds the metadata papermill expects (tags, papermill)
     nb = parameterize_notebook(nb, parameters, kernel_name="python3", language="python")
     work = tmp_path / "nb"
     work.mkdir(parents=True, exist_ok=True)

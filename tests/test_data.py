@@ -251,7 +251,7 @@ def test_incomplete_root_names_missing_images(tmp_path):
     assert victim in str(err.value)
     # an annotation file missing is reported by name
     os.remove(tmp_path / "cub200" / "CUB_200_2011" / "classes.txt")
-    with pytest.raises(data.DatasetNotFoundError, match="classes.txt"):
+    with pytest.raises(data.DatasetNotFoundError, match=r"classes\.txt"):
         data.CUB200("train", root=tmp_path)
 
 

@@ -55,6 +55,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch):
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+
+
 @pytest.fixture()
 def server(tmp_path):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)

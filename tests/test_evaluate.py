@@ -78,6 +78,10 @@ def clustered(n, dim, n_classes, spread, seed, singletons=0, dtype=np.float64):
     return x.astype(dtype), labels
 
 
+def recall_only(ref):
+    return {k: v for k, v in ref.items() if k.startswith("recall@")}
+
+
 def assert_dicts_close(ours, ref, atol=1e-12):
     assert set(ref) <= set(ours)
     for k, v in ref.items():
@@ -134,6 +138,25 @@ def test_heavy_ties_straddling_the_top_r_boundary(seed):
     gy = rng.integers(0, 6, 50)
     ours = ev.retrieval_metrics(x, y, ks, gallery=(g, gy), precision_ks=(2,))
     assert_dicts_close(ours, brute_retrieval(x, y, g, gy, ks=ks, pks=(2,)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_first_hit_by_counting_beyond_the_top_list(seed, monkeypatch):
+    # with a top list of 1, Recall@K comes from counting the items ranked above the first
+    # positive (ties by index included) for almost every query
+    monkeypatch.setattr(ev, "_FIRST_HIT_DEPTH", 1)
+    rng = np.random.default_rng(seed)
+    ks = (1, 2, 3, 7, 20, 64)
+    x = np.eye(5, dtype=np.float32)[rng.integers(0, 5, 80)]
+    y = rng.integers(0, 7, 80)
+    assert_dicts_close(ev.recall_at_k(x, y, ks, max_block=400),
+                       recall_only(brute_retrieval(x, y, ks=ks)))
+    g = np.eye(5, dtype=np.float32)[rng.integers(0, 5, 60)]
+    gy = rng.integers(0, 9, 60)
+    assert_dicts_close(ev.recall_at_k(x, y, ks, gallery=(g, gy), lone_queries="miss"),
+                       recall_only(brute_retrieval(x, y, g, gy, ks=ks, lone="miss")))
+    x, y = clustered(150, 4, 30, 2.0, seed=seed)
+    assert_dicts_close(ev.recall_at_k(x, y, ks), recall_only(brute_retrieval(x, y, ks=ks)))
 
 
 def test_k_larger_than_database_and_single_class():

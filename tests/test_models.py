@@ -120,22 +120,30 @@ def test_failed_weight_download_says_how_to_proceed(monkeypatch):
     assert torch.hub.get_dir() in msg and "checkpoints" in msg
 
 
-def test_weights_are_read_from_the_hub_cache(tmp_path, monkeypatch):
+@pytest.mark.parametrize("arch", ["resnet18", "googlenet"])
+def test_weights_are_read_from_the_hub_cache(tmp_path, arch):
     """A weights file placed in torch.hub.get_dir()/checkpoints is used without network."""
+    import torchvision.models as tvm
+
     torch.manual_seed(1)
-    reference = models.build_model("resnet18", pretrained=False).backbone
-    state = {k: v for k, v in reference.state_dict().items()}
-    state["fc.weight"] = torch.zeros(1000, 512)
-    state["fc.bias"] = torch.zeros(1000)
+    if arch == "resnet18":
+        reference = tvm.resnet18()
+        url = tvm.ResNet18_Weights.IMAGENET1K_V1.url
+    else:  # the official checkpoint has the auxiliary classifiers, which are dropped
+        reference = tvm.googlenet(aux_logits=True, init_weights=False)
+        url = tvm.GoogLeNet_Weights.IMAGENET1K_V1.url
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path))
     try:
         (tmp_path / "checkpoints").mkdir()
-        torch.save(state, tmp_path / "checkpoints" / "resnet18-f37072fd.pth")
-        net = models.build_model("resnet18", pretrained=True, embedding_dim=4)
+        torch.save(reference.state_dict(), tmp_path / "checkpoints" / url.rsplit("/", 1)[1])
+        net = models.build_model(arch, pretrained=True, embedding_dim=4)
     finally:
         torch.hub.set_dir(old)
     got = net.backbone.state_dict()
     for k, v in reference.state_dict().items():
-        if not k.startswith("fc."):
+        if not k.startswith(("fc.", "aux1.", "aux2.")):
             torch.testing.assert_close(got[k], v)
+    assert not any(k.startswith(("fc.", "aux")) for k in got)
+    if arch == "googlenet":
+        assert net.backbone.transform_input  # as torchvision sets for the ImageNet weights

@@ -134,7 +134,7 @@ def test_select_hard_classes_constructed_example():
 
 def test_select_hard_classes_matches_naive_loops():
     rng = np.random.default_rng(0)
-    for trial in range(5):
+    for _trial in range(5):
         a = rng.normal(size=(15, 4))
         p = a + 0.5 * rng.normal(size=(15, 4))
         first = int(rng.integers(15))

@@ -86,7 +86,10 @@ def _rasterise(pts: np.ndarray, clutter_pts: np.ndarray | None, width: np.ndarra
     Returns the anti-aliased ink (n, 1, size, size) in [0, 1].
     """
     big = size * _SUPERSAMPLE
-    to_px = lambda a: ((a + 1.0) * (big / 2.0)).tolist()
+
+    def to_px(a):
+        return ((a + 1.0) * (big / 2.0)).tolist()
+
     strokes, extra = to_px(pts), (to_px(clutter_pts) if clutter_pts is not None else None)
     line_w = np.maximum(1, np.round(width * _SUPERSAMPLE)).astype(int).tolist()
     out = np.empty((len(strokes), 1, size, size), np.float32)
@@ -109,7 +112,7 @@ def render_glyphs(strokes: np.ndarray, n_images: int, rng: np.random.Generator,
     """
     p = _difficulty_params(float(difficulty))
     n = int(n_images)
-    pts = np.broadcast_to(strokes, (n,) + strokes.shape).copy()
+    pts = np.broadcast_to(strokes, (n, *strokes.shape)).copy()
     pts += rng.normal(0.0, p["wobble"], pts.shape)                 # per-image wobble
     theta = rng.uniform(-p["rotation"], p["rotation"], n)
     scale = rng.uniform(*p["scale"], n)
@@ -213,7 +216,7 @@ class Glyphs(TensorImages):
                          "color": bool(color), "clutter": int(clutter),
                          "num_strokes": int(num_strokes)}
         images, original = self._images(ids, root)
-        super().__init__(torch.from_numpy(images), original, split, transform)
+        super().__init__(torch.from_numpy(images.copy()), original, split, transform)
         self.size = int(size)
 
     def _images(self, ids: np.ndarray, root) -> tuple[np.ndarray, np.ndarray]:

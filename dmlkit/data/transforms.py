@@ -40,7 +40,7 @@ def get_transforms(train: bool, image_size: int = 224, resize: int = 256,
     if train:
         crop = ([T.RandomResizedCrop(image_size)] if random_resized_crop
                 else [T.Resize(resize), T.RandomCrop(image_size)])
-        steps = crop + [T.RandomHorizontalFlip()]
+        steps = [*crop, T.RandomHorizontalFlip()]
     else:
         steps = [T.Resize(resize), T.CenterCrop(image_size)]
-    return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])

@@ -25,7 +25,10 @@ def md(text: str):
 
 
 def code(text: str, parameters: bool = False):
-    cell = new_code_cell(text.strip("\n"))
+    text = text.strip("\n")
+    if text.splitlines()[-1].startswith("nb.save_fig("):
+        text += "\nplt.show()"  # show the figure, not the path save_fig returns
+    cell = new_code_cell(text)
     if parameters:
         cell.metadata["tags"] = ["parameters"]
     return cell
@@ -212,17 +215,17 @@ Next: notebook 01 (the losses), 08 (what the metrics measure), 09 (training at f
 # =============================================================================================
 ADV_PARAMS = """
 SEED = 0
-DATASET = "glyphs"          # "glyphs" or "digits"
-FEATURES = "random_cnn"     # "random_cnn" (frozen random SmallCNN) or "pixels"
-DATASET_KWARGS = {"num_classes": 30, "images_per_class": 20}
-CACHE_DIR = None            # a folder to cache the features in (None: recompute)
+DATASET = "digits"          # "digits" or "glyphs"
+FEATURES = "pixels"         # "pixels" or "random_cnn" (a frozen SmallCNN with random weights)
+DATASET_KWARGS = {}         # e.g. {"num_classes": 30, "images_per_class": 20} for glyphs
+CACHE_DIR = None            # a folder to cache random_cnn features in (None: recompute)
 LOSS = "triplet"            # the loss of the recorded DAML run
-EPOCHS = 14                 # total epochs (warm-up included)
+EPOCHS = 12                 # total epochs (warm-up included)
 WARMUP_EPOCHS = 4           # metric loss alone
 GENERATOR_EPOCHS = 1        # generator alone, then joint training
-BATCHES_PER_EPOCH = 10
-P = 8
-K = 4
+BATCHES_PER_EPOCH = 8
+P = 5                       # classes per batch (digits has 5 training classes)
+K = 8
 LR = 1e-3
 GENERATOR_LR_FACTOR = 1.0   # official 0.1; 1.0 at this small number of steps
 LAMBDA1 = 1.0
@@ -274,8 +277,14 @@ from dmlkit import adversarial, evaluate, plotting, reporting
 ## Cached features
 
 The generator and the metric head work on frozen features computed once
-(`reporting.load_features`: a SmallCNN with random weights, or raw pixels), standardised with
-the training statistics and L2-normalised. Train and test classes are disjoint.
+(`reporting.load_features`), standardised with the training statistics and L2-normalised. The
+default is the fastest possible setting: the 64 raw pixels of the digits (5 training classes,
+5 unseen test classes). `DATASET = "glyphs"`, `FEATURES = "random_cnn"` gives more classes; on a
+GPU, notebook 09 runs DAML on ImageNet features (`LOSS = "daml:triplet"`).
+
+Note that a head trained on 5 classes generalises *worse* to the 5 unseen digits than the raw
+pixels it reads (first line below): there is far too little class diversity to learn a metric
+that transfers. The comparison that matters here is between methods on the same features.
 """),
         code("""
 (x_train, y_train), (x_test, y_test) = reporting.load_features(
@@ -306,7 +315,8 @@ pd.DataFrame(daml.history).round(4)
         md(r"""
 ## How hard are the generated negatives?
 
-Distances in the metric's embedding space, per recorded triple: $D(a, p)$, $D(a, n)$ for the
+The recorder also sees the generator-alone epoch (`WARMUP_EPOCHS`): there the generator
+attacks a frozen metric. Distances in the metric's embedding space, per recorded triple: $D(a, p)$, $D(a, n)$ for the
 real negative and $D(a, \tilde n)$ for the synthetic one. `harder` is the share of triples whose
 synthetic negative is closer to the anchor than the real one; `violating_*` the share that
 still violates the margin ($D(a, n) < D(a, p) + m$), i.e. that the triplet loss can learn from.
@@ -357,7 +367,8 @@ frozen random features) the differences are small and noisy: the notebook shows 
 rows = []
 for loss_name in LOSSES:
     for method in ("metric", "daml"):
-        res = adversarial.fit_adversarial(x_train, y_train, loss_name, method, **common)
+        res = (daml if (loss_name, method) == (LOSS, "daml")
+               else adversarial.fit_adversarial(x_train, y_train, loss_name, method, **common))
         rows.append({"loss": loss_name, "method": method,
                      **{k: v for k, v in res.history[-1].items() if k in ("recall@1", "recall@4", "map@r", "nmi")}})
 comparison = pd.DataFrame(rows)
@@ -374,6 +385,9 @@ nb.save_fig("comparison")
 overall = reporting.hardness_summary(hardness, by=None).iloc[0]
 nb.record(loss=LOSS, mean_d_ap=overall["d_ap"], mean_d_real=overall["d_an"],
           mean_d_synthetic=overall["d_asyn"], share_harder=overall["harder"],
+          feature_mean_d_real=hardness["f_d_an"].mean(),
+          feature_mean_d_synthetic=hardness["f_d_asyn"].mean(),
+          features_only=features_only,
           hardness_by_epoch=summary.to_dict(orient="list"),
           daml_metrics={k: v for k, v in daml.history[-1].items() if k in ("recall@1", "map@r", "nmi")},
           comparison=comparison.to_dict(orient="records"))
@@ -615,6 +629,7 @@ check.round(4)
 toy_unit = (toy_x / np.linalg.norm(toy_x, axis=1, keepdims=True)).astype(np.float32)
 toy_clusters = evaluate.kmeans(toy_unit, n_clusters=3, seed=0)
 nb.record(toy_embeddings=toy_x, toy_labels=toy_y, toy_metrics=toy, toy_clusters=toy_clusters)
+print("k-means clusters of the toy points:", toy_clusters)
 """),
         md(r"""
 ## Why Recall@1 saturates and MAP@R does not
@@ -642,8 +657,8 @@ sweep_spread.round(3)
         code("""
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
 for ax, (df, x) in zip(axes, ((sweep_spread, "spread"), (sweep_noise, "noise"))):
-    for m in ("recall@1", "recall@4", "map@r", "r_precision", "nmi"):
-        ax.plot(df[x], df[m], marker="o", label=m)
+    for m, lw in (("recall@1", 4), ("recall@4", 1.5), ("map@r", 1.5), ("r_precision", 1.5), ("nmi", 1.5)):
+        ax.plot(df[x], df[m], marker="o", lw=lw, ls="--" if m == "recall@4" else "-", label=m)
     ax.set_xlabel(f"{x} ({'3 modes per class' if x == 'spread' else 'one Gaussian per class'})")
     ax.legend(fontsize="small")
 axes[0].set_ylabel("metric")
@@ -722,7 +737,7 @@ that file next to the published results.
         code("""
 SEED = 0
 DATASET = "glyphs"           # glyphs, digits, cub200, cars196, sop, inshop
-DATASET_KWARGS = {"num_classes": 40, "images_per_class": 20}   # glyphs / digits options ({} for benchmarks)
+DATASET_KWARGS = {"num_classes": 30, "images_per_class": 20}   # glyphs / digits options ({} for benchmarks)
 DATA_ROOT = None             # benchmarks: folder holding cub200/, cars196/, sop/, inshop/
 DOWNLOAD = False
 BACKBONE = "small_cnn"       # small_cnn, resnet18, resnet50, googlenet
@@ -730,9 +745,9 @@ PRETRAINED = True            # ImageNet weights for the torchvision backbones
 LOSS = "multi_similarity"    # a dmlkit.losses name, or "daml:triplet", "daml+sp:triplet", ...
 LOSS_PARAMS = {}
 EMBEDDING_DIM = 64
-EPOCHS = 5
-ITERATIONS_PER_EPOCH = 30    # None: one pass of the P x K sampler
-P = 16
+EPOCHS = 4
+ITERATIONS_PER_EPOCH = 25    # None: one pass of the P x K sampler
+P = 8
 K = 4
 LR = 1e-3
 BACKBONE_LR_MULT = 1.0
@@ -742,7 +757,7 @@ AMP = "auto"                 # bf16 on CUDA when available
 NUM_WORKERS = None
 SAVE_CHECKPOINTS = False     # True: runs/<name>/{last,best}.pt, history.csv
 RESULTS_CSV = None           # None: results/runs.csv next to the notebooks' results
-UMAP_POINTS = 1500           # test embeddings shown in the UMAP
+UMAP_POINTS = 1000           # test embeddings shown in the UMAP
 """, parameters=True),
         setup(stem),
         code("""
@@ -828,6 +843,7 @@ runs.tail(3).T
 nb.record(dataset=DATASET, backbone=BACKBONE, loss=LOSS, method=method, seconds=seconds,
           untrained=result.initial_test_metrics, trained=result.test_metrics,
           best_epoch=result.best_epoch, iterations=iterations, runs_in_csv=len(runs))
+print(f"recorded in {nb.results_path.name}: {', '.join(sorted(nb.results))}")
 """),
     ]
 
@@ -921,7 +937,7 @@ differences
 """),
         code("""
 sub = table[table["dataset"] == PLOT_DATASET].dropna(subset=["R@1"])
-labels = [f"{m} [{p.split(' (')[0]}]" for m, p in zip(sub["method"], sub["paper"])]
+labels = [f"{m}, {d}-d [{p[:45]}]" for m, d, p in zip(sub["method"], sub["embedding_dim"], sub["paper"])]
 fig, ax = plt.subplots(figsize=(7, 0.22 * len(sub) + 1))
 colors = ["#d95f02" if p == "dmlkit (this repository)" else "#7570b3" for p in sub["paper"]]
 ax.barh(range(len(sub)), sub["R@1"], color=colors)
@@ -937,6 +953,7 @@ nb.record(n_runs=len(runs), n_published=len(published), n_table_rows=len(table),
           n_paper_rows=int((table["paper"] != "dmlkit (this repository)").sum()),
           n_our_rows=len(ours), datasets=sorted(datasets),
           papers=sorted(table["paper"].unique()), n_differences=len(differences))
+print(f"{len(table)} table rows: {len(ours)} from our runs, {len(table) - len(ours)} from the papers")
 """),
     ]
 

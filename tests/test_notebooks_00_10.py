@@ -1,0 +1,166 @@
+"""Notebooks 00 and 06-10 at tiny scale: each runs under nbval (papermill parameters, cells
+marked NBVAL_CHECK_OUTPUT compared with the committed output) and the numbers it recorded are
+checked against independent recomputations or the claims the notebook makes."""
+
+import math
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+import pytest
+from nbtest import run_tiny
+from sklearn.metrics import normalized_mutual_info_score
+
+from dmlkit import reporting
+
+TINY_GLYPH_TRAINING = {"EPOCHS": 3, "ITERATIONS_PER_EPOCH": 12, "P": 6, "K": 4,
+                       "EMBEDDING_DIM": 16}
+
+TINY_ADVERSARIAL = {"DATASET": "digits", "FEATURES": "pixels", "DATASET_KWARGS": {},
+                    "EPOCHS": 5, "WARMUP_EPOCHS": 2, "GENERATOR_EPOCHS": 1,
+                    "BATCHES_PER_EPOCH": 4, "P": 5, "K": 4, "RECORD_PER_EPOCH": 24}
+
+
+def test_00_quickstart(tmp_path):
+    params = {**TINY_GLYPH_TRAINING, "NUM_CLASSES": 15, "IMAGES_PER_CLASS": 10}
+    res = run_tiny("00_quickstart", params, tmp_path)
+    before, after = res["untrained"], res["trained"]
+    # the trained embedding beats the untrained one on unseen classes
+    assert after["map@r"] > before["map@r"] + 0.01
+    assert after["recall@1"] > before["recall@1"]
+    assert res["r1_gain"] == pytest.approx(after["recall@1"] - before["recall@1"])
+
+
+def _brute_force(x, y, ks):
+    """Per-query loops in float64: Recall@K, precision@K, MAP@R, R-precision, re-ID AP."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    n = len(y)
+    out = {f"recall@{k}": 0.0 for k in ks} | {f"precision@{k}": 0.0 for k in ks}
+    out |= {"map@r": 0.0, "r_precision": 0.0, "map": 0.0}
+    for q in range(n):
+        ranking = sorted((j for j in range(n) if j != q), key=lambda j: (-x[q] @ x[j], j))
+        rel = [y[j] == y[q] for j in ranking]
+        r = sum(rel)
+        for k in ks:
+            out[f"recall@{k}"] += any(rel[:k]) / n
+            out[f"precision@{k}"] += sum(rel[:k]) / min(k, n - 1) / n
+        hits, ap_r, ap = 0, 0.0, 0.0
+        for i, is_rel in enumerate(rel, start=1):
+            if is_rel:
+                hits += 1
+                ap += hits / i / r
+                if i <= r:
+                    ap_r += hits / i / r
+        out["map@r"] += ap_r / n
+        out["r_precision"] += sum(rel[:r]) / r / n
+        out["map"] += ap / n
+    return out
+
+
+def test_08_evaluation_metrics(tmp_path):
+    params = {"N_CLASSES": 8, "PER_CLASS": 9, "DIM": 16, "SPREADS": [0.0, 3.0],
+              "NOISES": [0.25, 2.0], "GLYPH_CLASSES": 10, "GLYPH_IMAGES": 8,
+              "GALLERY_QUERIES": 3, "GALLERY_K": 4}
+    res = run_tiny("08_evaluation_metrics", params, tmp_path)
+    x, y = np.array(res["toy_embeddings"]), np.array(res["toy_labels"])
+    toy = res["toy_metrics"]
+    ref = _brute_force(x, y, (1, 2, 4, 8))
+    for key, value in ref.items():
+        assert toy[key] == pytest.approx(value, abs=1e-9), key
+    assert toy["cmc@1"] == pytest.approx(ref["recall@1"])  # leave-one-out CMC@1 = R@1
+    # NMI and pair-counting F1 of the recorded k-means clustering
+    clusters = np.array(res["toy_clusters"])
+    assert toy["nmi"] == pytest.approx(normalized_mutual_info_score(y, clusters))
+    pairs = list(combinations(range(len(y)), 2))
+    tp = sum(y[i] == y[j] and clusters[i] == clusters[j] for i, j in pairs)
+    fp = sum(y[i] != y[j] and clusters[i] == clusters[j] for i, j in pairs)
+    fn = sum(y[i] == y[j] and clusters[i] != clusters[j] for i, j in pairs)
+    p, r = tp / (tp + fp), tp / (tp + fn)
+    assert toy["f1"] == pytest.approx(2 * p * r / (p + r))
+    assert 0.0 <= toy["vrf_neg1"] <= 1.0
+    # the sweeps: R@K grows with K, MAP@R <= R-precision, and R@1 saturates while MAP@R drops
+    for sweep in (res["sweep_spread"], res["sweep_noise"]):
+        df = pd.DataFrame(sweep)
+        assert (df["recall@1"] <= df["recall@4"] + 1e-12).all()
+        assert (df["map@r"] <= df["r_precision"] + 1e-12).all()
+    spread = pd.DataFrame(res["sweep_spread"])
+    assert spread["recall@1"].min() > 0.95
+    assert spread["map@r"].iloc[0] > 0.95 and spread["map@r"].iloc[-1] < 0.7
+    # glyph metrics ordered, gallery consistent with the labels
+    g = res["glyph_pixel_metrics"]
+    assert g["recall@1"] <= g["recall@2"] <= g["recall@4"] <= g["recall@8"]
+    assert g["vrf_neg71"] <= g["vrf_neg1"]
+    labels = np.array(res["glyph_labels"])
+    q, nn, ok = (np.array(res[k]) for k in ("gallery_queries", "gallery_neighbours",
+                                             "gallery_correct"))
+    assert nn.shape == (3, 4) and not (nn == q[:, None]).any()
+    assert np.array_equal(ok, labels[nn] == labels[q][:, None])
+
+
+def test_09_train_full_models(tmp_path):
+    params = {**TINY_GLYPH_TRAINING, "DATASET_KWARGS": {"num_classes": 15,
+                                                        "images_per_class": 10},
+              "UMAP_POINTS": 80}
+    res = run_tiny("09_train_full_models", params, tmp_path)
+    assert res["method"] == "metric"
+    assert res["trained"]["map@r"] > res["untrained"]["map@r"] + 0.01
+    assert res["iterations"] == 3 * 12
+    runs = pd.read_csv(tmp_path / "results" / "runs.csv")
+    assert len(runs) == res["runs_in_csv"] == 1
+    row = runs.iloc[0]
+    assert row["dataset"] == "glyphs" and row["loss"] == "multi_similarity"
+    assert row["epochs"] == 3 and row["P"] == 6 and row["embedding_dim"] == 16
+    assert row["test_map@r"] == pytest.approx(res["trained"]["map@r"])
+
+
+def test_09_daml_variant_appends(tmp_path):
+    """LOSS='daml:triplet' goes through the adversarial module; a second run appends."""
+    reporting.append_csv_row(tmp_path / "results" / "runs.csv", {"dataset": "earlier run"})
+    params = {"DATASET": "digits", "DATASET_KWARGS": {}, "LOSS": "daml:triplet", "EPOCHS": 3,
+              "ITERATIONS_PER_EPOCH": 5, "P": 5, "K": 4, "EMBEDDING_DIM": 16,
+              "UMAP_POINTS": 80}
+    res = run_tiny("09_train_full_models", params, tmp_path)
+    assert res["method"] == "daml"
+    runs = pd.read_csv(tmp_path / "results" / "runs.csv")
+    assert len(runs) == 2 and runs["dataset"].tolist() == ["earlier run", "digits"]
+    assert runs["loss"].iloc[1] == "daml:triplet"
+    assert math.isfinite(res["trained"]["map@r"])
+
+
+@pytest.mark.parametrize("with_runs", [False, True], ids=["no_runs_csv", "with_runs_csv"])
+def test_10_results_vs_papers(tmp_path, with_runs):
+    if with_runs:
+        reporting.append_csv_row(tmp_path / "results" / "runs.csv", {
+            "dataset": "cub200", "loss": "multi_similarity", "backbone": "resnet50",
+            "embedding_dim": 512, "epochs": 2, "iterations": 100, "image_size": 224,
+            "test_recall@1": 0.5, "test_map@r": 0.2})
+    res = run_tiny("10_results_vs_papers", {}, tmp_path)
+    pub = reporting.published_results()
+    assert res["n_published"] == len(pub)
+    assert res["n_paper_rows"] > 20  # the papers' rows are in the table
+    assert "Wang et al. 2019 (unified view / multi-similarity)" in res["papers"]
+    assert {"CUB-200-2011", "Cars196"} <= set(res["datasets"])
+    assert res["n_runs"] == res["n_our_rows"] == int(with_runs)
+    n_cub_papers = pub[pub.dataset == "CUB-200-2011"]["paper"].nunique()
+    assert res["n_differences"] == (n_cub_papers if with_runs else 0)
+
+
+def test_06_adversarial_hard_negatives(tmp_path):
+    res = run_tiny("06_adversarial_hard_negatives", {**TINY_ADVERSARIAL,
+                                                    "LOSSES": ["triplet"]}, tmp_path)
+    # generated negatives are harder than the real ones they were made from
+    assert res["mean_d_synthetic"] < res["mean_d_real"]
+    assert res["share_harder"] > 0.5
+    methods = {r["method"] for r in res["comparison"]}
+    assert methods == {"metric", "daml"}
+
+
+def test_07_synthetic_positives(tmp_path):
+    res = run_tiny("07_synthetic_positives", {**TINY_ADVERSARIAL, "LOSSES": ["triplet"]},
+                   tmp_path)
+    for method in ("daml", "daml_sp"):
+        assert res[f"{method}_mean_d_synthetic"] < res[f"{method}_mean_d_real"]
+    # the synthetic positive lies between anchor and positive
+    assert res["feature_d_synthetic_positive"] < res["feature_d_positive"]
+    assert {r["method"] for r in res["comparison"]} == {"metric", "daml", "daml+sp"}
