@@ -9,7 +9,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-from . import losses, miners, weights  # noqa: E402,F401
+from . import losses, miners, weights
 
 _LAZY = ("evaluate", "data", "models", "train", "adversarial", "plotting", "notebook", "nbrun",
          "analysis", "reporting", "similarity")

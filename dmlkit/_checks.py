@@ -60,6 +60,6 @@ def check_labels(labels, n: int, name: str = "labels", device=None) -> torch.Ten
 def check_embeddings_labels(embeddings, labels, name: str = "embeddings"):
     """Validate a (B, D) embedding batch and its (B,) labels; returns (embeddings, labels)."""
     emb = check_embeddings(embeddings, name)
-    lab = check_labels(labels, emb.shape[0], name="labels" if name == "embeddings" else f"{name} labels",
-                       device=emb.device)
+    label_name = "labels" if name == "embeddings" else f"{name} labels"
+    lab = check_labels(labels, emb.shape[0], name=label_name, device=emb.device)
     return emb, lab

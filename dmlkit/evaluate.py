@@ -615,8 +615,9 @@ def kmeans(
         n_init: restarts; the run with the lowest sum of squared distances is kept.
         backend: ``"torch"`` (default; on the embeddings' device, so CUDA works without
             faiss-gpu; stops early once no assignment changes, which on DML test sets with ~5
-            images per class happens after a few iterations) or ``"faiss"`` (``faiss.Kmeans``,
-            always ``niter`` iterations, GPU when faiss has GPU support and the input is on CUDA).
+            images per class happens after a few iterations) or ``"faiss"`` (``faiss.Kmeans``
+            with ``nredo = n_init``; recent faiss also stops once the objective stops changing;
+            GPU when faiss has GPU support and the input is on CUDA).
 
     Init (torch): K distinct points drawn at random, as faiss does; an empty cluster is re-seeded
     with the point farthest from its centroid. Assignments use the final centroids.

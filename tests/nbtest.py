@@ -33,7 +33,8 @@ def run_tiny(name: str, parameters: dict, tmp_path: Path, timeout: int = 600) ->
            "--nbval-cell-timeout", str(timeout), "--rootdir", str(work), str(target)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work,
                          timeout=timeout, check=False)
-    assert out.returncode == 0, f"{name} failed under nbval:\n{out.stdout[-6000:]}\n{out.stderr[-2000:]}"
+    assert out.returncode == 0, (
+        f"{name} failed under nbval:\n{out.stdout[-6000:]}\n{out.stderr[-2000:]}")
     results = tmp_path / "results" / f"{name}.json"
     assert results.exists(), f"{name} recorded no results ({results})"
     figures = list((tmp_path / "figures").glob(f"{name}_*.png"))

@@ -13,7 +13,10 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from dmlkit import reporting
 
-TINY_GLYPH_TRAINING = {"EPOCHS": 3, "ITERATIONS_PER_EPOCH": 12, "P": 6, "K": 4,
+# easier glyphs (difficulty 0.3) so that 60 steps learn something measurable: MAP@R on the
+# unseen classes went 0.13 -> 0.28 and R@1 0.32 -> 0.58 when measured (direct train.fit runs)
+TINY_GLYPHS = {"num_classes": 16, "images_per_class": 10, "difficulty": 0.3}
+TINY_GLYPH_TRAINING = {"EPOCHS": 2, "ITERATIONS_PER_EPOCH": 30, "P": 8, "K": 4,
                        "EMBEDDING_DIM": 16}
 
 TINY_ADVERSARIAL = {"DATASET": "digits", "FEATURES": "pixels", "DATASET_KWARGS": {},
@@ -22,12 +25,14 @@ TINY_ADVERSARIAL = {"DATASET": "digits", "FEATURES": "pixels", "DATASET_KWARGS":
 
 
 def test_00_quickstart(tmp_path):
-    params = {**TINY_GLYPH_TRAINING, "NUM_CLASSES": 15, "IMAGES_PER_CLASS": 10}
+    params = {**TINY_GLYPH_TRAINING, "NUM_CLASSES": TINY_GLYPHS["num_classes"],
+              "IMAGES_PER_CLASS": TINY_GLYPHS["images_per_class"],
+              "DIFFICULTY": TINY_GLYPHS["difficulty"]}
     res = run_tiny("00_quickstart", params, tmp_path)
     before, after = res["untrained"], res["trained"]
     # the trained embedding beats the untrained one on unseen classes
-    assert after["map@r"] > before["map@r"] + 0.01
-    assert after["recall@1"] > before["recall@1"]
+    assert after["map@r"] > before["map@r"] + 0.05
+    assert after["recall@1"] > before["recall@1"] + 0.1
     assert res["r1_gain"] == pytest.approx(after["recall@1"] - before["recall@1"])
 
 
@@ -99,18 +104,18 @@ def test_08_evaluation_metrics(tmp_path):
 
 
 def test_09_train_full_models(tmp_path):
-    params = {**TINY_GLYPH_TRAINING, "DATASET_KWARGS": {"num_classes": 15,
-                                                        "images_per_class": 10},
-              "UMAP_POINTS": 80}
+    params = {**TINY_GLYPH_TRAINING, "DATASET_KWARGS": TINY_GLYPHS, "UMAP_POINTS": 80}
     res = run_tiny("09_train_full_models", params, tmp_path)
     assert res["method"] == "metric"
-    assert res["trained"]["map@r"] > res["untrained"]["map@r"] + 0.01
-    assert res["iterations"] == 3 * 12
+    assert res["trained"]["map@r"] > res["untrained"]["map@r"] + 0.05
+    assert res["trained"]["recall@1"] > res["untrained"]["recall@1"] + 0.1
+    assert res["iterations"] == 2 * 30
     runs = pd.read_csv(tmp_path / "results" / "runs.csv")
     assert len(runs) == res["runs_in_csv"] == 1
     row = runs.iloc[0]
     assert row["dataset"] == "glyphs" and row["loss"] == "multi_similarity"
-    assert row["epochs"] == 3 and row["P"] == 6 and row["embedding_dim"] == 16
+    assert row["epochs"] == 2 and row["P"] == 8 and row["embedding_dim"] == 16
+    assert row["image_size"] == 32  # the glyphs' own size, not the benchmarks' crop
     assert row["test_map@r"] == pytest.approx(res["trained"]["map@r"])
 
 

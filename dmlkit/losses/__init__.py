@@ -5,10 +5,10 @@
 >>> value = loss(embeddings, labels)   # doctest: +SKIP
 """
 
-from .base import PairBatch, PairLoss, make_batch  # noqa: F401
-from .registry import available, build, get, register  # noqa: F401
+from .base import PairBatch, PairLoss, make_batch
+from .registry import available, build, get, register
 
 # Importing the modules registers their losses. Each module is one family of losses.
-from . import _loss_modules  # noqa: F401,E402
+from . import _loss_modules  # noqa: F401
 
 __all__ = ["PairBatch", "PairLoss", "make_batch", "available", "build", "get", "register"]

@@ -80,6 +80,7 @@ DEVICE = "auto"              # auto: CUDA, else Apple MPS, else CPU (with a mess
 LOSS = "multi_similarity"    # any name of dmlkit.losses.available()
 NUM_CLASSES = 30             # glyph training classes (as many unseen classes for testing)
 IMAGES_PER_CLASS = 20
+DIFFICULTY = 0.6             # glyph nuisances: 0 (clean) .. 1 (hard)
 EPOCHS = 4
 ITERATIONS_PER_EPOCH = 25
 P = 8                        # classes per batch
@@ -128,10 +129,10 @@ print("datasets: ", ", ".join(data.available()))
 Below: a few training classes, one row per class.
 """),
         code("""
-glyphs_train = data.load_dataset("glyphs", "train", num_classes=NUM_CLASSES,
-                                 images_per_class=IMAGES_PER_CLASS)
-glyphs_test = data.load_dataset("glyphs", "test", num_classes=NUM_CLASSES,
-                                images_per_class=IMAGES_PER_CLASS)
+glyph_options = {"num_classes": NUM_CLASSES, "images_per_class": IMAGES_PER_CLASS,
+                 "difficulty": DIFFICULTY}
+glyphs_train = data.load_dataset("glyphs", "train", **glyph_options)
+glyphs_test = data.load_dataset("glyphs", "test", **glyph_options)
 digits_train = data.load_dataset("digits", "train")
 print(f"glyphs: {len(glyphs_train)} training images of {len(np.unique(glyphs_train.labels))} "
       f"classes, {len(glyphs_test)} test images of {len(np.unique(glyphs_test.labels))} unseen classes")
@@ -176,7 +177,7 @@ $$\mathcal L = \frac1m\sum_i \Big[\tfrac1\alpha \log\big(1+\sum_{k\in\hat P_i} e
 result = train.fit(dataset="glyphs", loss=LOSS, epochs=EPOCHS,
                    iterations_per_epoch=ITERATIONS_PER_EPOCH, P=P, K=K,
                    embedding_dim=EMBEDDING_DIM, lr=LR, device=DEVICE, seed=SEED,
-                   dataset_kwargs={"num_classes": NUM_CLASSES, "images_per_class": IMAGES_PER_CLASS},
+                   dataset_kwargs=glyph_options,
                    track_test=True, save_checkpoints=False, progress=False)
 """),
         code("""
@@ -270,8 +271,11 @@ Here, at small scale on cached features (`dmlkit.adversarial`):
 import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
+import torch
 
 from dmlkit import adversarial, evaluate, plotting, reporting
+
+torch.set_num_threads(1)  # small MLPs: one thread is faster than several (no thread overhead)
 """),
         md("""
 ## Cached features
@@ -431,8 +435,11 @@ ALPHA_SIGN = -1             # -1: DAML's hinge (default), +1: seed 001's eq. 4
 import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
+import torch
 
 from dmlkit import adversarial, plotting, reporting
+
+torch.set_num_threads(1)  # small MLPs: one thread is faster than several (no thread overhead)
 """),
         code("""
 (x_train, y_train), (x_test, y_test) = reporting.load_features(

@@ -807,7 +807,9 @@ att.round(3)'''),
 The attention does what seed 003 claims: samples whose label is wrong get a much lower $a_i$ than correctly labelled ones, and
 every pair they take part in is down-weighted. Whether this turns into better retrieval on *unseen* classes is a separate
 question: compare the MAP@R rows of the table (mean ± std over seeds). On this small task the gain, if any, is within the
-seed-to-seed spread; the noise mostly costs OSM and OSM+CAA alike relative to the clean-label reference. The official code
+seed-to-seed spread; the noise mostly costs OSM and OSM+CAA alike relative to the clean-label reference. One more caveat: the
+attention is only as good as the classifier behind it. With few images per class and long training the classifier memorises
+the wrong labels too, and every $a_i$ goes to 1 (we saw this on a 160-image version of this task). The official code
 additionally maps $p_i$ through a Gaussian (`attention="gaussian"`) and treats the weights as constants in the backward pass
 (`detach_weights=True`, the default here).
 """),
