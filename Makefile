@@ -19,6 +19,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m dmlkit demo
+	$(PY) -m dmlkit notebooks
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
@@ -29,6 +30,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/losses.py
 	$(PY) benchmarks/evaluate.py
+	$(PY) benchmarks/train.py
+	$(PY) benchmarks/adversarial.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -111,7 +111,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=DEMO_CONFIG["epochs"])
     demo.add_argument("--out-dir", default=None, help="(default: a temporary folder)")
     demo.add_argument("--no-progress", action="store_true")
+    nbs = sub.add_parser("notebooks", help="run the notebook collection in place at default "
+                                           "parameters (outputs, figures, recorded numbers)")
+    nbs.add_argument("--only", nargs="*", default=None,
+                     help="notebook prefixes or names, e.g. 03 09_train_full_models")
     return parser
+
+
+def _notebooks(args: argparse.Namespace) -> int:
+    import json
+
+    from .nbrun import notebook_dir, run_all
+    from .notebook import atomic_write_text
+
+    timings = run_all(only=args.only)
+    path = notebook_dir() / "results" / "timings.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.update({k: round(v, 1) for k, v in timings.items()})
+    atomic_write_text(path, json.dumps(old, indent=2, sort_keys=True))
+    print("\nnotebook                               seconds")
+    for name, sec in timings.items():
+        print(f"{name:38s} {sec:7.0f}")
+    print(f"{'total':38s} {sum(timings.values()):7.0f}")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -173,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train(args)
+    if args.command == "notebooks":
+        return _notebooks(args)
     if args.command == "demo":
         run_training_demo(epochs=args.epochs, out_dir=args.out_dir,
                           progress=not args.no_progress)

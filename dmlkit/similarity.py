@@ -13,6 +13,21 @@ import torch.nn.functional as F
 __all__ = ["similarity_matrix", "pair_masks", "squared_distances", "distances_from_similarity"]
 
 
+class _SymmetricGram(torch.autograd.Function):
+    """``S = Q Q^T`` whose backward is one matrix product, ``(G + G^T) Q``, instead of the two
+    (``G Q`` and ``G^T Q``) that autograd makes for the two operands of ``q @ q.t()``."""
+
+    @staticmethod
+    def forward(ctx, q):
+        ctx.save_for_backward(q)
+        return q @ q.t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (q,) = ctx.saved_tensors
+        return (grad + grad.t()) @ q
+
+
 def similarity_matrix(query: torch.Tensor, reference: torch.Tensor | None = None,
                       normalize: bool = True) -> torch.Tensor:
     """Inner products ``S[i, j] = <q_i, r_j>`` (cosine similarities when ``normalize``).
@@ -24,12 +39,11 @@ def similarity_matrix(query: torch.Tensor, reference: torch.Tensor | None = None
     if normalize:
         q = F.normalize(q, dim=1)
     if reference is None:
-        r = q
-    else:
-        r = reference.float() if reference.dtype in (torch.float16, torch.bfloat16) else reference
-        r = r.to(q.dtype)
-        if normalize:
-            r = F.normalize(r, dim=1)
+        return _SymmetricGram.apply(q)
+    r = reference.float() if reference.dtype in (torch.float16, torch.bfloat16) else reference
+    r = r.to(q.dtype)
+    if normalize:
+        r = F.normalize(r, dim=1)
     return q @ r.t()
 
 

@@ -27,7 +27,7 @@ from .base import TensorImages
 __all__ = ["DEFAULT_DIFFICULTY", "Glyphs", "glyph_strokes", "render_glyphs"]
 
 #: Default difficulty, tuned so that trained embeddings reach R@1 around 0.6-0.8 (see Glyphs).
-DEFAULT_DIFFICULTY = 0.6
+DEFAULT_DIFFICULTY = 0.5
 
 _POINTS = 7  # every stroke is a polyline of _POINTS vertices (_POINTS - 1 segments)
 _CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -185,15 +185,16 @@ class Glyphs(TensorImages):
     "raw" = cosine on mean-centred pixels; "CNN" = conv 32-64-128 (3x3, BN, ReLU, max-pool 2
     after each) + linear 2048 -> 64, L2-normalised, trained 300 iterations of 16 classes x 4
     images with the multi-similarity loss + miner (alpha 2, beta 50, lambda 0.5, epsilon 0.1;
-    Adam 1e-3, about 3-5 min on 2 loaded cores):
+    Adam 1e-3; 640 s wall on 2 cores shared with ~12 other
+    processes, so much faster on an idle machine):
 
-    ==========  ===============  ===============
-    difficulty  raw R@1 / MAP@R  CNN R@1 / MAP@R
-    ==========  ===============  ===============
-    0.4         0.844 / 0.137    0.914 / 0.373
-    TUNE_ROWS
-    0.6         0.413 / 0.039    0.485 / 0.085
-    ==========  ===============  ===============
+    =============  ===============  ===============
+    difficulty     raw R@1 / MAP@R  CNN R@1 / MAP@R
+    =============  ===============  ===============
+    0.4            0.844 / 0.137    0.914 / 0.373
+    0.5 (default)  0.639 / 0.074    0.735 / 0.194
+    0.6            0.413 / 0.039    0.485 / 0.085
+    =============  ===============  ===============
 
     Raw-pixel R@1 stays high because 40 renderings per class leave a near-duplicate for many
     queries; MAP@R (which needs *all* same-class images ranked first) separates raw pixels

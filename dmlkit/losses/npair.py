@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_embeddings_labels
 from .base import PairBatch, PairLoss, zero_loss
 from .lifted import masked_logsumexp
 from .registry import register
@@ -50,6 +51,20 @@ def npair_pairing(batch: PairBatch):
     return anchors, cols, target
 
 
+def pair_indices(labels: torch.Tensor):
+    """Indices of Sohn's pairs in a labelled batch, in O(B log B): for every class with at least
+    two samples, its first (anchor) and second (positive) sample in batch order."""
+    order = torch.argsort(labels, stable=True)
+    sorted_labels = labels[order]
+    idx = torch.arange(labels.shape[0], device=labels.device)
+    starts = torch.ones_like(sorted_labels, dtype=torch.bool)
+    starts[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    rank = idx - torch.cummax(torch.where(starts, idx, 0), 0).values
+    second = order[rank == 1]
+    first = order[(rank == 0) & torch.roll(rank == 1, -1)] if labels.numel() > 1 else second
+    return first, second
+
+
 def _sq_norms(x: torch.Tensor) -> torch.Tensor:
     x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     return (x * x).sum(1)
@@ -71,6 +86,18 @@ class _NPairBase(PairLoss):
         if l2_reg < 0:
             raise ValueError(f"l2_reg must be >= 0, got {l2_reg}")
         self.l2_reg = float(l2_reg)
+
+    def forward(self, embeddings, labels, ref_embeddings=None, ref_labels=None) -> torch.Tensor:
+        """In-batch, only the N x N block of anchors vs positives is computed: Sohn's pairing of
+        the batch equals the query-vs-reference pairing of (anchors, positives), so ``compute``
+        is the same function on a B/K times smaller matrix (pair_weights still sees all of S)."""
+        if ref_embeddings is not None or ref_labels is not None:
+            return super().forward(embeddings, labels, ref_embeddings, ref_labels)
+        emb, lab = check_embeddings_labels(embeddings, labels)
+        anchors, positives = pair_indices(lab)
+        if anchors.numel() < 2:  # no negative class: the graph-connected zero of compute()
+            return super().forward(emb, lab)
+        return super().forward(emb[anchors], lab[anchors], emb[positives], lab[positives])
 
     def _valid(self, batch: PairBatch):
         anchors, cols, target = npair_pairing(batch)

@@ -24,19 +24,35 @@ _MININGS = ("all", "semihard", "hard", "batch_hard")
 _REDUCTIONS = ("mean_nonzero", "mean", "sum")
 
 
-def _compact_sorted(values: torch.Tensor, keep: torch.Tensor, width: int):
+def _compact_sorted(values: torch.Tensor, keep: torch.Tensor, n_keep: torch.Tensor, width: int):
     """Per row, the kept entries of ``values`` in ascending order, padded with +inf.
 
     Returns ``(sorted_values (B, width), column_indices (B, width), valid (B, width))``.
     """
     inf = torch.tensor(float("inf"), dtype=values.dtype, device=values.device)
     vals, idx = torch.where(keep, values, inf).topk(width, dim=1, largest=False, sorted=True)
-    valid = torch.arange(width, device=values.device)[None, :] < keep.sum(1, keepdim=True)
+    valid = torch.arange(width, device=values.device)[None, :] < n_keep[:, None]
     return vals, idx, valid
 
 
-def _counts(thresholds: torch.Tensor, keep_pos: torch.Tensor, b: torch.Tensor,
-            neg: torch.Tensor, width: int, inclusive: bool):
+#: below this many thresholds per row a compare-and-add loop beats a binary search
+_LOOP_WIDTH = 16
+
+
+def _rank_in(t_sorted: torch.Tensor, b: torch.Tensor, inclusive: bool) -> torch.Tensor:
+    """Per row, how many of the sorted thresholds lie below each entry of ``b`` (``<`` or
+    ``<=`` when inclusive); +inf padding never counts."""
+    if t_sorted.shape[1] > _LOOP_WIDTH:
+        return torch.searchsorted(t_sorted, b.contiguous(), right=inclusive)
+    below = torch.zeros(b.shape, dtype=torch.int64, device=b.device)
+    for j in range(t_sorted.shape[1]):
+        col = t_sorted[:, j:j + 1]
+        below += (col <= b) if inclusive else (col < b)
+    return below
+
+
+def _counts(thresholds: torch.Tensor, keep_pos: torch.Tensor, n_pos: torch.Tensor,
+            b: torch.Tensor, neg: torch.Tensor, width: int, inclusive: bool):
     """For every negative n: ``#{p : t_p < b_n}`` (or ``<=`` when inclusive); for every positive p:
     ``#{n : b_n > t_p}`` (or ``>=``), with the same comparisons, in O(B M log width).
 
@@ -44,11 +60,11 @@ def _counts(thresholds: torch.Tensor, keep_pos: torch.Tensor, b: torch.Tensor,
     j-th smallest one exactly when at least j+1 thresholds lie below it, so a per-row histogram of
     the first counts and its suffix sums give the second without sorting the negatives.
     """
-    t_sorted, t_idx, valid = _compact_sorted(thresholds, keep_pos, width)
-    below = torch.searchsorted(t_sorted, b.contiguous(), right=inclusive)  # (B, M) in [0, width]
-    below = below.masked_fill_(~neg, 0)
+    t_sorted, t_idx, valid = _compact_sorted(thresholds, keep_pos, n_pos, width)
+    below = _rank_in(t_sorted, b, inclusive)  # (B, M) in [0, width]
+    below = below.masked_fill_(~neg, 0)       # non-negatives land in bin 0, which is never read
     hist = torch.zeros(b.shape[0], width + 1, dtype=b.dtype, device=b.device)
-    hist.scatter_add_(1, below, neg.to(b.dtype))
+    hist.scatter_add_(1, below, torch.ones((), dtype=b.dtype, device=b.device).expand_as(b))
     at_least = hist.flip(1).cumsum(1).flip(1)          # at_least[:, j] = #{n : below_n >= j}
     # slot j (the j-th smallest threshold): #{n : below_n >= j + 1}
     per_slot = torch.where(valid, at_least[:, 1:], 0)
@@ -72,15 +88,16 @@ def triplet_counts(T: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margin
     work = T.detach()
     if work.dtype in (torch.float16, torch.bfloat16):
         work = work.float()
-    n_total = (pos.sum(1).to(work.dtype) * neg.sum(1).to(work.dtype)).sum()
-    width = int(pos.sum(1).max()) if pos.numel() else 0
+    n_pos, n_neg = pos.sum(1), neg.sum(1)
+    n_total = (n_pos * n_neg).sum().to(work.dtype)
+    width = int(n_pos.max()) if pos.numel() else 0
     if width == 0 or not bool(neg.any()):
         zeros = torch.zeros_like(work)
         return zeros, zeros, zeros.sum(), n_total
     lo = work - margin if mining in ("all", "semihard") else work
-    c_pos, c_neg = _counts(lo, pos, work, neg, width, inclusive=False)
+    c_pos, c_neg = _counts(lo, pos, n_pos, work, neg, width, inclusive=False)
     if mining == "semihard":  # remove the triplets with b_n >= a_p
-        c_pos_hi, c_neg_hi = _counts(work, pos, work, neg, width, inclusive=True)
+        c_pos_hi, c_neg_hi = _counts(work, pos, n_pos, work, neg, width, inclusive=True)
         c_pos, c_neg = c_pos - c_pos_hi, c_neg - c_neg_hi
     return c_pos, c_neg, c_pos.sum(), n_total
 

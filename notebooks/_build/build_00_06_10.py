@@ -93,12 +93,11 @@ LR = 1e-3
 import platform
 
 import numpy as np
-import pandas as pd
 import torch
 import matplotlib.pyplot as plt
 
 import dmlkit
-from dmlkit import data, evaluate, losses, models, plotting, reporting, train
+from dmlkit import data, losses, models, plotting, reporting, train
 """),
         md("""
 ## Environment and device
@@ -575,7 +574,7 @@ import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 
-from dmlkit import data, evaluate, plotting, reporting
+from dmlkit import data, evaluate, reporting
 """),
         md("""
 ## A toy example, every metric
@@ -771,8 +770,6 @@ UMAP_POINTS = 1000           # test embeddings shown in the UMAP
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import matplotlib.pyplot as plt
 
 from dmlkit import plotting, reporting, train
