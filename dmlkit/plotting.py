@@ -129,7 +129,10 @@ def plot_embedding_2d(points_2d, labels, ax=None, title=None, markers=None, s=12
         for group, shape in shapes.items():
             sel = markers == group
             ax.scatter(points_2d[sel, 0], points_2d[sel, 1], c=[colors[c] for c in labels[sel]],
-                       marker=shape, s=s * 2, label=str(group), edgecolors="k", linewidths=0.3)
+                       marker=shape, s=s * 2, edgecolors="k", linewidths=0.3)
+            # legend handle in neutral grey: colour means class, the marker means the group
+            ax.scatter([], [], c="0.6", marker=shape, s=s * 2, label=str(group), edgecolors="k",
+                       linewidths=0.3)
         legend = True
     ax.set_xticks([])
     ax.set_yticks([])
