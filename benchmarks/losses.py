@@ -89,14 +89,18 @@ def worker(impl: str, name: str, sizes: list[int], dim: int, repeats: int, devic
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         times = []
-        for r in range(repeats + 1):
-            e = x.clone().requires_grad_(True)
-            _sync(device)
-            t0 = time.perf_counter()
-            fn(e, labels).backward()
-            _sync(device)
-            if r > 0:  # the first run warms up
-                times.append(time.perf_counter() - t0)
+        try:
+            for r in range(repeats + 1):
+                e = x.clone().requires_grad_(True)
+                _sync(device)
+                t0 = time.perf_counter()
+                fn(e, labels).backward()
+                _sync(device)
+                if r > 0:  # the first run warms up
+                    times.append(time.perf_counter() - t0)
+        except RuntimeError as exc:  # e.g. out of memory: report it, keep the smaller sizes
+            print(json.dumps({"B": B, "error": str(exc).splitlines()[0][:120]}), flush=True)
+            return
         if device == "cuda":
             peak_mb = torch.cuda.max_memory_allocated() / 2**20
         else:
@@ -146,12 +150,16 @@ def main(argv=None) -> None:
             if CASES[name][1] is not None:
                 pml, perr = run_case("pml", name, args.sizes, args.dim, args.repeats, device)
             for B in args.sizes:
-                o = ours[B]
-                if B in pml:
+                o = ours.get(B, {"error": "missing"})
+                if "error" in o:
+                    print(f"{name:30s} {B:5d} dmlkit failed: {o['error']}")
+                    continue
+                if B in pml and "error" not in pml[B]:
                     q = pml[B]
                     print(f"{name:30s} {B:5d} {o['time']:10.4f} {q['time']:10.4f} "
                           f"{q['time'] / o['time']:8.1f}x {o['peak_mb']:10.1f} {q['peak_mb']:9.1f}")
                 else:
+                    perr = pml.get(B, {}).get("error", perr)
                     why = "no PML equivalent" if CASES[name][1] is None else f"PML failed: {perr}"
                     print(f"{name:30s} {B:5d} {o['time']:10.4f} {'-':>10s} {'-':>9s} "
                           f"{o['peak_mb']:10.1f} {'-':>9s}   ({why})")

@@ -46,6 +46,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def atomic_write_csv(df, path: Path) -> None:
+    """Write a DataFrame as CSV through a temporary file in the same folder and ``os.replace``:
+    a reader sees the old file or the new one, never a partial one."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            df.to_csv(fh, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def _to_builtin(value):
     if isinstance(value, dict):
         return {str(k): _to_builtin(v) for k, v in value.items()}

@@ -30,13 +30,14 @@ import contextlib
 import datetime as _dt
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .notebook import atomic_write_csv
 
 __all__ = [
     "DATASET_NAMES",
@@ -175,14 +176,7 @@ def append_csv_row(path: str | os.PathLike, row: Mapping) -> pd.DataFrame:
         old = read_runs(path)
         new = pd.concat([old, pd.DataFrame([row])], ignore_index=True) if len(old.columns) \
             else pd.DataFrame([row])
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "w", newline="") as fh:
-                new.to_csv(fh, index=False)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write_csv(new, path)
     return new
 
 

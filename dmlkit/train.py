@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import models as _models
+from .notebook import atomic_write_csv
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -280,17 +281,6 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _atomic_text(text: str, path: Path) -> None:
@@ -660,7 +650,7 @@ def fit(config: TrainConfig | None = None, **overrides) -> FitResult:
             _print_row(row, bar)
         bar.set_postfix(loss=f"{row['loss']:.4f}")
         if write:
-            _atomic_csv(pd.DataFrame(history), paths["history"])
+            atomic_write_csv(pd.DataFrame(history), paths["history"])
             ck = _checkpoint(model, optimizer, loss, scaler, epoch, history, best_score,
                              best_epoch, best_val, cfg)
             ck["initial_test"] = initial_test

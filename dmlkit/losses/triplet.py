@@ -44,11 +44,12 @@ def _rank_in(t_sorted: torch.Tensor, b: torch.Tensor, inclusive: bool) -> torch.
     ``<=`` when inclusive); +inf padding never counts."""
     if t_sorted.shape[1] > _LOOP_WIDTH:
         return torch.searchsorted(t_sorted, b.contiguous(), right=inclusive)
-    below = torch.zeros(b.shape, dtype=torch.int64, device=b.device)
+    # a uint8 accumulator (width <= 16 < 255) avoids a bool -> int64 copy per threshold
+    below = torch.zeros(b.shape, dtype=torch.uint8, device=b.device)
     for j in range(t_sorted.shape[1]):
         col = t_sorted[:, j:j + 1]
-        below += (col <= b) if inclusive else (col < b)
-    return below
+        below.add_((col <= b) if inclusive else (col < b))
+    return below.long()
 
 
 def _counts(thresholds: torch.Tensor, keep_pos: torch.Tensor, n_pos: torch.Tensor,
