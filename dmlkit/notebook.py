@@ -22,8 +22,7 @@ __all__ = ["NotebookContext", "atomic_write_text", "repo_root", "seed_everything
 
 def repo_root() -> Path:
     """The repository root (the folder holding ``notebooks/`` and ``dmlkit/``)."""
-    here = Path(__file__).resolve().parent.parent
-    return here
+    return Path(__file__).resolve().parent.parent
 
 
 def seed_everything(seed: int) -> None:

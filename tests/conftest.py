@@ -1,7 +1,4 @@
-"""Shared fixtures: registry-wide loss construction."""
-
-import pytest
-import torch
+"""Shared test helpers: building any registered loss with the arguments it needs."""
 
 from dmlkit import losses
 
@@ -15,8 +12,3 @@ def build_loss(name: str, **overrides):
     kwargs = dict(LOSS_KWARGS.get(name, {}))
     kwargs.update(overrides)
     return losses.build(name, **kwargs)
-
-
-@pytest.fixture
-def rng():
-    return torch.Generator().manual_seed(1234)

@@ -49,15 +49,12 @@ def build(name: str, **kwargs) -> nn.Module:
     """Instantiate the loss registered under ``name`` with the paper's hyper-parameters."""
     factory = get(name)
     try:
-        sig = inspect.signature(factory)
-        accepts_var_kw = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-        if not accepts_var_kw:
-            unknown = [k for k in kwargs if k not in sig.parameters]
-            if unknown:
-                allowed = [p for p in sig.parameters if p != "self"]
-                raise ValueError(f"loss {name!r} has no parameter(s) {unknown}; "
-                                 f"its parameters are {allowed}")
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ValueError):
-            raise
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no introspectable signature: let the call decide
+        params = None
+    if params is not None and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            raise ValueError(f"loss {name!r} has no parameter(s) {unknown}; "
+                             f"its parameters are {[p for p in params if p != 'self']}")
     return factory(**kwargs)
