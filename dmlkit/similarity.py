@@ -10,22 +10,48 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["similarity_matrix", "pair_masks", "squared_distances", "distances_from_similarity"]
+__all__ = ["similarity_matrix", "pair_masks", "squared_distances", "distances_from_similarity",
+           "mask_any", "mask_to"]
+
+
+def mask_any(mask: torch.Tensor) -> bool:
+    """``bool(mask.any())`` for a bool tensor, read through a uint8 view (on CPU a bool
+    reduction is several times slower than the same reduction over bytes)."""
+    return mask.numel() > 0 and bool(mask.view(torch.uint8).max())
+
+
+def mask_to(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool mask as 0 / 1 numbers of ``dtype`` (through a uint8 view, for the same reason)."""
+    return mask.view(torch.uint8).to(dtype)
 
 
 class _SymmetricGram(torch.autograd.Function):
     """``S = Q Q^T`` whose backward is one matrix product, ``(G + G^T) Q``, instead of the two
-    (``G Q`` and ``G^T Q``) that autograd makes for the two operands of ``q @ q.t()``."""
+    (``G Q`` and ``G^T Q``) that autograd makes for the two operands of ``q @ q.t()``.
+    ``G^T`` is materialised by a blocked transpose copy, which is faster than adding a
+    transposed view.
+
+    With ``unit_diagonal`` (the rows of q are unit vectors) the diagonal is set to exactly 1,
+    its value as a function of the normalised embeddings, and carries no gradient; rounding
+    would otherwise leave some ``s_ii`` above 1, outside the domain of ``sqrt(2 - 2 s)``.
+    """
 
     @staticmethod
-    def forward(ctx, q):
+    def forward(ctx, q, unit_diagonal):
         ctx.save_for_backward(q)
-        return q @ q.t()
+        ctx.unit_diagonal = unit_diagonal
+        S = q @ q.t()
+        if unit_diagonal:
+            S.fill_diagonal_(1.0)
+        return S
 
     @staticmethod
     def backward(ctx, grad):
         (q,) = ctx.saved_tensors
-        return (grad + grad.t()) @ q
+        G = grad.t().contiguous().add_(grad)
+        if ctx.unit_diagonal:
+            G.fill_diagonal_(0.0)
+        return G @ q, None
 
 
 def similarity_matrix(query: torch.Tensor, reference: torch.Tensor | None = None,
@@ -39,7 +65,7 @@ def similarity_matrix(query: torch.Tensor, reference: torch.Tensor | None = None
     if normalize:
         q = F.normalize(q, dim=1)
     if reference is None:
-        return _SymmetricGram.apply(q)
+        return _SymmetricGram.apply(q, normalize)
     r = reference.float() if reference.dtype in (torch.float16, torch.bfloat16) else reference
     r = r.to(q.dtype)
     if normalize:
@@ -55,12 +81,10 @@ def pair_masks(labels: torch.Tensor, ref_labels: torch.Tensor | None = None):
     """
     in_batch = ref_labels is None
     ref = labels if in_batch else ref_labels
-    same = labels[:, None] == ref[None, :]
-    neg = ~same
-    pos = same
+    pos = labels[:, None] == ref[None, :]
+    neg = ~pos
     if in_batch:
-        eye = torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
-        pos = same & ~eye
+        pos.fill_diagonal_(False)
     return pos, neg
 
 
@@ -71,9 +95,28 @@ def squared_distances(query: torch.Tensor, reference: torch.Tensor | None = None
     return sq.clamp_min(0.0)
 
 
+class _DistanceFromSimilarity(torch.autograd.Function):
+    """``d = sqrt(max(2 - 2 s, 0) + eps)`` with one buffer forward and one pass backward,
+    ``dd/ds = -1 / d`` (0 where ``2 - 2 s`` was clamped, i.e. ``s > 1`` by rounding)."""
+
+    @staticmethod
+    def forward(ctx, S, eps):
+        d = S.mul(-2.0).add_(2.0).clamp_min_(0.0).add_(eps).sqrt_()
+        ctx.save_for_backward(S, d)
+        return d
+
+    @staticmethod
+    def backward(ctx, grad):
+        S, d = ctx.saved_tensors
+        out = grad.div(d).neg_()
+        if bool(S.max() > 1):   # rare (duplicates, the diagonal): the clamp's zero gradient
+            out = out.masked_fill_(S > 1, 0.0)
+        return out, None
+
+
 def distances_from_similarity(S: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Euclidean distance between unit vectors from their cosine similarity: sqrt(2 - 2 s).
 
     ``eps`` keeps the gradient finite at d = 0 (identical vectors).
     """
-    return (2.0 - 2.0 * S).clamp_min(0.0).add(eps).sqrt()
+    return _DistanceFromSimilarity.apply(S, eps)

@@ -13,14 +13,16 @@ A subclass implements :meth:`PairLoss.compute`, a function of a :class:`PairBatc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
 
 from .._checks import check_embeddings, check_embeddings_labels, check_labels
-from ..similarity import distances_from_similarity, pair_masks, similarity_matrix, squared_distances
+from ..similarity import (distances_from_similarity, mask_to, pair_masks, similarity_matrix,
+                          squared_distances)
 
-__all__ = ["PairBatch", "PairLoss", "make_batch", "zero_loss"]
+__all__ = ["PairBatch", "PairLoss", "make_batch", "positive_slots", "zero_loss"]
 
 
 def _promote(x: torch.Tensor) -> torch.Tensor:
@@ -35,7 +37,15 @@ class PairBatch:
     S: (B, M) similarities (cosine when the loss normalises); pos / neg: (B, M) bool masks of
     positive and negative pairs (the diagonal of an in-batch S is in neither); labels: (B,);
     ref_labels: (M,); embeddings / ref_embeddings: the raw (un-normalised) inputs, (B, D) / (M, D);
-    in_batch: True when the references are the batch itself; normalized: whether S is cosine.
+    in_batch: True when the references are the batch itself; normalized: whether S is cosine;
+    label_masks: True when pos / neg are exactly ``pair_masks(labels, ref_labels)`` (as
+    :func:`make_batch` builds them), which lets :attr:`pos_slots` read the positives from the
+    labels instead of scanning the (B, M) mask. Masks of any other shape of pairs (e.g. the
+    adversarial negatives) keep the default False.
+
+    Losses read the positives through :attr:`pos_slots` ((B, w) with w the most positives of a
+    row, usually a handful) and the negatives through :attr:`neg_float`, so that no pass over
+    the (B, M) matrix is spent on a boolean mask.
     """
 
     S: torch.Tensor
@@ -47,6 +57,23 @@ class PairBatch:
     ref_embeddings: torch.Tensor
     in_batch: bool
     normalized: bool
+    label_masks: bool = False
+
+    @cached_property
+    def pos_slots(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The positives of every row, compacted: ``(index, valid)``, both (B, w).
+
+        ``index[i, k]`` is the column of the k-th positive of row i (ascending columns; padding
+        is column 0), ``valid`` marks the real entries; w is the largest row count (may be 0).
+        """
+        if self.label_masks:
+            return _slots_from_labels(self.labels, self.ref_labels, self.in_batch)
+        return positive_slots(self.pos)
+
+    @cached_property
+    def neg_float(self) -> torch.Tensor:
+        """The negative mask as 0 / 1 in S's dtype, (B, M)."""
+        return mask_to(self.neg, self.S.dtype)
 
     def distances(self) -> torch.Tensor:
         """Euclidean distances (B, M): from S for unit vectors, else from the raw embeddings."""
@@ -80,7 +107,50 @@ def make_batch(embeddings, labels, ref_embeddings=None, ref_labels=None,
     S = similarity_matrix(emb, None if in_batch else ref, normalize=normalize)
     pos, neg = pair_masks(lab, None if in_batch else ref_lab)
     return PairBatch(S=S, pos=pos, neg=neg, labels=lab, ref_labels=ref_lab, embeddings=emb,
-                     ref_embeddings=ref, in_batch=in_batch, normalized=normalize)
+                     ref_embeddings=ref, in_batch=in_batch, normalized=normalize,
+                     label_masks=True)
+
+
+def _left_align(index: torch.Tensor, valid: torch.Tensor):
+    """Move each row's valid slots to the front (keeping their order) and drop empty columns."""
+    order = torch.argsort((~valid).to(torch.uint8), dim=1, stable=True)
+    index, valid = index.gather(1, order), valid.gather(1, order)
+    width = int(valid.sum(1).max()) if valid.numel() else 0
+    index, valid = index[:, :width], valid[:, :width]
+    return torch.where(valid, index, 0), valid
+
+
+def positive_slots(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Compact a (B, M) bool mask to ``(index, valid)``, both (B, w): per row the columns of its
+    True entries in ascending order, padded with column 0 (``valid`` False); w = the largest
+    row count."""
+    counts = mask.sum(1)
+    width = int(counts.max()) if mask.numel() else 0
+    rows, cols = mask.nonzero(as_tuple=True)          # row-major: ascending columns per row
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(rows.numel(), device=mask.device) - starts[rows]
+    index = torch.zeros(mask.shape[0], width, dtype=torch.long, device=mask.device)
+    index[rows, slot] = cols
+    valid = torch.arange(width, device=mask.device)[None, :] < counts[:, None]
+    return index, valid
+
+
+def _slots_from_labels(labels: torch.Tensor, ref_labels: torch.Tensor, in_batch: bool):
+    """:func:`positive_slots` of ``pair_masks(labels, ref_labels)`` in O((B + M) log M + B w):
+    the positives of row i are the references with label ``labels[i]`` (minus i in-batch)."""
+    order = torch.argsort(ref_labels, stable=True)   # equal labels keep ascending columns
+    sorted_ref = ref_labels[order]
+    start = torch.searchsorted(sorted_ref, labels)
+    count = torch.searchsorted(sorted_ref, labels, right=True) - start
+    width = int(count.max()) if count.numel() else 0
+    k = torch.arange(width, device=labels.device)
+    valid = k[None, :] < count[:, None]
+    index = order[(start[:, None] + k[None, :]).clamp_max(max(ref_labels.numel() - 1, 0))]
+    index = torch.where(valid, index, 0)
+    if in_batch:   # the anchor itself is not its own positive
+        valid &= index != torch.arange(labels.numel(), device=labels.device)[:, None]
+        return _left_align(index, valid)
+    return index, valid
 
 
 class PairLoss(nn.Module):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..similarity import distances_from_similarity, mask_any
 from .base import PairBatch, PairLoss, zero_loss
 from .registry import register
 
@@ -100,20 +101,45 @@ class ContrastiveLoss(PairLoss):
         return x * x if self.power == 2.0 else x if self.power == 1.0 else x ** self.power
 
     def compute(self, batch: PairBatch) -> torch.Tensor:
-        pos, neg = batch.pos, batch.neg
-        if not bool(pos.any()) or not bool(neg.any()):
+        index, valid = batch.pos_slots
+        if index.shape[1] == 0 or not mask_any(batch.neg):
             return zero_loss(batch)
+        if self.form == "distance" and not batch.normalized:
+            return self._compute_dense(batch)
+        # positives on the compact (B, w) slots, negatives with one float mask over (B, M)
+        S = batch.S
+        s_pos = S.gather(1, index)
         if self.form == "distance":
-            d = batch.distances()
             if self.pos_margin is None and self.power == 2.0:
-                p_terms = batch.squared_distances()       # exact d^2, smooth at d = 0
+                p_terms = (2.0 - 2.0 * s_pos).clamp_min(0.0)   # exact d^2, smooth at d = 0
             else:
-                p_terms = self._hinge(d - (self.pos_margin or 0.0))
-            n_terms = self._hinge(self.margin - d)
+                p_terms = self._hinge(distances_from_similarity(s_pos) - (self.pos_margin or 0.0))
+            n_terms = self._hinge(self.margin - batch.distances())
         else:
-            S = batch.S
-            p_terms = -S if self.pos_margin is None else torch.relu(self.pos_margin - S)
+            p_terms = -s_pos if self.pos_margin is None else torch.relu(self.pos_margin - s_pos)
             n_terms = torch.relu(S - self.lam)
+        p_terms = torch.where(valid, p_terms, 0.0)
+        n_terms = n_terms * batch.neg_float
+        if self.reduction == "sum":
+            return p_terms.sum() + n_terms.sum()
+        if self.reduction == "mean":
+            n = int(valid.sum()) + int(batch.neg.view(torch.uint8).sum(dtype=torch.int64))
+            return (p_terms.sum() + n_terms.sum()) / max(n, 1)
+        with torch.no_grad():
+            n_pos = int(((p_terms != 0) & valid).sum())
+            n_neg = int(torch.gt(n_terms, 0, out=torch.empty_like(n_terms)).sum(
+                dtype=torch.float64))
+        return p_terms.sum() / max(n_pos, 1) + n_terms.sum() / max(n_neg, 1)
+
+    def _compute_dense(self, batch: PairBatch) -> torch.Tensor:
+        """Distance form on raw (un-normalised) embeddings: distances from the embeddings."""
+        pos, neg = batch.pos, batch.neg
+        d = batch.distances()
+        if self.pos_margin is None and self.power == 2.0:
+            p_terms = batch.squared_distances()       # exact d^2, smooth at d = 0
+        else:
+            p_terms = self._hinge(d - (self.pos_margin or 0.0))
+        n_terms = self._hinge(self.margin - d)
         zero = torch.zeros((), dtype=p_terms.dtype, device=p_terms.device)
         p_terms = torch.where(pos, p_terms, zero)
         n_terms = torch.where(neg, n_terms, zero)

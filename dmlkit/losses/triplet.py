@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import PairBatch, PairLoss, zero_loss
+from ..similarity import mask_any
+from .base import PairBatch, PairLoss, positive_slots, zero_loss
 from .registry import register
 
 __all__ = ["TripletLoss", "triplet_counts"]
@@ -24,58 +25,77 @@ _MININGS = ("all", "semihard", "hard", "batch_hard")
 _REDUCTIONS = ("mean_nonzero", "mean", "sum")
 
 
-def _compact_sorted(values: torch.Tensor, keep: torch.Tensor, n_keep: torch.Tensor, width: int):
-    """Per row, the kept entries of ``values`` in ascending order, padded with +inf.
+#: up to this many thresholds per row a compare-and-count loop beats a binary search
+_LOOP_WIDTH = 32
 
-    Returns ``(sorted_values (B, width), column_indices (B, width), valid (B, width))``.
+
+def _sorted(t: torch.Tensor, slots) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the thresholds ``t`` (B, w) of the positive slots in ascending order (+inf
+    padding) and the columns they belong to."""
+    index, valid = slots
+    t, order = t.masked_fill(~valid, float("inf")).sort(dim=1)
+    return t, index.gather(1, order)
+
+
+def _counts(b: torch.Tensor, t_sorted: torch.Tensor, inclusive: bool):
+    """``c_neg[i, n] = #{j : t_ij < b_in}`` (``<=`` when inclusive), (B, M), and per threshold
+    ``c_slot[i, j] = #{n : b_in > t_ij}`` (``>=``), (B, w), from the same comparisons.
+
+    ``b`` is -inf outside the negatives, so they count nowhere; +inf thresholds count nothing.
+    Narrow rows: one float comparison per threshold (a float result is several times cheaper
+    than a bool one on CPU). Wide rows: a binary search, and the per-threshold counts from a
+    histogram of the ranks: b exceeds the j-th smallest threshold exactly when at least j + 1
+    thresholds lie below it.
     """
-    inf = torch.tensor(float("inf"), dtype=values.dtype, device=values.device)
-    vals, idx = torch.where(keep, values, inf).topk(width, dim=1, largest=False, sorted=True)
-    valid = torch.arange(width, device=values.device)[None, :] < n_keep[:, None]
-    return vals, idx, valid
-
-
-#: below this many thresholds per row a compare-and-add loop beats a binary search
-_LOOP_WIDTH = 16
-
-
-def _rank_in(t_sorted: torch.Tensor, b: torch.Tensor, inclusive: bool) -> torch.Tensor:
-    """Per row, how many of the sorted thresholds lie below each entry of ``b`` (``<`` or
-    ``<=`` when inclusive); +inf padding never counts."""
-    if t_sorted.shape[1] > _LOOP_WIDTH:
-        return torch.searchsorted(t_sorted, b.contiguous(), right=inclusive)
-    # a uint8 accumulator (width <= 16 < 255) avoids a bool -> int64 copy per threshold
-    below = torch.zeros(b.shape, dtype=torch.uint8, device=b.device)
-    for j in range(t_sorted.shape[1]):
-        col = t_sorted[:, j:j + 1]
-        below.add_((col <= b) if inclusive else (col < b))
-    return below.long()
-
-
-def _counts(thresholds: torch.Tensor, keep_pos: torch.Tensor, n_pos: torch.Tensor,
-            b: torch.Tensor, neg: torch.Tensor, width: int, inclusive: bool):
-    """For every negative n: ``#{p : t_p < b_n}`` (or ``<=`` when inclusive); for every positive p:
-    ``#{n : b_n > t_p}`` (or ``>=``), with the same comparisons, in O(B M log width).
-
-    The second count comes from the first: sorting the thresholds of a row, ``b_n`` exceeds the
-    j-th smallest one exactly when at least j+1 thresholds lie below it, so a per-row histogram of
-    the first counts and its suffix sums give the second without sorting the negatives.
-    """
-    t_sorted, t_idx, valid = _compact_sorted(thresholds, keep_pos, n_pos, width)
-    below = _rank_in(t_sorted, b, inclusive)  # (B, M) in [0, width]
-    below = below.masked_fill_(~neg, 0)       # non-negatives land in bin 0, which is never read
-    hist = torch.zeros(b.shape[0], width + 1, dtype=b.dtype, device=b.device)
+    B, width = t_sorted.shape
+    if width <= _LOOP_WIDTH:
+        compare = torch.ge if inclusive else torch.gt
+        c_slot = torch.empty_like(t_sorted)
+        c_neg = compare(b, t_sorted[:, :1], out=torch.empty_like(b))
+        torch.sum(c_neg, dim=1, out=c_slot[:, 0])
+        hit = torch.empty_like(b) if width > 1 else None
+        for j in range(1, width):
+            compare(b, t_sorted[:, j:j + 1], out=hit)
+            c_neg.add_(hit)
+            torch.sum(hit, dim=1, out=c_slot[:, j])
+        return c_neg, c_slot
+    below = torch.searchsorted(t_sorted, b.contiguous(), right=inclusive)   # (B, M) in [0, w]
+    hist = torch.zeros(B, width + 1, dtype=b.dtype, device=b.device)
     hist.scatter_add_(1, below, torch.ones((), dtype=b.dtype, device=b.device).expand_as(b))
     at_least = hist.flip(1).cumsum(1).flip(1)          # at_least[:, j] = #{n : below_n >= j}
-    # slot j (the j-th smallest threshold): #{n : below_n >= j + 1}
-    per_slot = torch.where(valid, at_least[:, 1:], 0)
-    c_pos = torch.zeros_like(b).scatter_add_(1, t_idx, per_slot)
-    return c_pos, below.to(b.dtype)
+    c_slot = at_least[:, 1:]                            # slot j: #{n : below_n >= j + 1}
+    return below.to(b.dtype), c_slot
+
+
+def _signed_counts(V: torch.Tensor, neg: torch.Tensor, slots, margin: float, mining: str,
+                   sign: float = 1.0):
+    """``C = c_neg - c_pos`` (B, M) for the scores ``T = sign * V`` (positive and negative
+    entries are disjoint, so one matrix holds both) and the number of kept triplets; see
+    :func:`triplet_counts`. Only the negatives are compared on the full matrix: the
+    thresholds come from the (B, w) positive slots."""
+    work = V.detach()
+    if work.dtype in (torch.float16, torch.bfloat16):
+        work = work.float()
+    b = work.masked_fill(~neg, -sign * float("inf"))
+    a = work.gather(1, slots[0])
+    if sign < 0:
+        b.neg_()
+        a.neg_()
+    t_lo, cols_lo = _sorted(a - margin if mining in ("all", "semihard") else a, slots)
+    C, c_slot = _counts(b, t_lo, inclusive=False)
+    C.scatter_add_(1, cols_lo, -c_slot)
+    n_kept = c_slot.sum()
+    if mining == "semihard":  # remove the triplets with b_n >= a_p
+        t_hi, cols_hi = _sorted(a, slots)
+        C_hi, c_slot_hi = _counts(b, t_hi, inclusive=True)
+        C.sub_(C_hi).scatter_add_(1, cols_hi, c_slot_hi)
+        n_kept = n_kept - c_slot_hi.sum()
+    return C, n_kept
 
 
 @torch.no_grad()
 def triplet_counts(T: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margin: float,
-                   mining: str = "all"):
+                   mining: str = "all", slots=None):
     """Integer counts of the kept triplets per positive and per negative pair.
 
     A triplet (i, p, n) is kept when ``lo_p < b_n < hi_p`` with ``a_p = T_ip``, ``b_n = T_in``:
@@ -85,22 +105,18 @@ def triplet_counts(T: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margin
     Returns ``(c_pos, c_neg, n_kept, n_total)``: (B, M) counts for positive / negative entries,
     the number of kept triplets and the number of valid triplets ``sum_i |P_i| |N_i|``.
     Both counts are derived from the same floating-point comparisons, so they always agree.
+    ``slots``: the compacted positives ``(index, valid)`` of ``pos`` (see
+    :attr:`dmlkit.losses.PairBatch.pos_slots`), computed from ``pos`` when omitted.
     """
-    work = T.detach()
-    if work.dtype in (torch.float16, torch.bfloat16):
-        work = work.float()
-    n_pos, n_neg = pos.sum(1), neg.sum(1)
-    n_total = (n_pos * n_neg).sum().to(work.dtype)
-    width = int(n_pos.max()) if pos.numel() else 0
-    if width == 0 or not bool(neg.any()):
-        zeros = torch.zeros_like(work)
+    if slots is None:
+        slots = positive_slots(pos)
+    dtype = torch.float32 if T.dtype in (torch.float16, torch.bfloat16) else T.dtype
+    n_total = (slots[1].sum(1).to(dtype) * neg.sum(1).to(dtype)).sum()
+    if slots[0].shape[1] == 0 or not mask_any(neg):
+        zeros = torch.zeros(T.shape, dtype=dtype, device=T.device)
         return zeros, zeros, zeros.sum(), n_total
-    lo = work - margin if mining in ("all", "semihard") else work
-    c_pos, c_neg = _counts(lo, pos, n_pos, work, neg, width, inclusive=False)
-    if mining == "semihard":  # remove the triplets with b_n >= a_p
-        c_pos_hi, c_neg_hi = _counts(work, pos, n_pos, work, neg, width, inclusive=True)
-        c_pos, c_neg = c_pos - c_pos_hi, c_neg - c_neg_hi
-    return c_pos, c_neg, c_pos.sum(), n_total
+    C, n_kept = _signed_counts(T, neg, slots, margin, mining)
+    return (-C).clamp_min_(0), C.clamp_min(0), n_kept, n_total
 
 
 @register("triplet")
@@ -151,21 +167,34 @@ class TripletLoss(PairLoss):
             return -batch.squared_distances()
         return -batch.distances()
 
+    def _signed_scores(self, batch: PairBatch) -> tuple[torch.Tensor, float]:
+        """``(V, sign)`` with ``T = sign * V``: the distances themselves for the distance forms,
+        so that no (B, M) pass is spent on the minus sign."""
+        if self.form == "similarity":
+            return batch.S, 1.0
+        if self.form == "squared_distance":
+            return batch.squared_distances(), -1.0
+        return batch.distances(), -1.0
+
     def compute(self, batch: PairBatch) -> torch.Tensor:
-        T = self.scores(batch)
         if self.mining == "batch_hard":
-            return self._batch_hard(T, batch)
-        c_pos, c_neg, n_kept, n_total = triplet_counts(T, batch.pos, batch.neg, self.margin,
-                                                       self.mining)
+            return self._batch_hard(self.scores(batch), batch)
+        slots = batch.pos_slots
+        if slots[0].shape[1] == 0 or not mask_any(batch.neg):
+            return zero_loss(batch)
+        V, sign = self._signed_scores(batch)
+        with torch.no_grad():
+            C, n_kept = _signed_counts(V, batch.neg, slots, self.margin, self.mining, sign)
         if n_kept == 0:
             return zero_loss(batch)
-        T32 = T.float() if T.dtype in (torch.float16, torch.bfloat16) else T
-        # positive and negative entries are disjoint, so one signed count matrix carries both
-        total = (T32 * (c_neg - c_pos)).sum() + self.margin * n_kept
+        V32 = V.float() if V.dtype in (torch.float16, torch.bfloat16) else V
+        # sum over kept triplets of T_n - T_p + margin = sum(T * C) + margin * #kept
+        total = sign * torch.dot(V32.reshape(-1), C.reshape(-1)) + self.margin * n_kept
         if self.reduction == "sum":
             return total
-        if self.reduction == "mean":
-            return total / (n_kept if self.mining != "all" else n_total)
+        if self.reduction == "mean" and self.mining == "all":
+            n_total = (slots[1].sum(1).to(C.dtype) * batch.neg_float.sum(1)).sum()
+            return total / n_total
         return total / n_kept
 
     def _batch_hard(self, T: torch.Tensor, batch: PairBatch) -> torch.Tensor:
