@@ -22,14 +22,15 @@ import time
 
 # name -> (dmlkit kwargs, PML factory source or None). The mappings are those the tests prove.
 CASES: dict[str, tuple[dict, str | None]] = {
-    "contrastive": ({"margin": 1.0, "form": "distance", "power": 1.0, "pos_margin": 0.0},
+    "contrastive": ({"margin": 1.0, "form": "distance", "power": 1.0, "pos_margin": 0.0,
+                     "reduction": "mean_nonzero"},
                     "losses.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0)"),
     "triplet": ({"margin": 0.05}, "losses.TripletMarginLoss(margin=0.05)"),
     "lifted_structure": ({"margin": 1.0}, "losses.LiftedStructureLoss(neg_margin=1.0)"),
     "generalized_lifted_structure": (
         {"lam": 1.0, "form": "distance"},
         "losses.GeneralizedLiftedStructureLoss(neg_margin=1.0, pos_margin=0.0)"),
-    "npair": ({"l2_reg": 0.0}, "losses.NPairsLoss()"),
+    "npair": ({"l2_reg": 0.0, "normalize": True}, "losses.NPairsLoss()"),
     "angular": ({"alpha": 40.0}, "losses.AngularLoss(alpha=40)"),
     "multi_similarity": ({"alpha": 2.0, "beta": 50.0, "lam": 0.5, "epsilon": 0.1},
                          "MS"),

@@ -11,18 +11,13 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["similarity_matrix", "pair_masks", "squared_distances", "distances_from_similarity",
-           "mask_any", "mask_to"]
+           "mask_any"]
 
 
 def mask_any(mask: torch.Tensor) -> bool:
     """``bool(mask.any())`` for a bool tensor, read through a uint8 view (on CPU a bool
     reduction is several times slower than the same reduction over bytes)."""
     return mask.numel() > 0 and bool(mask.view(torch.uint8).max())
-
-
-def mask_to(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A bool mask as 0 / 1 numbers of ``dtype`` (through a uint8 view, for the same reason)."""
-    return mask.view(torch.uint8).to(dtype)
 
 
 class _SymmetricGram(torch.autograd.Function):

@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from .._checks import check_embeddings, check_embeddings_labels, check_labels
-from ..similarity import (distances_from_similarity, mask_to, pair_masks, similarity_matrix,
-                          squared_distances)
+from ..similarity import distances_from_similarity, pair_masks, similarity_matrix, squared_distances
 
 __all__ = ["PairBatch", "PairLoss", "make_batch", "positive_slots", "zero_loss"]
 
@@ -44,8 +43,8 @@ class PairBatch:
     adversarial negatives) keep the default False.
 
     Losses read the positives through :attr:`pos_slots` ((B, w) with w the most positives of a
-    row, usually a handful) and the negatives through :attr:`neg_float`, so that no pass over
-    the (B, M) matrix is spent on a boolean mask.
+    row, usually a handful) and mask the negatives with :meth:`fill_non_negatives_`, so that
+    no pass over the (B, M) matrix is spent on a boolean mask (slow on CPU).
     """
 
     S: torch.Tensor
@@ -70,10 +69,33 @@ class PairBatch:
             return _slots_from_labels(self.labels, self.ref_labels, self.in_batch)
         return positive_slots(self.pos)
 
+    def fill_non_negatives_(self, X: torch.Tensor, value: float) -> torch.Tensor:
+        """Set, in place, every entry of the (B, M) tensor X that is not a negative pair to
+        ``value`` (0, +inf or -inf) and return X. With label masks only the positive slots
+        and the diagonal are written (an order-independent scatter, no (B, M) pass)."""
+        if not self.label_masks:
+            return X.masked_fill_(~self.neg, value)
+        index, valid = self.pos_slots
+        if value == 0:
+            X.scatter_reduce_(1, index, (~valid).to(X.dtype), "prod")
+        elif value in (float("inf"), float("-inf")):
+            other = -value
+            src = torch.where(valid, value, other).to(X.dtype)
+            X.scatter_reduce_(1, index, src, "amax" if value > 0 else "amin")
+        else:
+            raise ValueError(f"fill_non_negatives_ takes 0 or +-inf, got {value}")
+        if self.in_batch:
+            X.fill_diagonal_(value)
+        return X
+
     @cached_property
-    def neg_float(self) -> torch.Tensor:
-        """The negative mask as 0 / 1 in S's dtype, (B, M)."""
-        return mask_to(self.neg, self.S.dtype)
+    def neg_per_row(self) -> torch.Tensor:
+        """The number of negatives of every row, (B,) int64 (from the slots with label masks:
+        every column that is neither a positive nor, in-batch, the row itself)."""
+        if not self.label_masks:
+            return self.neg.sum(1)
+        n_pos = self.pos_slots[1].sum(1)
+        return self.S.shape[1] - n_pos - (1 if self.in_batch else 0)
 
     def distances(self) -> torch.Tensor:
         """Euclidean distances (B, M): from S for unit vectors, else from the raw embeddings."""

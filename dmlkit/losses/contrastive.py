@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..similarity import distances_from_similarity, mask_any
+from ._fused import fused_loss, hinge_of_distance, relu_of_shift, slot_terms
 from .base import PairBatch, PairLoss, zero_loss
 from .registry import register
 
@@ -101,45 +102,55 @@ class ContrastiveLoss(PairLoss):
         return x * x if self.power == 2.0 else x if self.power == 1.0 else x ** self.power
 
     def compute(self, batch: PairBatch) -> torch.Tensor:
-        index, valid = batch.pos_slots
-        if index.shape[1] == 0 or not mask_any(batch.neg):
+        if batch.pos_slots[0].shape[1] == 0 or not mask_any(batch.neg):
             return zero_loss(batch)
         if self.form == "distance" and not batch.normalized:
             return self._compute_dense(batch)
-        # positives on the compact (B, w) slots, negatives with one float mask over (B, M)
-        S = batch.S
-        s_pos = S.gather(1, index)
+        return fused_loss(batch.S, lambda S: self._kernel(S, batch))
+
+    def _positive_terms(self, s: torch.Tensor) -> torch.Tensor:
+        if self.form == "similarity":
+            return -s if self.pos_margin is None else torch.relu(self.pos_margin - s)
+        if self.pos_margin is None and self.power == 2.0:
+            return (2.0 - 2.0 * s).clamp_min(0.0)          # exact d^2, smooth at d = 0
+        return self._hinge(distances_from_similarity(s) - (self.pos_margin or 0.0))
+
+    def _kernel(self, S: torch.Tensor, batch: PairBatch):
+        """Value and dL/dS: positives on the compact (B, w) slots, negatives in one fused
+        pass over (B, M) (:mod:`dmlkit.losses._fused`)."""
+        index, valid = batch.pos_slots
+        p_terms, p_deriv = slot_terms(S, index, valid, self._positive_terms)
+        mask_ = lambda X: batch.fill_non_negatives_(X, 0.0)  # noqa: E731
         if self.form == "distance":
-            if self.pos_margin is None and self.power == 2.0:
-                p_terms = (2.0 - 2.0 * s_pos).clamp_min(0.0)   # exact d^2, smooth at d = 0
-            else:
-                p_terms = self._hinge(distances_from_similarity(s_pos) - (self.pos_margin or 0.0))
-            n_terms = self._hinge(self.margin - batch.distances())
+            n_sum, n_nonzero, deriv = hinge_of_distance(S, self.margin, self.power, mask_)
         else:
-            p_terms = -s_pos if self.pos_margin is None else torch.relu(self.pos_margin - s_pos)
-            n_terms = torch.relu(S - self.lam)
-        p_terms = torch.where(valid, p_terms, 0.0)
-        n_terms = n_terms * batch.neg_float
+            n_sum, n_nonzero, deriv = relu_of_shift(S, self.lam, mask_)
         if self.reduction == "sum":
-            return p_terms.sum() + n_terms.sum()
-        if self.reduction == "mean":
-            n = int(valid.sum()) + int(batch.neg.view(torch.uint8).sum(dtype=torch.int64))
-            return (p_terms.sum() + n_terms.sum()) / max(n, 1)
-        with torch.no_grad():
-            n_pos = int(((p_terms != 0) & valid).sum())
-            n_neg = int(torch.gt(n_terms, 0, out=torch.empty_like(n_terms)).sum(
-                dtype=torch.float64))
-        return p_terms.sum() / max(n_pos, 1) + n_terms.sum() / max(n_neg, 1)
+            c_pos = c_neg = 1.0
+        elif self.reduction == "mean":
+            n = int(valid.sum()) + int(batch.neg_per_row.sum())
+            c_pos = c_neg = 1.0 / max(n, 1)
+        else:
+            c_pos = 1.0 / max(int(((p_terms != 0) & valid).sum()), 1)
+            c_neg = 1.0 / max(int(n_nonzero), 1)
+        value = c_pos * p_terms.sum() + c_neg * n_sum
+        deriv.mul_(c_neg).scatter_add_(1, index, p_deriv.mul_(c_pos))
+        return value, deriv
 
     def _compute_dense(self, batch: PairBatch) -> torch.Tensor:
-        """Distance form on raw (un-normalised) embeddings: distances from the embeddings."""
+        """The formula on the full (B, M) masks with autograd: the path of the distance form
+        on raw (un-normalised) embeddings, whose distances come from the embeddings."""
         pos, neg = batch.pos, batch.neg
-        d = batch.distances()
-        if self.pos_margin is None and self.power == 2.0:
-            p_terms = batch.squared_distances()       # exact d^2, smooth at d = 0
+        if self.form == "distance":
+            d = batch.distances()
+            if self.pos_margin is None and self.power == 2.0:
+                p_terms = batch.squared_distances()       # exact d^2, smooth at d = 0
+            else:
+                p_terms = self._hinge(d - (self.pos_margin or 0.0))
+            n_terms = self._hinge(self.margin - d)
         else:
-            p_terms = self._hinge(d - (self.pos_margin or 0.0))
-        n_terms = self._hinge(self.margin - d)
+            p_terms = self._positive_terms(batch.S)
+            n_terms = torch.relu(batch.S - self.lam)
         zero = torch.zeros((), dtype=p_terms.dtype, device=p_terms.device)
         p_terms = torch.where(pos, p_terms, zero)
         n_terms = torch.where(neg, n_terms, zero)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from .. import miners as _miners
+from ._fused import kept_lse1p
 from .base import PairBatch, PairLoss, zero_loss
 from .binomial import binomial_anchor_terms, check_reduction, reduce_anchors
 from .registry import register
@@ -63,40 +64,6 @@ def uniform_anchor_terms(S: torch.Tensor, pos_keep: torch.Tensor, neg_keep: torc
     zero = torch.zeros((), dtype=S.dtype, device=S.device)
     return (torch.where(pos_keep, 1.0 - S, zero).sum(dim=1)
             + torch.where(neg_keep, 1.0 + S, zero).sum(dim=1))
-
-
-class _KeptLogSumExp1p(torch.autograd.Function):
-    """Per row ``log(1 + sum_k keep_ik exp(z_ik)) / |scale|`` with ``z = scale (S - shift)``,
-    keep a 0 / 1 float matrix and ``row_max`` (B,) the largest kept z of each row (any value
-    where nothing is kept). Forward: one buffer; backward: one pass, the softmax weights
-    ``keep e^z / (1 + sum keep e^z)`` times the incoming gradient and the sign of scale."""
-
-    @staticmethod
-    def forward(ctx, S, keep, scale, shift, row_max):
-        m = row_max.clamp_min(0.0)                      # the "1" is the logit 0
-        # z - m <= 0 on the kept entries; clamping to [-80, 0] keeps the others from
-        # overflowing (they are multiplied by 0) and avoids denormals (~100x slower): e^-80 is
-        # a normal float32 and 1e-35 of the denominator (>= 1), below any rounding
-        e = torch.sub(S, shift).mul_(scale).sub_(m[:, None]).clamp_(-80.0, 0.0).exp_().mul_(keep)
-        denom = e.sum(1).add_(torch.exp(-m))
-        ctx.save_for_backward(e, denom)
-        ctx.sign = 1.0 if scale > 0 else -1.0
-        return (m + denom.log()) / abs(scale)
-
-    @staticmethod
-    def backward(ctx, grad):
-        e, denom = ctx.saved_tensors
-        return e * (grad / denom).mul_(ctx.sign)[:, None], None, None, None, None
-
-
-def _kept_lse1p(S, keep, scale, shift, row_max=None):
-    """:class:`_KeptLogSumExp1p`; ``row_max`` is computed (a masked pass) when not given."""
-    if row_max is None:
-        with torch.no_grad():
-            z = torch.sub(S, shift).mul_(scale)
-            row_max = z.masked_fill_(keep == 0, float("-inf")).amax(1)
-            row_max = torch.nan_to_num(row_max, neginf=0.0)
-    return _KeptLogSumExp1p.apply(S, keep, scale, shift, row_max)
 
 
 WEIGHTINGS = {
@@ -207,7 +174,7 @@ class MultiSimilarityLoss(WeightedPairLoss):
         inf = float("inf")
         s_pos = S.gather(1, index)
         with torch.no_grad():
-            S_neg = S.detach().masked_fill(~batch.neg, -inf)          # -inf off the negatives
+            S_neg = batch.fill_non_negatives_(S.detach().clone(), -inf)   # -inf off the negatives
             neg_max = S_neg.amax(1)
             sp = s_pos.detach().masked_fill(~valid, inf)
             pos_min = sp.amin(1)
@@ -218,9 +185,9 @@ class MultiSimilarityLoss(WeightedPairLoss):
             has_neg = neg_keep.sum(1) > 0
             anchors = pos_keep.any(1) & has_neg
             neg_top = (neg_max - self.lam) * self.beta
-        pos_part = _kept_lse1p(s_pos, pos_keep.to(S.dtype), -self.alpha, self.lam)
-        neg_part = _KeptLogSumExp1p.apply(S, neg_keep, self.beta, self.lam,
-                                          torch.where(has_neg, neg_top, 0.0))
+        pos_part = kept_lse1p(s_pos, pos_keep.to(S.dtype), -self.alpha, self.lam)
+        neg_part = kept_lse1p(S, neg_keep, self.beta, self.lam,
+                              torch.where(has_neg, neg_top, 0.0))
         per_anchor = torch.where(anchors, pos_part + neg_part, 0.0)
         return per_anchor.mean() if self.reduction == "mean" else per_anchor.sum()
 

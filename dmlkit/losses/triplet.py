@@ -67,7 +67,7 @@ def _counts(b: torch.Tensor, t_sorted: torch.Tensor, inclusive: bool):
     return below.to(b.dtype), c_slot
 
 
-def _signed_counts(V: torch.Tensor, neg: torch.Tensor, slots, margin: float, mining: str,
+def _signed_counts(V: torch.Tensor, fill_non_negatives_, slots, margin: float, mining: str,
                    sign: float = 1.0):
     """``C = c_neg - c_pos`` (B, M) for the scores ``T = sign * V`` (positive and negative
     entries are disjoint, so one matrix holds both) and the number of kept triplets; see
@@ -76,7 +76,7 @@ def _signed_counts(V: torch.Tensor, neg: torch.Tensor, slots, margin: float, min
     work = V.detach()
     if work.dtype in (torch.float16, torch.bfloat16):
         work = work.float()
-    b = work.masked_fill(~neg, -sign * float("inf"))
+    b = fill_non_negatives_(work.clone(), -sign * float("inf"))
     a = work.gather(1, slots[0])
     if sign < 0:
         b.neg_()
@@ -115,7 +115,8 @@ def triplet_counts(T: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margin
     if slots[0].shape[1] == 0 or not mask_any(neg):
         zeros = torch.zeros(T.shape, dtype=dtype, device=T.device)
         return zeros, zeros, zeros.sum(), n_total
-    C, n_kept = _signed_counts(T, neg, slots, margin, mining)
+    C, n_kept = _signed_counts(T, lambda X, value: X.masked_fill_(~neg, value), slots, margin,
+                               mining)
     return (-C).clamp_min_(0), C.clamp_min(0), n_kept, n_total
 
 
@@ -184,7 +185,8 @@ class TripletLoss(PairLoss):
             return zero_loss(batch)
         V, sign = self._signed_scores(batch)
         with torch.no_grad():
-            C, n_kept = _signed_counts(V, batch.neg, slots, self.margin, self.mining, sign)
+            C, n_kept = _signed_counts(V, batch.fill_non_negatives_, slots, self.margin,
+                                       self.mining, sign)
         if n_kept == 0:
             return zero_loss(batch)
         V32 = V.float() if V.dtype in (torch.float16, torch.bfloat16) else V
@@ -193,7 +195,7 @@ class TripletLoss(PairLoss):
         if self.reduction == "sum":
             return total
         if self.reduction == "mean" and self.mining == "all":
-            n_total = (slots[1].sum(1).to(C.dtype) * batch.neg_float.sum(1)).sum()
+            n_total = (slots[1].sum(1) * batch.neg_per_row).sum().to(C.dtype)
             return total / n_total
         return total / n_kept
 
