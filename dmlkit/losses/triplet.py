@@ -4,9 +4,11 @@ Counting trick: for anchor i write ``a_p = T_ip`` (positives) and ``b_n = T_in``
 where T is the similarity (``form="similarity"``) or minus the (squared) distance. A triplet's
 loss ``[b_n - a_p + margin]_+`` is linear in T wherever it is active, so the sum over the kept
 triplets is ``sum_n b_n c_n - sum_p a_p c_p + margin * (#kept)`` with integer counts
-``c_p = #{n kept with p}`` and ``c_n = #{p kept with n}``. The counts come from per-row sorting
-and ``searchsorted`` (O(B M log M) time, O(B M) memory); they are piecewise constant in S, so
-treating them as constants gives the exact gradient. The counts are also the pair weights of
+``c_p = #{n kept with p}`` and ``c_n = #{p kept with n}``. The counts compare every negative of a
+row with the row's w sorted positive thresholds (w = the most positives of a row, read from
+:attr:`PairBatch.pos_slots`): one float comparison per threshold for w <= 32, else a binary search
+(O(B M min(w, log w)) time, O(B M) memory). They are piecewise constant in S, so treating them as
+constants gives the exact gradient. The counts are also the pair weights of
 seed 004 (Sec. 3): ``W_ip = c_p``, ``W_in = c_n`` (times the reduction's 1/count).
 """
 
@@ -143,8 +145,8 @@ class TripletLoss(PairLoss):
             triplets considered (all valid / mined ones, zero losses included); ``"sum"``.
         normalize: L2-normalise embeddings first (default True).
 
-    Cost: O(B M log M) time and O(B M) memory via sorted prefix counts (module docstring), never
-    a B x M x M tensor. With no valid triplet the loss is a graph-connected 0.
+    Cost: O(B M min(w, log w)) time and O(B M) memory via counts against sorted thresholds
+    (module docstring), never a B x M x M tensor. With no valid triplet the loss is a graph-connected 0.
     """
 
     hyperparameters = ("margin", "form", "mining", "reduction")
