@@ -164,3 +164,18 @@ def test_finite_check_survives_an_overflowing_sum():
     big[2, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         check_embeddings(big)
+
+
+@pytest.mark.parametrize("params", [{}, {"normalize": True, "l2_reg": 0.0}, {"l2_reg": 0.05}])
+def test_npair_in_batch_shortcut_equals_the_pair_batch_formula(params):
+    """forward() computes N-pair-mc in-batch as a cross-entropy of the anchor x positive block;
+    ``compute`` on the full (B, B) batch (what pair_weights differentiates) gives the same."""
+    loss = losses.build("npair", **params)
+    g = torch.Generator().manual_seed(8)
+    for lab in (LABELS["mixed"], LABELS["pairs"], torch.tensor([2, 2, 0, 1, 0, 1, 1, 2])):
+        x = torch.randn(len(lab), 5, generator=g, dtype=torch.float64, requires_grad=True)
+        (g_fast,) = torch.autograd.grad(fast := loss(x, lab), x)
+        batch = make_batch(x, lab, normalize=loss.normalize)
+        (g_ref,) = torch.autograd.grad(ref := loss.compute(batch) + loss.regularizer(batch), x)
+        assert float(fast) == pytest.approx(float(ref), abs=1e-12)
+        assert torch.allclose(g_fast, g_ref, atol=1e-12)

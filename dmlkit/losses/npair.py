@@ -137,6 +137,27 @@ class NPairLoss(_NPairBase):
     ``npair(normalize=False, l2_reg=0)`` (same pairing, same mean over anchors).
     """
 
+    def forward(self, embeddings, labels, ref_embeddings=None, ref_labels=None) -> torch.Tensor:
+        """In-batch: the N pairs are N distinct classes, so the loss is the softmax cross-entropy
+        of the N x N block with target i for row i (a handful of ops, as PML)."""
+        if ref_embeddings is not None or ref_labels is not None:
+            return super().forward(embeddings, labels, ref_embeddings, ref_labels)
+        emb, lab = check_embeddings_labels(embeddings, labels)
+        anchors, positives = pair_indices(lab)
+        if anchors.numel() < 2:
+            return super().forward(emb, lab)
+        n = anchors.numel()
+        raw = emb[torch.cat([anchors, positives])]          # one gather: one index backward
+        x = raw.float() if raw.dtype in (torch.float16, torch.bfloat16) else raw
+        if self.normalize:
+            x = F.normalize(x, dim=1)
+        S = x[:n] @ x[n:].t()
+        value = F.cross_entropy(S, torch.arange(n, device=S.device))
+        if self.l2_reg == 0:
+            return value
+        every = torch.ones(n, dtype=torch.bool, device=S.device)
+        return value + _l2_penalty(self.l2_reg, raw[:n], every, raw[n:], every)
+
     def compute(self, batch: PairBatch) -> torch.Tensor:
         anchors, cols, target, ok = self._valid(batch)
         if not ok:

@@ -146,7 +146,8 @@ class TripletLoss(PairLoss):
         normalize: L2-normalise embeddings first (default True).
 
     Cost: O(B M min(w, log w)) time and O(B M) memory via counts against sorted thresholds
-    (module docstring), never a B x M x M tensor. With no valid triplet the loss is a graph-connected 0.
+    (module docstring), never a B x M x M tensor. With no valid triplet the loss is a
+    graph-connected 0.
     """
 
     hyperparameters = ("margin", "form", "mining", "reduction")
