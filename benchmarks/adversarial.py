@@ -19,8 +19,8 @@ training, because the whole run is a few hundred steps. Everything else is the d
 fit_adversarial (lambda1 = lambda2 = 1, alpha = 1, alpha_sign = -1, one synthetic negative per
 anchor for triplet / contrastive, all of them for lifted, Sohn's pairing for N-pair).
 
-    python benchmarks/adversarial.py                       # glyphs, 3 seeds (about 8 min, 2 CPUs)
-    python benchmarks/adversarial.py --dataset digits --features pixels --seeds 5
+    python benchmarks/adversarial.py                       # glyphs, 3 seeds (about 2 min, 2 CPUs)
+    python benchmarks/adversarial.py --dataset digits --features pixels --seeds 5 --P 5
     python benchmarks/adversarial.py --device cuda --epochs 60 --seeds 5   # on a GPU
 """
 
