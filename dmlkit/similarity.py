@@ -90,23 +90,34 @@ def squared_distances(query: torch.Tensor, reference: torch.Tensor | None = None
     return sq.clamp_min(0.0)
 
 
+def unit_distances(S: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``sqrt(max(2 - 2 s, 0) + eps)`` into one new buffer, without autograd (the forward of
+    :func:`distances_from_similarity`, shared with the fused loss kernels)."""
+    return S.mul(-2.0).add_(2.0).clamp_min_(0.0).add_(eps).sqrt_()
+
+
+def zero_where_clamped_(X: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """Zero, in place, the entries of a derivative X where ``2 - 2 s`` was clamped (``s > 1``,
+    duplicates by rounding; the unit diagonal is exactly 1). One max() when there are none."""
+    if bool(S.max() > 1):
+        X.masked_fill_(S > 1, 0.0)
+    return X
+
+
 class _DistanceFromSimilarity(torch.autograd.Function):
-    """``d = sqrt(max(2 - 2 s, 0) + eps)`` with one buffer forward and one pass backward,
-    ``dd/ds = -1 / d`` (0 where ``2 - 2 s`` was clamped, i.e. ``s > 1`` by rounding)."""
+    """:func:`unit_distances` with one buffer forward and one pass backward, ``dd/ds = -1 / d``
+    (0 where ``2 - 2 s`` was clamped)."""
 
     @staticmethod
     def forward(ctx, S, eps):
-        d = S.mul(-2.0).add_(2.0).clamp_min_(0.0).add_(eps).sqrt_()
+        d = unit_distances(S, eps)
         ctx.save_for_backward(S, d)
         return d
 
     @staticmethod
     def backward(ctx, grad):
         S, d = ctx.saved_tensors
-        out = grad.div(d).neg_()
-        if bool(S.max() > 1):   # rare (duplicates, the diagonal): the clamp's zero gradient
-            out = out.masked_fill_(S > 1, 0.0)
-        return out, None
+        return zero_where_clamped_(grad.div(d).neg_(), S), None
 
 
 def distances_from_similarity(S: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from ..similarity import unit_distances, zero_where_clamped_
+
 __all__ = ["fused_loss", "hinge_of_distance", "kept_lse1p", "relu_of_shift", "slot_terms"]
 
 
@@ -94,7 +96,7 @@ def hinge_of_distance(S: torch.Tensor, margin: float, power: float, mask_):
     entries that ``mask_`` (an in-place ``X -> X`` zeroing the others) keeps. Two buffers;
     derivative ``power [margin - d]_+^(power-1) / d`` (0 where the hinge is inactive, off the
     mask, and where ``s > 1`` was clamped)."""
-    A = S.mul(-2.0).add_(2.0).clamp_min_(0.0).add_(1e-12).sqrt_()          # d
+    A = unit_distances(S)                                                  # d
     H = mask_(A.neg().add_(margin).clamp_min_(0.0))                        # the hinge
     A.reciprocal_()
     if power == 1.0:
@@ -105,9 +107,7 @@ def hinge_of_distance(S: torch.Tensor, margin: float, power: float, mask_):
         total = H.pow(power).sum()
         A.mul_(H.pow(power - 1.0)).mul_(power)
         count = _count(H.gt_(0.0))
-    if bool(S.max() > 1):   # rare off the diagonal (duplicates): the clamp's zero gradient
-        A.masked_fill_(S > 1, 0.0)
-    return total, count, A
+    return total, count, zero_where_clamped_(A, S)
 
 
 def relu_of_shift(S: torch.Tensor, shift: float, mask_):

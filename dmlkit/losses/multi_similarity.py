@@ -182,12 +182,12 @@ class MultiSimilarityLoss(WeightedPairLoss):
             pos_keep = valid & (sp - self.epsilon < neg_max[:, None])
             neg_keep = torch.gt(S_neg.add_(self.epsilon), pos_min[:, None],
                                 out=torch.empty_like(S_neg))
-            has_neg = neg_keep.sum(1) > 0
-            anchors = pos_keep.any(1) & has_neg
+            anchors = pos_keep.any(1) & (neg_keep.sum(1) > 0)
+            # the largest kept logit: that of the hardest negative (-inf without negatives,
+            # which the kernel clamps to the "1" logit 0; rows keeping nothing add 0)
             neg_top = (neg_max - self.lam) * self.beta
         pos_part = kept_lse1p(s_pos, pos_keep.to(S.dtype), -self.alpha, self.lam)
-        neg_part = kept_lse1p(S, neg_keep, self.beta, self.lam,
-                              torch.where(has_neg, neg_top, 0.0))
+        neg_part = kept_lse1p(S, neg_keep, self.beta, self.lam, neg_top)
         per_anchor = torch.where(anchors, pos_part + neg_part, 0.0)
         return per_anchor.mean() if self.reduction == "mean" else per_anchor.sum()
 

@@ -165,11 +165,8 @@ class TripletLoss(PairLoss):
 
     def scores(self, batch: PairBatch) -> torch.Tensor:
         """T (B, M): higher means more similar."""
-        if self.form == "similarity":
-            return batch.S
-        if self.form == "squared_distance":
-            return -batch.squared_distances()
-        return -batch.distances()
+        V, sign = self._signed_scores(batch)
+        return V if sign > 0 else -V
 
     def _signed_scores(self, batch: PairBatch) -> tuple[torch.Tensor, float]:
         """``(V, sign)`` with ``T = sign * V``: the distances themselves for the distance forms,
