@@ -22,10 +22,10 @@ demo: $(STAMP)
 	$(PY) -m dmlkit notebooks
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --doctest-modules dmlkit tests
 
 lint: $(STAMP)
-	$(PY) -m ruff check dmlkit tests benchmarks
+	$(PY) -m ruff check dmlkit tests benchmarks notebooks
 
 bench: $(STAMP)
 	$(PY) benchmarks/losses.py
