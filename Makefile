@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo notebooks test install lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -12,14 +12,20 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --upgrade pip setuptools wheel
 	$(PY) -m pip install -e ".[test,notebooks]"
-	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (dmlkit)"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)"
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# every notebook at its defaults into the ignored build/notebooks/ (the checkout stays clean)
 demo: $(STAMP)
 	$(PY) -m dmlkit demo
 	$(PY) -m dmlkit notebooks
+
+# developers: regenerate the committed notebooks/*.ipynb, figures/ and notebooks/results/
+# from the notebooks/*.py sources (ONLY="03 09" for some of them)
+notebooks: $(STAMP)
+	$(PY) -m dmlkit.nbrun --in-place $(if $(ONLY),--only $(ONLY))
 
 test: $(STAMP)
 	$(PY) -m pytest -q --doctest-modules dmlkit tests

@@ -1,8 +1,17 @@
 """dmlkit: deep metric learning losses, weights, adversarial negatives, evaluation, training.
 
-``from dmlkit import losses, weights, miners`` are imported eagerly; the heavier parts
-(``evaluate``, ``data``, ``models``, ``train``, ``adversarial``, ``plotting``, ``notebook``)
-load on first use, so ``import dmlkit`` stays quick.
+``from dmlkit import losses, weights, miners`` are imported eagerly; every other module (the
+heavier ``evaluate``, ``data``, ``models``, ``train``, ``adversarial``, ``plotting``, ...) loads
+on first use, so ``import dmlkit`` stays quick.
+
+>>> import dmlkit
+>>> dmlkit.tasks.__name__
+'dmlkit.tasks'
+>>> dmlkit.analysis
+Traceback (most recent call last):
+...
+AttributeError: module 'dmlkit' has no attribute 'analysis'
+
 """
 
 import importlib
@@ -11,8 +20,8 @@ __version__ = "0.1.0"
 
 from . import losses, miners, weights
 
-_LAZY = ("evaluate", "data", "models", "train", "adversarial", "plotting", "notebook", "nbrun",
-         "analysis", "reporting", "similarity")
+_LAZY = ("adversarial", "atomic", "data", "evaluate", "models", "nbrun", "notebook", "pairs",
+         "plotting", "registry", "results", "seeding", "similarity", "tasks", "train")
 
 __all__ = ["losses", "miners", "weights", *_LAZY, "__version__"]
 

@@ -51,7 +51,18 @@ def _key_values(items: list[str] | None, option: str) -> dict:
     return out
 
 
+def _shown(default) -> str:
+    """A default as it is typed on the command line (``none``, ``a b c`` for lists)."""
+    if default is None:
+        return "none"
+    if isinstance(default, (tuple, list)):
+        return " ".join(map(str, default))
+    return str(default)
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
+    """One option per :class:`~dmlkit.train.TrainConfig` field; its help is the field's
+    ``metadata["help"]`` with the default appended once."""
     from .train import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
@@ -62,21 +73,22 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         hint = str(hints[f.name])
+        text = f"{TrainConfig.help(f.name)} (default: {_shown(default)})"
         if hint == "<class 'bool'>":
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                           default=default, help=f"(default: {default})")
+                           default=default, help=text)
         elif f.name in ("metrics", "final_metrics"):
-            p.add_argument(flag, dest=f.name, nargs="+", default=list(default),
-                           help=f"(default: {' '.join(default)})")
+            p.add_argument(flag, dest=f.name, nargs="+", default=list(default), metavar="NAME",
+                           help=text)
         elif f.name == "ks":
-            p.add_argument(flag, dest=f.name, nargs="+", type=int, default=None,
-                           help="Recall@K list (default: the papers' list for the data set)")
+            p.add_argument(flag, dest=f.name, nargs="+", type=int, default=None, metavar="K",
+                           help=text)
         else:
             conv = (_bool if "bool" in hint else
                     int if "int" in hint and "float" not in hint else
                     float if "float" in hint else str)
             p.add_argument(flag, dest=f.name, type=_none_or(conv), default=default,
-                           help=f"(default: {default})")
+                           help=text)
     p.add_argument("--loss-param", action="append", metavar="NAME=VALUE",
                    help="loss hyper-parameter, repeatable (e.g. --loss-param alpha=2)")
     p.add_argument("--dataset-param", action="append", metavar="NAME=VALUE",
@@ -104,36 +116,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="dmlkit: deep metric learning losses, evaluation and training.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     train = sub.add_parser("train", help="train an embedding network (dmlkit.train.fit)",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           description="Train an embedding network (dmlkit.train.fit); one "
+                                       "option per dmlkit.train.TrainConfig field.")
     _add_train_options(train)
     demo = sub.add_parser("demo", help="train on glyphs with multi-similarity and print the "
                                        "held-out metrics (untrained vs trained)")
-    demo.add_argument("--epochs", type=int, default=DEMO_CONFIG["epochs"])
-    demo.add_argument("--out-dir", default=None, help="(default: a temporary folder)")
-    demo.add_argument("--no-progress", action="store_true")
-    nbs = sub.add_parser("notebooks", help="run the notebook collection in place at default "
-                                           "parameters (outputs, figures, recorded numbers)")
+    demo.add_argument("--epochs", type=int, default=DEMO_CONFIG["epochs"],
+                      help=f"training epochs (default: {DEMO_CONFIG['epochs']})")
+    demo.add_argument("--out-dir", default=None,
+                      help="output folder (default: a temporary folder)")
+    demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    nbs = sub.add_parser("notebooks", help="run every notebook at its default parameters into "
+                                           "build/notebooks (ignored; the checkout stays clean)")
     nbs.add_argument("--only", nargs="*", default=None,
                      help="notebook prefixes or names, e.g. 03 09_train_full_models")
+    nbs.add_argument("--in-place", action="store_true",
+                     help="developers: regenerate the committed notebooks, figures and results")
     return parser
 
 
 def _notebooks(args: argparse.Namespace) -> int:
-    import json
+    from . import nbrun
 
-    from .nbrun import notebook_dir, run_all
-    from .notebook import atomic_write_text
-
-    timings = run_all(only=args.only)
-    path = notebook_dir() / "results" / "timings.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
-    old.update({k: round(v, 1) for k, v in timings.items()})
-    atomic_write_text(path, json.dumps(old, indent=2, sort_keys=True))
-    print("\nnotebook                               seconds")
-    for name, sec in timings.items():
-        print(f"{name:38s} {sec:7.0f}")
-    print(f"{'total':38s} {sum(timings.values()):7.0f}")
-    return 0
+    argv = ["--only", *args.only] if args.only else []
+    if args.in_place:
+        argv.append("--in-place")
+    return nbrun.main(argv)
 
 
 def _train(args: argparse.Namespace) -> int:

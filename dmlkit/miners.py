@@ -6,25 +6,38 @@ and negative pairs (see :func:`dmlkit.similarity.pair_masks`), and the result th
 pairs a loss should weight. Mining is a *selection*: it runs under ``torch.no_grad()`` and
 returns bool masks (the loss then weights the kept pairs with a differentiable function of S).
 
-Registry: :func:`available`, :func:`get` (the function) and :func:`build` (the function with
-its parameters bound), with the names ``"none"``, ``"vthm"``, ``"semihard"``, ``"hard"``,
+Registry (:data:`MINERS`, a :class:`dmlkit.registry.Registry`): :func:`available`,
+:func:`get` (the function), :func:`parameters` and :func:`build` (the function with its
+parameters bound), with the names ``"none"``, ``"vthm"``, ``"semihard"``, ``"hard"``,
 ``"distance_weighted"``.
 
+>>> import torch
 >>> from dmlkit import miners
+>>> from dmlkit.similarity import pair_masks
+>>> S = torch.tensor([[1.0, 0.9, 0.2, 0.85], [0.9, 1.0, 0.1, 0.3],
+...                   [0.2, 0.1, 1.0, 0.8], [0.85, 0.3, 0.8, 1.0]])
+>>> pos, neg = pair_masks(torch.tensor([0, 0, 1, 1]))
 >>> mine = miners.build("vthm", epsilon=0.1)
->>> pos_keep, neg_keep = mine(S, pos, neg)   # doctest: +SKIP
+>>> pos_keep, neg_keep = mine(S, pos, neg)
+>>> neg_keep[0].tolist()     # s_03 + 0.1 > s_01 (the hardest positive); s_02 + 0.1 is not
+[False, False, False, True]
+>>> pos_keep[0].tolist()     # s_01 - 0.1 < s_03 (the hardest negative)
+[False, True, False, False]
+>>> miners.parameters("semihard")
+['margin']
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
-import inspect
 from collections.abc import Callable
 
 import torch
 
+from .registry import Registry
+
 __all__ = [
+    "MINERS",
     "available",
     "build",
     "distance_weighted",
@@ -39,6 +52,12 @@ __all__ = [
 
 Masks = tuple[torch.Tensor, torch.Tensor]
 
+#: every miner, by name
+MINERS = Registry("miner")
+
+#: the inputs of every miner, not hyper-parameters
+_INPUTS = ("S", "pos", "neg")
+
 
 def _check(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     if not isinstance(S, torch.Tensor) or S.dim() != 2:
@@ -50,12 +69,14 @@ def _check(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tenso
     return S.detach()
 
 
+@MINERS.register("none")
 def none(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> Masks:
     """No mining: every positive and every negative pair is kept."""
     _check(S, pos, neg)
     return pos.clone(), neg.clone()
 
 
+@MINERS.register("vthm")
 @torch.no_grad()
 def vthm(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, epsilon: float = 0.1) -> Masks:
     """VTHM, valid-triplet-based hard mining (Wang et al. 2019, MS loss, Sec. 5.1).
@@ -80,6 +101,7 @@ def vthm(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, epsilon: float =
     return pos_keep, neg_keep
 
 
+@MINERS.register("semihard")
 @torch.no_grad()
 def semihard(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margin: float = 0.1) -> Masks:
     """FaceNet semi-hard mining (Schroff et al. 2015) expressed as a pair mining.
@@ -112,6 +134,7 @@ def semihard(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margin: floa
     return pos_keep, neg_keep
 
 
+@MINERS.register("hard")
 @torch.no_grad()
 def hard(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> Masks:
     """Batch-hard mining (Hermans et al. 2017): per anchor the hardest positive and negative.
@@ -166,6 +189,7 @@ def distance_weighted_probabilities(S: torch.Tensor, pos: torch.Tensor, neg: tor
     return torch.log_softmax(logits, dim=1).exp() * has_any
 
 
+@MINERS.register("distance_weighted")
 @torch.no_grad()
 def distance_weighted(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, dim: int,
                       cutoff: float = 0.5, nonzero_loss_cutoff: float = 1.4,
@@ -197,43 +221,17 @@ def distance_weighted(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, dim
     return pos.clone(), neg_keep
 
 
-_MINERS: dict[str, Callable[..., Masks]] = {
-    "none": none,
-    "vthm": vthm,
-    "semihard": semihard,
-    "hard": hard,
-    "distance_weighted": distance_weighted,
-}
-
-
-def available() -> list[str]:
-    """Sorted names of the miners."""
-    return sorted(_MINERS)
-
-
-def get(name: str) -> Callable[..., Masks]:
-    """The mining function registered under ``name`` (case, '-' and spaces are ignored)."""
-    key = str(name).strip().lower().replace("-", "_").replace(" ", "")
-    if key not in _MINERS:
-        close = difflib.get_close_matches(key, _MINERS, n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown miner {name!r}.{hint} Known miners: {', '.join(available())}")
-    return _MINERS[key]
+available = MINERS.available
+get = MINERS.get
 
 
 def parameters(name: str) -> list[str]:
     """The hyper-parameter names a miner accepts (besides S, pos, neg)."""
-    sig = inspect.signature(get(name))
-    return [p for p in sig.parameters if p not in ("S", "pos", "neg")]
+    return MINERS.parameters(name, skip=_INPUTS)
 
 
 def build(name: str, **params) -> Callable[..., Masks]:
     """The miner ``name`` with its hyper-parameters bound: a function ``(S, pos, neg)``."""
-    fn = get(name)
-    allowed = parameters(name)
-    unknown = [k for k in params if k not in allowed]
-    if unknown:
-        raise ValueError(f"miner {name!r} has no parameter(s) {unknown}; its parameters are "
-                         f"{allowed}")
-    return functools.partial(fn, **params)
+    MINERS.check_parameters(name, params, skip=_INPUTS)
+    return functools.partial(get(name), **params)
 

@@ -1,10 +1,15 @@
 """Embedding networks: a backbone, a linear embedding head, optional L2 normalisation.
 
+>>> import torch
 >>> from dmlkit import models
 >>> models.available()
 ['googlenet', 'resnet18', 'resnet50', 'small_cnn']
 >>> net = models.build_model("small_cnn", embedding_dim=64, in_channels=1)
->>> emb = net(torch.randn(8, 1, 32, 32))     # doctest: +SKIP  (8, 64), rows of unit norm
+>>> emb = net(torch.randn(8, 1, 32, 32))
+>>> emb.shape, bool(torch.allclose(emb.norm(dim=1), torch.ones(8)))    # rows of unit norm
+(torch.Size([8, 64]), True)
+>>> models.feature_dim("ResNet-50")
+2048
 
 The common recipe of the papers (seed 004; FORMULAS.md section 5) is an ImageNet-pretrained
 backbone (BN-Inception; DAML used GoogLeNet; modern work ResNet-50), a fully connected layer
@@ -15,7 +20,7 @@ embedded ``digits`` and ``glyphs`` data sets that trains in minutes on a CPU.
 
 from __future__ import annotations
 
-import difflib
+import functools
 import os
 import socket
 from pathlib import Path
@@ -24,7 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EmbeddingNet", "SmallCNN", "available", "build_model", "feature_dim"]
+from .registry import Registry
+
+__all__ = ["BACKBONES", "EmbeddingNet", "SmallCNN", "available", "build_model", "canonical",
+           "feature_dim"]
 
 
 class SmallCNN(nn.Module):
@@ -145,8 +153,14 @@ def _weights_error(arch: str, weights, exc: BaseException) -> RuntimeError:
     )
 
 
-def _torchvision(arch: str, pretrained: bool, timeout: float) -> tuple[nn.Module, int]:
+def _torchvision(arch: str, in_channels: int = 3, pretrained: bool = True,
+                 download_timeout: float = 20.0) -> tuple[nn.Module, int]:
+    """torchvision's ``arch`` without its classifier: ``(features network, F)``; a 1-channel
+    input is repeated to 3 channels."""
     import torchvision.models as tvm
+
+    if in_channels not in (1, 3):
+        raise ValueError(f"{arch} takes 1- or 3-channel images, got in_channels={in_channels}")
 
     ctor, weights_enum = {
         "resnet18": (tvm.resnet18, tvm.ResNet18_Weights),
@@ -158,7 +172,7 @@ def _torchvision(arch: str, pretrained: bool, timeout: float) -> tuple[nn.Module
     if pretrained:
         weights = weights_enum.IMAGENET1K_V1
         old = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(timeout)  # urllib in torch.hub has no timeout of its own
+        socket.setdefaulttimeout(download_timeout)  # urllib in torch.hub has no timeout
         try:
             state = weights.get_state_dict(progress=False, check_hash=False)
         except Exception as exc:  # URLError, socket.timeout, HTTPError, truncated file ...
@@ -171,39 +185,34 @@ def _torchvision(arch: str, pretrained: bool, timeout: float) -> tuple[nn.Module
         net.load_state_dict(state)
     dim = net.fc.in_features
     net.fc = nn.Identity()
-    return net, dim
+    return (_GrayToRGB(net, in_channels) if in_channels == 1 else net), dim
 
 
-def _small_cnn(in_channels: int) -> tuple[nn.Module, int]:
+#: backbone name -> ``factory(in_channels, pretrained, download_timeout) -> (network, F)``,
+#: with the fact ``feature_dim`` (F, the width of the features before the embedding head)
+BACKBONES = Registry("backbone")
+
+
+@BACKBONES.register("small_cnn", feature_dim=128)
+def _small_cnn(in_channels: int = 3, pretrained: bool = True,
+               download_timeout: float = 20.0) -> tuple[nn.Module, int]:
+    """:class:`SmallCNN` features; it has no pretrained weights (``pretrained`` is ignored)."""
     net = SmallCNN(in_channels)
     return net, net.out_features
 
 
-_BACKBONES = ("googlenet", "resnet18", "resnet50", "small_cnn")
-_ALIASES = {"smallcnn": "small_cnn", "resnet_18": "resnet18", "resnet_50": "resnet50",
-            "inception_v1": "googlenet"}
+BACKBONES.add("resnet18", functools.partial(_torchvision, "resnet18"), feature_dim=512)
+BACKBONES.add("resnet50", functools.partial(_torchvision, "resnet50"), feature_dim=2048)
+BACKBONES.add("googlenet", functools.partial(_torchvision, "googlenet"),
+              aliases=("inception_v1",), feature_dim=1024)
 
-
-def available() -> list[str]:
-    """Sorted names accepted by :func:`build_model`."""
-    return sorted(_BACKBONES)
-
-
-def _canonical(name: str) -> str:
-    key = str(name).strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in _BACKBONES:
-        close = difflib.get_close_matches(key, _BACKBONES, n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown backbone {name!r}.{hint} "
-                         f"Known backbones: {', '.join(available())}")
-    return key
+available = BACKBONES.available
+canonical = BACKBONES.canonical
 
 
 def feature_dim(backbone: str) -> int:
     """Width F of the backbone features (before the embedding head)."""
-    return {"small_cnn": 128, "resnet18": 512, "resnet50": 2048,
-            "googlenet": 1024}[_canonical(backbone)]
+    return BACKBONES.facts(backbone)["feature_dim"]
 
 
 def build_model(backbone: str = "small_cnn", embedding_dim: int = 512, pretrained: bool = True,
@@ -230,14 +239,8 @@ def build_model(backbone: str = "small_cnn", embedding_dim: int = 512, pretraine
     Returns:
         EmbeddingNet mapping ``(B, C, H, W)`` images to ``(B, embedding_dim)`` embeddings.
     """
-    name = _canonical(backbone)
-    if name == "small_cnn":
-        net, dim = _small_cnn(in_channels)
-    else:
-        if in_channels not in (1, 3):
-            raise ValueError(f"{name} takes 1- or 3-channel images, got in_channels={in_channels}")
-        net, dim = _torchvision(name, pretrained, download_timeout)
-        if in_channels == 1:
-            net = _GrayToRGB(net, in_channels)
+    name = canonical(backbone)
+    net, dim = BACKBONES.get(name)(in_channels=in_channels, pretrained=pretrained,
+                                   download_timeout=download_timeout)
     return EmbeddingNet(net, dim, embedding_dim, normalize=normalize, freeze_bn=freeze_bn,
                         name=name)

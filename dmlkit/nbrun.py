@@ -1,95 +1,208 @@
-"""Run the notebook collection with papermill: ``make demo`` (defaults, in place) and the tests
-(tiny parameters, into a temporary folder).
+"""Build the notebooks from their text sources and run them with papermill.
 
-Outputs are kept in the committed notebooks (people read them on the web), with the noisy
-metadata papermill adds (timestamps, durations, kernel versions) stripped.
+The source of truth of notebook ``NN_name`` is ``notebooks/NN_name.py`` (jupytext's percent
+format: ``# %%`` code cells, ``# %% [markdown]`` prose, ``# %% tags=["parameters"]`` the knobs).
+The committed ``NN_name.ipynb`` is that source executed at its default parameters, cleaned
+(:func:`clean_notebook`): nothing of the machine that ran it, the same bytes on every rerun.
+
+Two ways to run the collection (``python -m dmlkit.nbrun --help``):
+
+* ``make demo`` / ``python -m dmlkit notebooks``: every notebook at its defaults into the
+  ignored ``build/notebooks/`` (executed copies, ``results/`` with the recorded numbers and the
+  runs CSV) and ``build/figures/``; the checkout stays as it is.
+* ``make notebooks`` / ``python -m dmlkit.nbrun --in-place``: regenerate the committed
+  ``notebooks/*.ipynb``, ``figures/`` and ``notebooks/results/`` from the sources.
+
+Wall-clock seconds per notebook go to ``build/notebooks/timings.json`` in both modes.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .notebook import atomic_write_text, repo_root
+from .atomic import atomic_write_text
 
-__all__ = ["notebook_dir", "list_notebooks", "run_notebook", "strip_noisy_metadata", "run_all"]
+__all__ = ["KERNELSPEC", "VARIES_TAG", "build_notebook", "clean_notebook", "find_notebook_dir",
+           "list_sources", "main", "run_all", "run_notebook", "write_notebook"]
+
+#: The kernel every notebook names (``make install`` registers it under this display name).
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+#: Cell tag of outputs that legitimately differ between runs (wall-clock seconds, timestamps):
+#: the rerun test does not compare the numbers they print.
+VARIES_TAG = "varies"
+_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+_SOURCE_GLOB = "[0-9][0-9]_*.py"
 
 
-def notebook_dir() -> Path:
-    return repo_root() / "notebooks"
+def find_notebook_dir(start: str | os.PathLike | None = None) -> Path:
+    """The folder of the notebook sources: ``<start>/notebooks`` (default start: the working
+    directory), or ``start`` itself when it holds ``NN_*.py`` sources."""
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here / "notebooks", here):
+        if any(folder.glob(_SOURCE_GLOB)):
+            return folder
+    raise ValueError(f"no notebook sources ({_SOURCE_GLOB}) in {here} or {here / 'notebooks'}: "
+                     "run from the repository root or pass the folder")
 
 
-def list_notebooks(only=None) -> list[Path]:
-    """The numbered notebooks (``NN_name.ipynb``) in order; ``only``: prefixes or names."""
-    paths = sorted(p for p in notebook_dir().glob("[0-9][0-9]_*.ipynb"))
+def list_sources(folder: str | os.PathLike | None = None,
+                 only: Sequence[str] | None = None) -> list[Path]:
+    """The numbered notebook sources ``NN_name.py`` in order; ``only``: prefixes or names."""
+    folder = find_notebook_dir(folder)
+    paths = sorted(folder.glob(_SOURCE_GLOB))
     if only:
         wanted = [str(o) for o in only]
-        paths = [p for p in paths if any(p.stem == w or p.stem.startswith(w) for w in wanted)]
-        if not paths:
-            known = ", ".join(p.stem for p in list_notebooks())
-            raise ValueError(f"no notebook matches {only}; notebooks: {known}")
+        chosen = [p for p in paths if any(p.stem == w or p.stem.startswith(w) for w in wanted)]
+        if not chosen:
+            raise ValueError(f"no notebook matches {list(only)}; notebooks: "
+                             f"{', '.join(p.stem for p in paths)}")
+        paths = chosen
     return paths
 
 
-def strip_noisy_metadata(path: Path) -> None:
-    """Drop papermill / execution timing metadata so that reruns give small diffs."""
-    nb = json.loads(Path(path).read_text())
-    nb.get("metadata", {}).pop("papermill", None)
-    lang = nb.get("metadata", {}).get("language_info", {})
-    lang.pop("version", None)
-    for cell in nb.get("cells", []):
-        meta = cell.get("metadata", {})
-        meta.pop("papermill", None)
-        meta.pop("execution", None)
-        tags = meta.get("tags")
-        if tags is not None and not tags:
-            meta.pop("tags")
-    atomic_write_text(Path(path), json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+def build_notebook(source: str | os.PathLike):
+    """The notebook of a jupytext percent source, without outputs, cleaned."""
+    import jupytext
+
+    return clean_notebook(jupytext.read(Path(source)))
 
 
-def run_notebook(path: Path, output_path: Path | None = None, parameters: dict | None = None,
-                 kernel_name: str = "python3", env: dict | None = None,
-                 progress: bool = False) -> float:
-    """Execute one notebook with papermill; returns the wall time in seconds.
+def _keep_output(output) -> bool:
+    return not (output.get("output_type") in ("display_data", "execute_result")
+                and _WIDGET_MIME in output.get("data", {}))
 
-    ``output_path=None`` executes in place (through a temporary file, replaced atomically).
+
+def clean_notebook(nb):
+    """Make ``nb`` (an nbformat ``NotebookNode``, changed in place and returned) what is committed.
+
+    Removes what depends on the machine or the run: papermill's and jupytext's metadata,
+    execution timings, the Python version, saved widget state and widget outputs (tqdm's
+    progress bars, whose text fallback is a frozen "0%"); a cell keeps only its ``tags``. Sets
+    :data:`KERNELSPEC`, nbformat 4.5 and cell ids ``cell-<index>`` (deterministic: a rerun
+    gives the same bytes).
     """
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    meta = nb.metadata
+    for key in ("papermill", "jupytext", "widgets", "celltoolbar"):
+        meta.pop(key, None)
+    meta["kernelspec"] = dict(KERNELSPEC)
+    lang = meta.setdefault("language_info", {"name": "python"})
+    lang.pop("version", None)
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i}"
+        tags = cell.get("metadata", {}).get("tags")
+        cell["metadata"] = {"tags": list(tags)} if tags else {}
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", []) if _keep_output(o)]
+            cell.setdefault("execution_count", None)
+        else:
+            cell.pop("outputs", None)
+            cell.pop("execution_count", None)
+    return nb
+
+
+def write_notebook(nb, path: str | os.PathLike) -> Path:
+    """Validate, normalise and write ``nb`` atomically, as Jupyter itself writes a notebook."""
+    import nbformat
+
+    _, nb = nbformat.validator.normalize(nb)
+    nb = nbformat.from_dict(nb)
+    nbformat.validate(nb)
+    text = nbformat.writes(nb)
+    return atomic_write_text(path, text if text.endswith("\n") else text + "\n")
+
+
+def run_notebook(source: str | os.PathLike, output: str | os.PathLike,
+                 parameters: Mapping | None = None, env: Mapping[str, str] | None = None,
+                 timeout: int | None = None) -> float:
+    """Build ``source`` (``.py``), execute it with papermill in the folder of ``output`` (so its
+    figures and results land next to it, see :mod:`dmlkit.notebook`), write the cleaned result
+    to ``output`` (``.ipynb``); returns the wall time in seconds.
+
+    ``parameters`` are injected after the ``parameters`` cell; ``env`` is set for the run.
+    """
+    import nbformat
     import papermill as pm
 
-    path = Path(path)
-    final = Path(output_path) if output_path is not None else path
-    tmp = final.with_name(f".{final.stem}.running.ipynb")
+    output = Path(output).resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
     saved = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update({k: str(v) for k, v in (env or {}).items()})
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}.", suffix=".ipynb")
+    os.close(fd)
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(path), str(tmp), parameters=parameters or {},
-                            kernel_name=kernel_name, cwd=str(path.parent),
-                            progress_bar=progress, request_save_on_cell_execute=False)
+        write_notebook(build_notebook(source), tmp)
+        pm.execute_notebook(tmp, tmp, parameters=dict(parameters or {}), kernel_name="python3",
+                            cwd=str(output.parent), progress_bar=False,
+                            request_save_on_cell_execute=False, execution_timeout=timeout)
+        seconds = time.perf_counter() - t0
+        write_notebook(clean_notebook(nbformat.read(tmp, as_version=4)), output)
     finally:
+        Path(tmp).unlink(missing_ok=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    seconds = time.perf_counter() - t0
-    os.replace(tmp, final)
-    strip_noisy_metadata(final)
     return seconds
 
 
-def run_all(only=None, parameters_by_name: dict | None = None, output_dir: Path | None = None,
-            env: dict | None = None, verbose: bool = True) -> dict[str, float]:
-    """Run every notebook (in place, or into ``output_dir``); returns seconds per notebook."""
+def run_all(only: Sequence[str] | None = None, *, folder: str | os.PathLike | None = None,
+            in_place: bool = False, out_dir: str | os.PathLike | None = None,
+            parameters_by_name: Mapping[str, Mapping] | None = None,
+            env: Mapping[str, str] | None = None, verbose: bool = True) -> dict[str, float]:
+    """Run the notebooks in order; returns seconds per notebook.
+
+    ``in_place``: write the executed notebooks next to their sources (the committed ones);
+    else into ``out_dir`` (default ``<repository>/build/notebooks``, ignored by git).
+    """
+    sources = list_sources(folder, only)
+    target = (sources[0].parent if in_place else
+              Path(out_dir) if out_dir is not None else sources[0].parent.parent / "build"
+              / "notebooks")
     timings = {}
-    for path in list_notebooks(only):
-        params = (parameters_by_name or {}).get(path.stem, {})
-        out = None if output_dir is None else Path(output_dir) / path.name
+    for source in sources:
         if verbose:
-            print(f"running {path.name} ...", flush=True)
-        timings[path.stem] = run_notebook(path, out, params, env=env)
+            print(f"running {source.stem} ...", flush=True)
+        params = (parameters_by_name or {}).get(source.stem, {})
+        timings[source.stem] = run_notebook(source, target / f"{source.stem}.ipynb", params,
+                                            env=env)
         if verbose:
-            print(f"  {path.name}: {timings[path.stem]:.0f} s", flush=True)
+            print(f"  {source.stem}: {timings[source.stem]:.0f} s", flush=True)
     return timings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dmlkit.nbrun [--in-place] [--only 03 09] [--out-dir DIR]``."""
+    parser = argparse.ArgumentParser(prog="python -m dmlkit.nbrun", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="notebook prefixes or names, e.g. 03 09_train_full_models")
+    parser.add_argument("--in-place", action="store_true",
+                        help="regenerate the committed notebooks, figures and results")
+    parser.add_argument("--out-dir", default=None,
+                        help="where the executed copies go (default: build/notebooks)")
+    args = parser.parse_args(argv)
+    sources = list_sources(None, args.only)
+    timings = run_all(args.only, folder=sources[0].parent, in_place=args.in_place,
+                      out_dir=args.out_dir)
+    path = sources[0].parent.parent / "build" / "notebooks" / "timings.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.update({k: round(v, 1) for k, v in timings.items()})
+    atomic_write_text(path, json.dumps(old, indent=2, sort_keys=True) + "\n")
+    print(f"\n{'notebook':38s} seconds")
+    for name, sec in timings.items():
+        print(f"{name:38s} {sec:7.0f}")
+    print(f"{'total':38s} {sum(timings.values()):7.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,65 +1,53 @@
-"""What every notebook shares: seeding, the device message, figure saving and recorded numbers.
+"""What every notebook shares: seeding, the plotting style, figure saving and recorded numbers.
 
 A notebook starts with ``nb = notebook.setup("03_unified_weight_view", seed=SEED)``; then
-``nb.save_fig("curves")`` writes ``figures/03_unified_weight_view_curves.png``
-and ``nb.record(r_at_1=...)`` adds key numbers to ``notebooks/results/03_unified_weight_view.json``,
-which the tests and notebook 10 read. ``DMLKIT_FIGURES_DIR`` / ``DMLKIT_RESULTS_DIR`` redirect
-both (the test-suite runs notebooks into a temporary directory this way).
+``nb.save_fig("curves")`` writes ``03_unified_weight_view_curves.png`` into the figures folder
+and ``nb.record(r_at_1=...)`` adds key numbers to ``03_unified_weight_view.json`` in the results
+folder, which the tests and notebook 10 read.
+
+Both folders are found from the notebook being run, never from where dmlkit is installed:
+JupyterLab, papermill and nbval run a notebook in its own folder (the working directory), so
+
+* results go to ``<notebook folder>/results/``;
+* figures go to ``<notebook folder>/../figures/`` when the folder is called ``notebooks`` (the
+  repository's layout: ``figures/`` next to ``notebooks/``), else ``<notebook folder>/figures/``;
+* ``DMLKIT_RESULTS_DIR`` / ``DMLKIT_FIGURES_DIR`` override either (the tests run notebooks into
+  a temporary folder this way).
+
+>>> import pathlib, tempfile
+>>> folder = pathlib.Path(tempfile.mkdtemp()) / "notebooks"
+>>> [p.relative_to(folder.parent).as_posix() for p in output_dirs(folder, environ={})]
+['figures', 'notebooks/results']
+>>> [p.name for p in output_dirs(folder.parent / "elsewhere", environ={})]
+['figures', 'results']
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["NotebookContext", "atomic_write_text", "repo_root", "seed_everything", "setup"]
+from .atomic import atomic_write_text, atomic_write_with
+from .seeding import seed_everything
+
+__all__ = ["NotebookContext", "output_dirs", "setup"]
 
 
-def repo_root() -> Path:
-    """The repository root (the folder holding ``notebooks/`` and ``dmlkit/``)."""
-    return Path(__file__).resolve().parent.parent
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (CPU and CUDA)."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_write_csv(df, path: Path) -> None:
-    """Write a DataFrame as CSV through a temporary file in the same folder and ``os.replace``:
-    a reader sees the old file or the new one, never a partial one."""
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def output_dirs(folder: str | os.PathLike | None = None,
+                environ: Mapping[str, str] | None = None) -> tuple[Path, Path]:
+    """``(figures_dir, results_dir)`` of a notebook run in ``folder`` (default: the working
+    directory), by the rule of the module docstring; absolute paths."""
+    env = os.environ if environ is None else environ
+    here = Path(folder if folder is not None else Path.cwd()).resolve()
+    default_figures = here.parent / "figures" if here.name == "notebooks" else here / "figures"
+    figures = Path(env.get("DMLKIT_FIGURES_DIR") or default_figures)
+    results = Path(env.get("DMLKIT_RESULTS_DIR") or here / "results")
+    return figures, results
 
 
 def _to_builtin(value):
@@ -76,6 +64,8 @@ def _to_builtin(value):
 
 @dataclass
 class NotebookContext:
+    """A notebook's name, seed, output folders and the numbers it recorded so far."""
+
     name: str
     figures_dir: Path
     results_dir: Path
@@ -86,17 +76,21 @@ class NotebookContext:
     def results_path(self) -> Path:
         return self.results_dir / f"{self.name}.json"
 
-    def save_fig(self, name: str, fig=None, dpi: int = 110) -> Path:
-        """Save the current (or given) figure as ``figures/<notebook>_<name>.png``."""
+    def figure_path(self, name: str) -> Path:
+        """``<figures>/<notebook>_<name>.png``: where :meth:`save_fig` writes ``name``."""
+        return self.figures_dir / f"{self.name}_{name}.png"
+
+    def save_fig(self, name: str, fig=None, dpi: int = 110) -> None:
+        """Save the current (or given) figure as ``<figures>/<notebook>_<name>.png`` (atomically).
+
+        Returns None, so that a cell ending in ``nb.save_fig(...)`` displays nothing (no path
+        of the machine that ran it in the committed outputs); see :meth:`figure_path`.
+        """
         import matplotlib.pyplot as plt
 
         fig = fig or plt.gcf()
-        path = self.figures_dir / f"{self.name}_{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-        return path
+        atomic_write_with(self.figure_path(name),
+                          lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
 
     def record(self, **values) -> dict:
         """Merge key numbers into the notebook's results JSON (written atomically)."""
@@ -106,15 +100,16 @@ class NotebookContext:
 
 
 def setup(name: str, seed: int = 0, style: bool = True) -> NotebookContext:
-    """Seed everything, set the plotting style, and return the notebook's context."""
+    """Seed everything, set the plotting style, and return the notebook's context.
+
+    Figures and results go next to the notebook being run (see :func:`output_dirs`).
+    """
     seed_everything(seed)
     if style:
         from . import plotting
 
         plotting.set_style()
-    root = repo_root()
-    figures = Path(os.environ.get("DMLKIT_FIGURES_DIR", root / "figures"))
-    results = Path(os.environ.get("DMLKIT_RESULTS_DIR", root / "notebooks" / "results"))
+    figures, results = output_dirs()
     ctx = NotebookContext(name=name, figures_dir=figures, results_dir=results, seed=seed)
     if ctx.results_path.exists():
         ctx.results_path.unlink()  # a rerun records afresh

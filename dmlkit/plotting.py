@@ -1,20 +1,35 @@
-"""One plotting style for every notebook, and the plots the notebooks share."""
+"""One plotting style for every notebook, and the plots the notebooks share.
+
+Pair weights and weight curves, training histories, 2-D projections of embeddings, DAML's
+hardness histograms, and image figures: retrieval galleries (a query, its top-K neighbours,
+correct ones framed green and wrong ones red) and grids of images per class.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = [
     "NEG_COLOR",
     "POS_COLOR",
+    "RetrievalGallery",
     "plot_embedding_2d",
     "plot_hardness",
     "plot_history",
+    "plot_image_grid",
     "plot_pair_weights",
+    "plot_retrieval_gallery",
     "plot_weight_curves",
     "project_2d",
+    "retrieval_gallery",
     "set_style",
 ]
 
@@ -32,7 +47,7 @@ def set_style() -> None:
                          "axes.titleweight": "bold", "savefig.bbox": "tight"})
 
 
-def _axes(ax=None, figsize=None):
+def _axes(ax=None, figsize=None) -> Axes:
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -40,7 +55,8 @@ def _axes(ax=None, figsize=None):
     return ax
 
 
-def plot_weight_curves(curves: Sequence, ax=None, title: str | None = None, normalize=False):
+def plot_weight_curves(curves: Sequence, ax=None, title: str | None = None,
+                       normalize: bool = False) -> Axes:
     """Plot :class:`dmlkit.weights.WeightCurve` objects: weight of a pair vs its similarity."""
     ax = _axes(ax)
     for c in curves:
@@ -57,7 +73,7 @@ def plot_weight_curves(curves: Sequence, ax=None, title: str | None = None, norm
     return ax
 
 
-def plot_pair_weights(S, W, pos, neg, ax=None, title: str | None = None, alpha=0.5):
+def plot_pair_weights(S, W, pos, neg, ax=None, title: str | None = None, alpha=0.5) -> Axes:
     """Scatter of every pair's weight against its similarity, positives and negatives apart."""
     import torch
 
@@ -76,7 +92,7 @@ def plot_pair_weights(S, W, pos, neg, ax=None, title: str | None = None, alpha=0
     return ax
 
 
-def plot_history(history, metrics: Iterable[str] = ("loss",), ax=None, x: str = "epoch"):
+def plot_history(history, metrics: Iterable[str] = ("loss",), ax=None, x: str = "epoch") -> Axes:
     """Line plot of columns of a training history DataFrame."""
     ax = _axes(ax)
     for m in metrics:
@@ -89,12 +105,19 @@ def plot_history(history, metrics: Iterable[str] = ("loss",), ax=None, x: str = 
 
 
 def project_2d(X, method: str = "umap", seed: int = 0, **kwargs) -> np.ndarray:
-    """2-D projection of (N, D) points with UMAP, t-SNE or PCA (all seeded)."""
+    """2-D projection (N, 2) of (N, D) points with UMAP, t-SNE or PCA (all seeded).
+
+    UMAP and t-SNE start from the PCA projection (``init="pca"``): UMAP's default spectral
+    initialisation fails on small point sets with repeated points (the recorded triples of
+    notebook 06: an anchor appears in several triples), falling back to a random start with a
+    ``UserWarning``; the PCA start is deterministic and always defined.
+    """
     X = np.asarray(X, dtype=np.float32)
     if method == "umap":
         import umap
 
         n_neighbors = kwargs.pop("n_neighbors", min(15, max(2, len(X) - 1)))
+        kwargs.setdefault("init", "pca")
         reducer = umap.UMAP(n_components=2, random_state=seed, n_neighbors=n_neighbors,
                             n_jobs=1, **kwargs)
         return reducer.fit_transform(X)
@@ -111,7 +134,8 @@ def project_2d(X, method: str = "umap", seed: int = 0, **kwargs) -> np.ndarray:
     raise ValueError(f"unknown projection {method!r}; choose 'umap', 'tsne' or 'pca'")
 
 
-def plot_embedding_2d(points_2d, labels, ax=None, title=None, markers=None, s=12, legend=False):
+def plot_embedding_2d(points_2d, labels, ax=None, title: str | None = None, markers=None,
+                      s: float = 12, legend: bool = False) -> Axes:
     """Scatter of 2-D points coloured by class (``markers``: optional per-point group names)."""
     import matplotlib.pyplot as plt
 
@@ -143,7 +167,7 @@ def plot_embedding_2d(points_2d, labels, ax=None, title=None, markers=None, s=12
     return ax
 
 
-def plot_hardness(d_real, d_synthetic, d_pos=None, margin=None, ax=None, bins=40):
+def plot_hardness(d_real, d_synthetic, d_pos=None, margin=None, ax=None, bins=40) -> Axes:
     """Histograms of anchor-negative distances, real vs generated (DAML's hardness)."""
     ax = _axes(ax)
     ax.hist(np.asarray(d_real), bins=bins, alpha=0.6, label="D(anchor, real negative)",
@@ -160,3 +184,117 @@ def plot_hardness(d_real, d_synthetic, d_pos=None, margin=None, ax=None, bins=40
     ax.set_ylabel("count")
     ax.legend(fontsize="small")
     return ax
+
+
+# --------------------------------------------------------------------------- images
+
+
+@dataclass
+class RetrievalGallery:
+    """Queries and their top-K neighbours: ``query`` (Q,), ``neighbours`` (Q, K) database
+    indices, ``similarity`` (Q, K), ``correct`` (Q, K) bool (same class as the query)."""
+
+    query: np.ndarray
+    neighbours: np.ndarray
+    similarity: np.ndarray
+    correct: np.ndarray
+
+
+def retrieval_gallery(embeddings, labels, queries: int | Sequence[int] = 6, k: int = 5,
+                      seed: int = 0, normalize: bool = True) -> RetrievalGallery:
+    """Top-``k`` neighbours of some queries, the query itself excluded (leave-one-out).
+
+    embeddings: (N, D); labels: (N,). queries: a number of queries drawn at random (seeded,
+    without replacement) or the query indices. Ranking: cosine similarity (``normalize``)
+    descending, ties by index ascending, the convention of :mod:`dmlkit.evaluate`, so the
+    first column agrees with Recall@1.
+    """
+    x = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings,
+                   dtype=np.float64)
+    y = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"need embeddings (N, D) and labels (N,), got {x.shape}, {y.shape}")
+    n = x.shape[0]
+    if not 1 <= k <= n - 1:
+        raise ValueError(f"k must be in [1, {n - 1}] (N - 1 database items), got {k}")
+    if np.isscalar(queries):
+        if not 1 <= int(queries) <= n:
+            raise ValueError(f"queries must be in [1, {n}], got {queries}")
+        q = np.sort(np.random.default_rng(seed).choice(n, size=int(queries), replace=False))
+    else:
+        q = np.asarray(queries, dtype=np.int64)
+        if q.ndim != 1 or q.size == 0 or q.min() < 0 or q.max() >= n:
+            raise ValueError(f"query indices must be a non-empty 1-D list in [0, {n})")
+    if normalize:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sim = x[q] @ x.T
+    sim[np.arange(q.size), q] = -np.inf
+    # lexsort: last key is primary -> similarity descending, then index ascending
+    idx = np.arange(n)
+    order = np.stack([np.lexsort((idx, -row))[:k] for row in sim])
+    return RetrievalGallery(query=q, neighbours=order,
+                            similarity=np.take_along_axis(sim, order, axis=1),
+                            correct=y[order] == y[q][:, None])
+
+
+def _image_hw(img) -> np.ndarray:
+    """(C, H, W) or (H, W) tensor / array -> (H, W) or (H, W, 3) float array for imshow."""
+    a = np.asarray(img.detach().cpu() if hasattr(img, "detach") else img, dtype=np.float32)
+    if a.ndim == 3 and a.shape[0] in (1, 3):
+        a = a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
+    return np.clip(a, 0.0, 1.0)
+
+
+def plot_retrieval_gallery(images, gallery: RetrievalGallery, labels=None, border: int = 3,
+                           size: float = 1.3) -> Figure:
+    """One row per query: the query (black frame), then its neighbours framed green (same
+    class) or red (other class). ``images``: indexable by database index, items (C, H, W) in
+    [0, 1]. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    n_q, k = gallery.neighbours.shape
+    fig, axes = plt.subplots(n_q, k + 1, figsize=(size * (k + 1), size * n_q), squeeze=False)
+    for r in range(n_q):
+        cells = [(gallery.query[r], "black", "query")]
+        cells += [(gallery.neighbours[r, j],
+                   POS_COLOR if gallery.correct[r, j] else NEG_COLOR, f"#{j + 1}")
+                  for j in range(k)]
+        for c, (i, colour, title) in enumerate(cells):
+            ax = axes[r, c]
+            ax.imshow(_image_hw(images[int(i)]), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(border)
+                spine.set_visible(True)
+            if labels is not None:
+                title = f"{title} (y={int(np.asarray(labels)[int(i)])})"
+            if r == 0 or labels is not None:
+                ax.set_title(title, fontsize=7, fontweight="normal")
+    fig.tight_layout()
+    return fig
+
+
+def plot_image_grid(images, labels, classes: int | Sequence[int] = 8, per_class: int = 6,
+                    size: float = 0.9) -> Figure:
+    """A grid of images: one row per class (the first ``classes`` classes, or the ones
+    given), ``per_class`` examples each. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    y = np.asarray(labels)
+    chosen = (np.unique(y)[:int(classes)] if np.isscalar(classes) else np.asarray(classes))
+    fig, axes = plt.subplots(len(chosen), per_class, figsize=(size * per_class,
+                                                              size * len(chosen)),
+                             squeeze=False)
+    for r, c in enumerate(chosen):
+        members = np.flatnonzero(y == c)[:per_class]
+        for j in range(per_class):
+            ax = axes[r, j]
+            ax.axis("off")
+            if j < len(members):
+                ax.imshow(_image_hw(images[int(members[j])]), cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].text(-0.1, 0.5, f"class {int(c)}", transform=axes[r, 0].transAxes,
+                        ha="right", va="center", fontsize=8)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    return fig

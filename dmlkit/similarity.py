@@ -3,6 +3,15 @@
 A loss sees ``S`` (B x M), where row i is a query (an anchor of the batch) and column j a
 reference (the same batch for in-batch training, or a memory bank / generated negatives),
 plus boolean masks of the positive and negative pairs.
+
+>>> import torch
+>>> from dmlkit.similarity import pair_masks, similarity_matrix
+>>> similarity_matrix(torch.tensor([[3.0, 4.0], [1.0, 0.0]]))      # cosine, unit diagonal
+tensor([[1.0000, 0.6000],
+        [0.6000, 1.0000]])
+>>> pos, neg = pair_masks(torch.tensor([0, 0, 1]))    # the diagonal is in neither
+>>> pos[0].tolist(), neg[0].tolist()
+([False, True, False], [False, False, True])
 """
 
 from __future__ import annotations

@@ -8,24 +8,45 @@ read by autograd on a leaf S. Theorem 3.1: with W held fixed (detached), the sur
 ``F(S) = sum_{neg} W_ij S_ij - sum_{pos} W_ij S_ij`` has the same gradient with respect to the
 embeddings as the loss itself. (Seed 004 writes a factor 1/2 because it counts an unordered pair
 once; on the ordered matrix (i, j) and (j, i) are separate entries.)
+
+Where a loss has seed 004's closed form of its weights (eq. 5-16), the loss states it
+(:meth:`dmlkit.losses.PairLoss.closed_form_weights`) and :func:`closed_form_weights` computes
+it; :func:`theorem_table` checks both for several losses at once.
+
+>>> import torch
+>>> from dmlkit import losses, weights
+>>> emb = torch.randn(12, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+>>> labels = torch.arange(12) % 3
+>>> loss = losses.build("binomial")
+>>> S, W = weights.pair_weights(loss, emb, labels)
+>>> S.shape, W.shape
+(torch.Size([12, 12]), torch.Size([12, 12]))
+>>> bool((W - weights.closed_form_weights(loss, emb, labels)[1]).abs().max() < 1e-12)
+True
+>>> weights.theorem_3_1_check(loss, emb, labels)[2] < 1e-12
+True
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 import torch
 
+from . import losses as _losses
 from .losses.base import PairBatch, PairLoss, make_batch
 
 __all__ = [
     "WeightCurve",
+    "closed_form_weights",
     "pair_weights",
     "pair_weights_from_batch",
     "surrogate",
     "theorem_3_1_check",
+    "theorem_table",
     "weight_curve",
 ]
 
@@ -154,3 +175,64 @@ def weight_curve(loss: PairLoss, pair: str = "negative", grid: Sequence[float] |
     return WeightCurve(similarity=grid, weight=np.asarray(weights), pair=pair,
                        loss_name=name or type(loss).__name__, context_pos=tuple(ctx_p),
                        context_neg=tuple(ctx_n))
+
+
+def closed_form_weights(loss: PairLoss, embeddings, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seed 004's closed-form pair weights (Sec. 3, eq. 5-16), computed directly, float64.
+
+    The loss states its closed form (:meth:`~dmlkit.losses.PairLoss.closed_form_weights`):
+    ``contrastive(form="similarity")``, ``triplet(form="similarity", mining="all")`` (weights =
+    number of active triplets of the pair, by brute-force enumeration of the (B, M, M)
+    triplets: for small analysis batches only), ``generalized_lifted_structure(
+    form="similarity")`` (eq. 10-11), ``binomial`` (eq. 13-14), and the weighted-pair family
+    (``multi_similarity``, ``raw``, ``vthm``, ``binomial+vthm``, ``raw+semihard``: eq. 15-16 /
+    13-14 / 1 on the mined pairs). Each includes the loss's own normalisation (reduction), so
+    it must EQUAL :func:`pair_weights`; any other loss or setting raises a ValueError.
+    Embeddings: (B, D); labels: (B,). Returns ``(S, W)`` (B, B) float64.
+    """
+    _require_pair_loss(loss)
+    batch = make_batch(torch.as_tensor(embeddings).detach().double(), labels,
+                       normalize=loss.normalize)
+    return batch.S, loss.closed_form_weights(batch)
+
+
+def theorem_table(specs: Mapping[str, object] | Sequence[str], embeddings, labels,
+                  closed_forms: bool = True) -> pd.DataFrame:
+    """Theorem 3.1 checked numerically for several losses (float64).
+
+    For each loss: ``max_grad_diff`` = max |dL/df - dF/df| between the loss and its surrogate
+    ``F = sum_neg W s - sum_pos W s`` (:func:`theorem_3_1_check`), ``max_grad`` = max |dL/df|
+    (the scale), ``min_weight`` (weights are >= 0 for the papers' losses), ``active_pairs``
+    (share of pairs with W != 0) and, where :func:`closed_form_weights` applies,
+    ``closed_form_err`` = max |W_autograd - W_closed| (NaN for the others).
+    ``specs``: names or ``{label: name}`` / ``{label: (name, params)}``; ``osm_caa`` gets
+    num_classes / embedding_dim from the data. Embeddings: (B, D); labels: (B,).
+    """
+    if not isinstance(specs, Mapping):
+        specs = {name: name for name in specs}
+    emb = torch.as_tensor(embeddings).detach().double()
+    lab = torch.as_tensor(labels, dtype=torch.int64)
+    rows = []
+    for label, spec in specs.items():
+        name, params = (spec, None) if isinstance(spec, str) else spec
+        name, params = str(name), dict(params or {})
+        if name == "osm_caa":
+            params.setdefault("num_classes", int(lab.max()) + 1)
+            params.setdefault("embedding_dim", emb.shape[1])
+        torch.manual_seed(0)
+        loss = _losses.build(name, **params).double()
+        g_loss, _, diff = theorem_3_1_check(loss, emb, lab)
+        _, W = pair_weights(loss, emb, lab)
+        b = make_batch(emb, lab, normalize=loss.normalize)
+        pairs = b.pos | b.neg
+        row = {"loss": label, "max_grad_diff": diff, "max_grad": float(g_loss.abs().max()),
+               "min_weight": float(W[pairs].min()),
+               "active_pairs": float((W[pairs] != 0).double().mean())}
+        if closed_forms:
+            try:
+                _, Wc = closed_form_weights(loss, emb, lab)
+                row["closed_form_err"] = float((W - Wc).abs().max())
+            except ValueError:
+                row["closed_form_err"] = float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)

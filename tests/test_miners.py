@@ -1,10 +1,9 @@
 """Miners (dmlkit.miners) against naive per-pair loops, PML's MultiSimilarityMiner and the
-closed form of the distance-weighted sampling density."""
-
-import math
+closed form of the distance-weighted sampling density; the miner registry."""
 
 import pytest
 import torch
+from naive import naive_dw_probabilities, naive_hard, naive_semihard, naive_vthm
 from pytorch_metric_learning import miners as pml_miners
 
 from dmlkit import miners
@@ -26,54 +25,6 @@ def _batch(seed, B=14, D=6, C=4, M=None, singleton=True):
     S = similarity_matrix(x, r)
     pos, neg = pair_masks(y, ry)
     return (x, y, r, ry), None, S, pos, neg
-
-
-def _sets(S, pos, neg, i):
-    P = [j for j in range(S.shape[1]) if pos[i, j]]
-    N = [j for j in range(S.shape[1]) if neg[i, j]]
-    return P, N
-
-
-def naive_vthm(S, pos, neg, eps):
-    pk = torch.zeros_like(pos)
-    nk = torch.zeros_like(neg)
-    for i in range(S.shape[0]):
-        P, N = _sets(S, pos, neg, i)
-        if not P or not N:
-            continue
-        hardest_pos = min(float(S[i, j]) for j in P)
-        hardest_neg = max(float(S[i, j]) for j in N)
-        for j in P:
-            pk[i, j] = float(S[i, j]) < hardest_neg + eps
-        for j in N:
-            nk[i, j] = float(S[i, j]) > hardest_pos - eps
-    return pk, nk
-
-
-def naive_semihard(S, pos, neg, margin):
-    pk = torch.zeros_like(pos)
-    nk = torch.zeros_like(neg)
-    for i in range(S.shape[0]):
-        P, N = _sets(S, pos, neg, i)
-        for p in P:
-            for n in N:
-                sp, sn = float(S[i, p]), float(S[i, n])
-                if sp - margin < sn < sp:
-                    pk[i, p] = True
-                    nk[i, n] = True
-    return pk, nk
-
-
-def naive_hard(S, pos, neg):
-    pk = torch.zeros_like(pos)
-    nk = torch.zeros_like(neg)
-    for i in range(S.shape[0]):
-        P, N = _sets(S, pos, neg, i)
-        if not P or not N:
-            continue
-        pk[i, min(P, key=lambda j: float(S[i, j]))] = True
-        nk[i, max(N, key=lambda j: float(S[i, j]))] = True
-    return pk, nk
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -157,26 +108,6 @@ def test_hard_matches_naive_loop(seed):
     assert int(pk.sum()) == n_valid == int(nk.sum())
 
 
-def naive_dw_probabilities(S, neg, dim, cutoff, nzc):
-    B, M = S.shape
-    out = torch.zeros(B, M, dtype=torch.float64)
-    for i in range(B):
-        w = {}
-        for j in range(M):
-            if not neg[i, j]:
-                continue
-            d = max(math.sqrt(max(2 - 2 * float(S[i, j]), 0.0)), cutoff)
-            if d < nzc:
-                q = d ** (dim - 2) * (1 - d * d / 4) ** ((dim - 3) / 2)
-                w[j] = 1.0 / q
-        if not w:   # official fallback: uniform over the negatives
-            w = {j: 1.0 for j in range(M) if neg[i, j]}
-        tot = sum(w.values())
-        for j, v in w.items():
-            out[i, j] = v / tot
-    return out
-
-
 @pytest.mark.parametrize("dim", [3, 8, 32])
 def test_distance_weighted_probabilities_closed_form(dim):
     _, _, S, pos, neg = _batch(1, B=16, D=dim)
@@ -254,3 +185,15 @@ def test_registry_and_errors():
         miners.hard(S, pos.float(), neg)
     with pytest.raises(ValueError, match="dim"):
         miners.distance_weighted(S, pos, neg, dim=1)
+
+
+def test_registry_spellings_and_parameters():
+    assert miners.MINERS.kind == "miner"
+    assert miners.get("semi-hard") is miners.semihard is miners.get("SemiHard")
+    assert miners.parameters("distance_weighted") == ["dim", "cutoff", "nonzero_loss_cutoff",
+                                                      "num_negatives", "generator"]
+    assert miners.parameters("hard") == []
+    with pytest.raises(ValueError, match="Did you mean 'vthm'"):
+        miners.build("vthn")
+    with pytest.raises(ValueError, match=r"its parameters are \['margin'\]"):
+        miners.build("semihard", epsilon=0.1)

@@ -21,6 +21,18 @@ def test_available_and_unknown_name_lists_known():
         assert name in msg
 
 
+def test_backbone_registry_aliases_and_feature_dims():
+    assert models.BACKBONES.kind == "backbone"
+    for alias, name in [("SmallCNN", "small_cnn"), ("resnet_18", "resnet18"),
+                        ("ResNet-50", "resnet50"), ("inception_v1", "googlenet")]:
+        assert models.canonical(alias) == name
+    assert {n: models.feature_dim(n) for n in models.available()} == {
+        "googlenet": 1024, "resnet18": 512, "resnet50": 2048, "small_cnn": 128}
+    assert models.build_model("Small-CNN", embedding_dim=4).name == "small_cnn"
+    with pytest.raises(ValueError, match="resnet18 takes 1- or 3-channel images"):
+        models.build_model("resnet18", pretrained=False, in_channels=2)
+
+
 @pytest.mark.parametrize("in_channels,size", [(1, 28), (3, 32), (1, 8)])
 def test_small_cnn_shapes_and_unit_norm(in_channels, size):
     torch.manual_seed(0)

@@ -1,5 +1,7 @@
-"""pair_weights against the closed forms of seed 004 (FORMULAS.md section 1)."""
+"""pair_weights against the closed forms of seed 004 (FORMULAS.md section 1), the closed forms
+the losses state (closed_form_weights) and the Theorem 3.1 table."""
 
+import itertools
 import math
 
 import numpy as np
@@ -140,3 +142,71 @@ def test_pair_weights_query_vs_reference_shape():
 def test_pair_weights_rejects_non_pair_loss():
     with pytest.raises(ValueError, match="PairLoss"):
         weights.pair_weights(torch.nn.MSELoss(), torch.randn(4, 3), torch.arange(4))
+
+
+# --------------------------------------------------------------------------- closed forms
+def _batch(n=18, d=6, classes=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=torch.float64), torch.arange(n) % classes
+
+
+CLOSED = {
+    "contrastive-sim-mean": ("contrastive", {"form": "similarity", "lam": 0.1}),
+    "contrastive-sim-sum": ("contrastive", {"form": "similarity", "reduction": "sum"}),
+    "contrastive-sim-nonzero": ("contrastive", {"form": "similarity",
+                                                "reduction": "mean_nonzero", "lam": 0.0}),
+    "triplet-sim": ("triplet", {"form": "similarity", "margin": 0.3}),
+    "triplet-sim-mean": ("triplet", {"form": "similarity", "reduction": "mean"}),
+    "gen-lifted": ("generalized_lifted_structure", {"lam": 0.5}),
+    "binomial": ("binomial", {}),
+    "binomial-sum": ("binomial", {"reduction": "sum", "alpha": 3.0, "beta": 20.0}),
+    "ms": ("multi_similarity", {}),
+    "raw": ("raw", {"beta": 10.0}),
+    "vthm": ("vthm", {}),
+    "binomial+vthm": ("binomial+vthm", {}),
+    "raw+semihard": ("raw+semihard", {"margin": 0.3}),
+}
+
+
+@pytest.mark.parametrize("key", list(CLOSED))
+def test_closed_form_weights_equal_autograd(key):
+    name, params = CLOSED[key]
+    emb, lab = _batch()
+    loss = losses.build(name, **params)
+    S, W = weights.pair_weights(loss, emb, lab)
+    S2, Wc = weights.closed_form_weights(loss, emb, lab)
+    assert torch.allclose(S, S2)
+    assert float(W.abs().max()) > 0
+    assert torch.allclose(W, Wc, atol=1e-12, rtol=1e-9), float((W - Wc).abs().max())
+
+
+def test_closed_form_triplet_counts_by_loop():
+    emb, lab = _batch(n=10, classes=3)
+    loss = losses.build("triplet", form="similarity", margin=0.2, reduction="sum")
+    S, W = weights.closed_form_weights(loss, emb, lab)
+    expected = np.zeros((10, 10))
+    for a, p, n in itertools.product(range(10), repeat=3):
+        if a != p and lab[a] == lab[p] and lab[n] != lab[a] and S[a, n] - S[a, p] + 0.2 > 0:
+            expected[a, p] += 1
+            expected[a, n] += 1
+    np.testing.assert_allclose(W.numpy(), expected)
+
+
+def test_closed_form_unsupported_raises():
+    emb, lab = _batch()
+    with pytest.raises(ValueError, match="no closed form"):
+        weights.closed_form_weights(losses.build("ddml"), emb, lab)
+
+
+def test_theorem_table_values():
+    emb, lab = _batch()
+    table = weights.theorem_table(["binomial", "multi_similarity", "ddml", "npair"], emb, lab)
+    assert list(table["loss"]) == ["binomial", "multi_similarity", "ddml", "npair"]
+    assert (table["max_grad_diff"] < 1e-10).all()
+    assert (table["max_grad"] > 1e-4).all()
+    assert (table["min_weight"] >= 0).all()
+    assert table["closed_form_err"].iloc[:2].max() < 1e-12
+    assert table["closed_form_err"].iloc[2:].isna().all()
+    # binomial weights every pair; npair only anchor-vs-positive columns
+    assert table["active_pairs"].iloc[0] == 1.0
+    assert table["active_pairs"].iloc[3] < 0.5

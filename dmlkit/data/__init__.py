@@ -2,17 +2,27 @@
 
 Embedded (no download): ``digits`` (scikit-learn's handwritten digits, classes 0-4 train /
 5-9 test) and ``glyphs`` (procedural many-class glyphs, class-disjoint). Benchmarks read from
-their official archives: ``cub200``, ``cars196``, ``sop``, ``inshop``.
+their official archives: ``cub200``, ``cars196``, ``sop``, ``inshop``. Each dataset class
+registers its name, aliases and facts (Recall@K list, protocol, native image size, name in the
+papers' tables) with :func:`register_dataset`; :func:`dataset_info` reads them back.
 
 >>> from dmlkit import data
->>> train = data.load_dataset("glyphs", "train")
+>>> train = data.load_dataset("glyphs", "train", num_classes=20, images_per_class=8)
+>>> train
+Glyphs(split='train', images=160, classes=20)
 >>> fit, val = data.train_val_split(train, val_fraction=0.2)     # class-disjoint validation
->>> sampler = data.PKSampler(fit.labels, P=16, K=4)
+>>> fit, val
+(LabeledSubset(split='fit', images=128, classes=16),
+ LabeledSubset(split='val', images=32, classes=4))
+>>> set(fit.original_labels) & set(val.original_labels)
+set()
+>>> sampler = data.PKSampler(fit.labels, P=4, K=4)     # batches of 4 classes x 4 images
+>>> len(sampler), [len(batch) for batch in sampler]
+(8, [16, 16, 16, 16, 16, 16, 16, 16])
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 
 from .base import LabeledDataset, LabeledSubset, contiguous_labels, train_val_split
@@ -20,6 +30,7 @@ from .benchmarks import CUB200, SOP, Archive, Cars196, DatasetNotFoundError, InS
 from .digits import Digits
 from .download import DownloadError, data_root, download_url, extract_archive, md5sum
 from .glyphs import DEFAULT_DIFFICULTY, Glyphs
+from .registry import DATASETS, DatasetInfo, available, dataset_info, register_dataset
 from .samplers import HardNegativeClassSampler, PKSampler, select_hard_classes
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, get_transforms
 
@@ -30,7 +41,9 @@ __all__ = [
     "IMAGENET_STD",
     "SOP",
     "Archive",
+    "DATASETS",
     "Cars196",
+    "DatasetInfo",
     "DatasetNotFoundError",
     "Digits",
     "DownloadError",
@@ -43,37 +56,16 @@ __all__ = [
     "available",
     "contiguous_labels",
     "data_root",
+    "dataset_info",
     "download_url",
     "extract_archive",
     "get_transforms",
     "load_dataset",
     "md5sum",
+    "register_dataset",
     "select_hard_classes",
     "train_val_split",
 ]
-
-_DATASETS = {"cars196": Cars196, "cub200": CUB200, "digits": Digits, "glyphs": Glyphs,
-             "inshop": InShop, "sop": SOP}
-_ALIASES = {"cub": "cub200", "cub2002011": "cub200", "cars": "cars196",
-            "stanfordcars": "cars196", "stanfordonlineproducts": "sop", "online_products": "sop",
-            "onlineproducts": "sop", "inshopclothes": "inshop", "deepfashioninshop": "inshop"}
-_EMBEDDED = ("digits", "glyphs")
-
-
-def available() -> list[str]:
-    """Sorted dataset names: cars196, cub200, digits, glyphs, inshop, sop."""
-    return sorted(_DATASETS)
-
-
-def _canonical(name: str) -> str:
-    key = str(name).strip().lower().replace("-", "").replace("_", "").replace(" ", "")
-    key = _ALIASES.get(key, key)
-    if key not in _DATASETS:
-        close = difflib.get_close_matches(str(name).lower(), available(), n=2)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown dataset {name!r}.{hint} Known datasets: "
-                         f"{', '.join(available())}")
-    return key
 
 
 def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None,
@@ -92,17 +84,15 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     ``num_classes`` / ``difficulty`` for glyphs, ``check_images`` for benchmarks). ``root`` and
     ``download`` are ignored by digits; glyphs caches its arrays under ``root`` if given.
     """
-    key = _canonical(name)
-    cls = _DATASETS[key]
+    key = DATASETS.canonical(name)
     if split in ("val", "fit"):
-        if transform is None and key not in _EMBEDDED:
+        if transform is None and dataset_info(key).image_files:
             transform = get_transforms(train=split == "fit")
         full = load_dataset(key, "train", root=root, download=download, transform=transform,
                             **kwargs)
         fit, val = train_val_split(full, val_fraction=val_fraction, seed=val_seed)
         return val if split == "val" else fit
-    if key == "digits":
-        return cls(split, transform=transform, **kwargs)
-    if key == "glyphs":
-        return cls(split, root=root, transform=transform, **kwargs)
-    return cls(split, root=root, download=download, transform=transform, **kwargs)
+    accepts = DATASETS.parameters(key)  # None: takes **kwargs
+    options = {k: v for k, v in (("root", root), ("download", download))
+               if accepts is None or k in accepts}
+    return DATASETS.get(key)(split, transform=transform, **options, **kwargs)

@@ -42,6 +42,7 @@ from PIL import Image
 
 from .base import LabeledDataset, contiguous_labels
 from .download import DownloadError, data_root, download_url, extract_archive, verify_archive
+from .registry import register_dataset
 from .transforms import get_transforms
 
 __all__ = ["CUB200", "SOP", "Archive", "Cars196", "DatasetNotFoundError", "InShop"]
@@ -182,6 +183,8 @@ class _Benchmark(LabeledDataset):
             return img.convert("RGB")
 
 
+@register_dataset("cub200", display_name="CUB-200-2011", aliases=("cub", "CUB-200-2011"),
+                  recall_ks=(1, 2, 4, 8, 16, 32))
 class CUB200(_Benchmark):
     """CUB-200-2011 (Wah et al. 2011): 11,788 images of 200 bird species.
 
@@ -216,6 +219,8 @@ class CUB200(_Benchmark):
         return paths, cls[keep], None
 
 
+@register_dataset("cars196", display_name="Cars196", aliases=("cars", "Stanford Cars"),
+                  recall_ks=(1, 2, 4, 8, 16, 32))
 class Cars196(_Benchmark):
     """Cars196 / Stanford Cars (Krause et al. 2013): 16,185 images of 196 car models.
 
@@ -261,6 +266,9 @@ class Cars196(_Benchmark):
         return [Path(p) for p, k in zip(paths, keep) if k], cls[keep], None
 
 
+@register_dataset("sop", display_name="Stanford Online Products",
+                  aliases=("Stanford Online Products", "online products"),
+                  recall_ks=(1, 10, 100, 1000))
 class SOP(_Benchmark):
     """Stanford Online Products (Oh Song et al. 2016): 120,053 images of 22,634 products.
 
@@ -290,6 +298,9 @@ class SOP(_Benchmark):
         return paths, cls, None
 
 
+@register_dataset("inshop", display_name="In-shop",
+                  aliases=("In-shop Clothes", "DeepFashion In-shop"),
+                  recall_ks=(1, 10, 20, 30, 40, 50), protocol="query_gallery")
 class InShop(_Benchmark):
     """In-shop Clothes Retrieval (Liu et al. 2016, DeepFashion): 52,712 images, 7,982 items.
 

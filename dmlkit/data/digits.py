@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import TensorImages
+from .registry import register_dataset
 
 __all__ = ["Digits"]
 
@@ -33,6 +34,8 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     return bunch.data.astype(np.float32), bunch.target.astype(np.int64)
 
 
+@register_dataset("digits", display_name="digits (scikit-learn)", image_size=8,
+                  embedded=True)
 class Digits(TensorImages):
     """``sklearn.datasets.load_digits``: 1,797 grey 8x8 images of the digits 0-9.
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..atomic import atomic_write_with
 from .base import TensorImages
+from .registry import register_dataset
 
 __all__ = ["DEFAULT_DIFFICULTY", "Glyphs", "glyph_strokes", "render_glyphs"]
 
@@ -156,6 +157,8 @@ def _generate(class_ids: np.ndarray, images_per_class: int, size: int, difficult
                                                               np.float32)
 
 
+@register_dataset("glyphs", display_name="glyphs (dmlkit, procedural)", image_size=32,
+                  embedded=True)
 class Glyphs(TensorImages):
     """Procedural glyph classes, class-disjoint train / test (no download, deterministic).
 
@@ -248,14 +251,6 @@ class Glyphs(TensorImages):
         images = _generate(ids, **self.settings)
         original = np.repeat(ids, self.settings["images_per_class"]).astype(np.int64)
         if path is not None:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npz.part")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, images=images, labels=original)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+            atomic_write_with(path, lambda fh: np.savez(fh, images=images, labels=original))
         _CACHE[key] = (images, original)
         return images, original

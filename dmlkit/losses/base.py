@@ -8,6 +8,18 @@ A subclass implements :meth:`PairLoss.compute`, a function of a :class:`PairBatc
   (S is B x M: memory banks, generated negatives),
 * the weight analysis (:func:`dmlkit.weights.pair_weights`), which hands ``compute`` a leaf S
   and reads the per-pair weights from autograd.
+
+A loss whose pair weights have a closed form (seed 004, Sec. 3) states them next to ``compute``
+in :meth:`PairLoss.closed_form_weights`; :func:`dmlkit.weights.closed_form_weights` calls it.
+
+>>> import torch
+>>> from dmlkit.losses import make_batch
+>>> batch = make_batch(torch.eye(3), torch.tensor([0, 0, 1]))
+>>> batch.S.shape, batch.pos[0].tolist(), batch.neg[0].tolist()
+(torch.Size([3, 3]), [False, True, False], [False, False, True])
+>>> index, valid = batch.pos_slots           # the positives of each row, compacted: (B, w)
+>>> index[:, 0].tolist(), valid[:, 0].tolist()
+([1, 0, 0], [True, True, False])
 """
 
 from __future__ import annotations
@@ -200,6 +212,25 @@ class PairLoss(nn.Module):
 
     def regularizer(self, batch: PairBatch) -> torch.Tensor | float:
         return 0.0
+
+    def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
+        """Seed 004's closed-form weight W (B, M) of every pair of ``batch``, computed directly.
+
+        It includes the loss's own reduction, so it EQUALS the autograd weights of
+        :func:`dmlkit.weights.pair_weights` (W_ij = -dL/dS_ij on positives, +dL/dS_ij on
+        negatives, 0 elsewhere). Losses with a closed form override this; the base raises a
+        ValueError (their weights come from autograd only).
+        """
+        raise self._no_closed_form()
+
+    def _no_closed_form(self, supported: str | None = None) -> ValueError:
+        """The error of :meth:`closed_form_weights` for a loss (or these settings) without one;
+        ``supported`` names the settings that have one."""
+        if supported is None:
+            return ValueError(f"no closed form for {type(self).__name__}: its pair weights come "
+                              "from autograd only (dmlkit.weights.pair_weights)")
+        return ValueError(f"no closed form for {type(self).__name__} with these settings; "
+                          f"supported: {supported}")
 
     def extra_repr(self) -> str:
         parts = [f"{k}={getattr(self, k)!r}" for k in self.hyperparameters if hasattr(self, k)]

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from .base import PairBatch, PairLoss
 from .registry import register
 
-__all__ = ["REDUCTIONS", "BinomialDevianceLoss", "binomial_anchor_terms", "check_reduction",
-           "reduce_anchors"]
+__all__ = ["REDUCTIONS", "BinomialDevianceLoss", "binomial_anchor_terms", "binomial_pair_weights",
+           "check_reduction", "reduce_anchors"]
 
 REDUCTIONS = ("mean", "sum")
 
@@ -52,6 +52,23 @@ def binomial_anchor_terms(S: torch.Tensor, pos_keep: torch.Tensor, neg_keep: tor
     return pos_terms.sum(dim=1) / n_pos + neg_terms.sum(dim=1) / n_neg
 
 
+def binomial_pair_weights(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, alpha: float,
+                          beta: float, lam: float) -> torch.Tensor:
+    """Closed-form weights (B, M) of :func:`binomial_anchor_terms` (seed 004 eq. 13-14).
+
+    ``alpha sigmoid(alpha (lam - s)) / |P_i|`` on the pairs of ``pos`` and
+    ``beta sigmoid(beta (s - lam)) / |N_i|`` on those of ``neg``, on the anchors with both
+    sets non-empty (0 elsewhere); without the reduction's 1/m.
+    """
+    zero = torch.zeros((), dtype=S.dtype, device=S.device)
+    live = (pos.any(1) & neg.any(1))[:, None]
+    n_p = pos.sum(1, keepdim=True).clamp_min(1).to(S.dtype)
+    n_n = neg.sum(1, keepdim=True).clamp_min(1).to(S.dtype)
+    wp = alpha * torch.sigmoid(alpha * (lam - S)) / n_p
+    wn = beta * torch.sigmoid(beta * (S - lam)) / n_n
+    return torch.where(pos & live, wp, zero) + torch.where(neg & live, wn, zero)
+
+
 @register("binomial_deviance", "binomial")
 class BinomialDevianceLoss(PairLoss):
     r"""Binomial deviance loss (Yi et al. 2014, "Deep metric learning for person
@@ -92,3 +109,8 @@ class BinomialDevianceLoss(PairLoss):
         per_anchor = binomial_anchor_terms(batch.S, batch.pos, batch.neg,
                                            self.alpha, self.beta, self.lam)
         return reduce_anchors(per_anchor, self.reduction, batch.pos, batch.neg)
+
+    def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
+        """Seed 004 eq. 13-14 (:func:`binomial_pair_weights`), divided by m for "mean". (B, M)."""
+        W = binomial_pair_weights(batch.S, batch.pos, batch.neg, self.alpha, self.beta, self.lam)
+        return W / (batch.S.shape[0] if self.reduction == "mean" else 1.0)

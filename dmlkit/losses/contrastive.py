@@ -97,6 +97,24 @@ class ContrastiveLoss(PairLoss):
         self.power = float(power)
         self.reduction = reduction
 
+    def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
+        """Seed 004 Sec. 3 (eq. 5): 1 for every positive pair and for every negative pair with
+        ``s_ij > lam``, times the reduction's normalisation; similarity form without
+        ``pos_margin`` only. (B, M)."""
+        if self.form != "similarity" or self.pos_margin is not None:
+            raise self._no_closed_form("contrastive(form='similarity') without pos_margin")
+        S, pos, neg = batch.S, batch.pos, batch.neg
+        zero = torch.zeros((), dtype=S.dtype, device=S.device)
+        active = neg & (self.lam < S)
+        if self.reduction == "sum":
+            norm_p = norm_n = 1.0
+        elif self.reduction == "mean":
+            norm_p = norm_n = float(pos.sum() + neg.sum())
+        else:  # mean_nonzero: the positive terms -s are non-zero wherever s != 0
+            norm_p = max(float((pos & (S != 0)).sum()), 1.0)
+            norm_n = max(float(active.sum()), 1.0)
+        return torch.where(pos, 1.0 / norm_p, zero) + torch.where(active, 1.0 / norm_n, zero)
+
     def _hinge(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(x)
         return x * x if self.power == 2.0 else x if self.power == 1.0 else x ** self.power

@@ -157,3 +157,18 @@ class GeneralizedLiftedStructureLoss(PairLoss):
         per_anchor = torch.where(hp & hn, torch.relu(h), torch.zeros((), dtype=h.dtype,
                                                                       device=h.device))
         return per_anchor.sum() / per_anchor.shape[0]
+
+    def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
+        """Seed 004 eq. 10-11: the softmax of ``-s`` over P_i and of ``s`` over N_i on the anchors
+        whose hinge is active, times 1/m; similarity form only. (B, M)."""
+        if self.form != "similarity":
+            raise self._no_closed_form("generalized_lifted_structure(form='similarity')")
+        S, pos, neg = batch.S, batch.pos, batch.neg
+        zero = torch.zeros((), dtype=S.dtype, device=S.device)
+        neg_inf = torch.tensor(float("-inf"), dtype=S.dtype, device=S.device)
+        lp = torch.logsumexp(torch.where(pos, -S, neg_inf), 1)
+        ln = torch.logsumexp(torch.where(neg, S, neg_inf), 1)
+        live = (pos.any(1) & neg.any(1) & (lp + ln + self.lam > 0))[:, None]
+        wp = torch.exp(-S - lp[:, None])           # eq. 10: softmax of -s over P_i
+        wn = torch.exp(S - ln[:, None])            # eq. 11: softmax of s over N_i
+        return (torch.where(pos & live, wp, zero) + torch.where(neg & live, wn, zero)) / S.shape[0]

@@ -29,13 +29,18 @@ import torch
 from .. import miners as _miners
 from ._fused import kept_lse1p
 from .base import PairBatch, PairLoss, zero_loss
-from .binomial import binomial_anchor_terms, check_reduction, reduce_anchors
+from .binomial import (
+    binomial_anchor_terms,
+    binomial_pair_weights,
+    check_reduction,
+    reduce_anchors,
+)
 from .registry import register
 
 __all__ = [
-    "WEIGHTINGS", "BinomialVTHMLoss", "MultiSimilarityLoss", "RAWDistanceWeightedLoss",
-    "RAWLoss", "RAWSemiHardLoss", "VTHMLoss", "WeightedPairLoss", "raw_anchor_terms",
-    "uniform_anchor_terms",
+    "PAIR_WEIGHTS", "WEIGHTINGS", "BinomialVTHMLoss", "MultiSimilarityLoss",
+    "RAWDistanceWeightedLoss", "RAWLoss", "RAWSemiHardLoss", "VTHMLoss", "WeightedPairLoss",
+    "raw_anchor_terms", "raw_pair_weights", "uniform_anchor_terms", "uniform_pair_weights",
 ]
 
 
@@ -66,10 +71,38 @@ def uniform_anchor_terms(S: torch.Tensor, pos_keep: torch.Tensor, neg_keep: torc
             + torch.where(neg_keep, 1.0 + S, zero).sum(dim=1))
 
 
+def raw_pair_weights(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, alpha: float,
+                     beta: float, lam: float) -> torch.Tensor:
+    """Closed-form weights (B, M) of :func:`raw_anchor_terms` on the kept masks (seed 004
+    eq. 15-16), without the reduction's 1/m."""
+    zero = torch.zeros((), dtype=S.dtype, device=S.device)
+    # positive: 1 / (sum_{k in P} e^{alpha (s_ij - s_ik)} + e^{alpha (s_ij - lam)})
+    ep = torch.where(pos, torch.exp(-alpha * S), zero).sum(1, keepdim=True)
+    wp = 1.0 / (torch.exp(alpha * S) * ep + torch.exp(alpha * (S - lam)))
+    en = torch.where(neg, torch.exp(beta * S), zero).sum(1, keepdim=True)
+    wn = 1.0 / (torch.exp(-beta * S) * en + torch.exp(-beta * (S - lam)))
+    return torch.where(pos, wp, zero) + torch.where(neg, wn, zero)
+
+
+def uniform_pair_weights(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                         alpha: float = 0.0, beta: float = 0.0, lam: float = 0.0
+                         ) -> torch.Tensor:
+    """Closed-form weights (B, M) of :func:`uniform_anchor_terms`: 1 on every kept pair."""
+    return (pos | neg).to(S.dtype)
+
+
+#: weighting name -> per-anchor terms (B,) of the kept pairs
 WEIGHTINGS = {
     "raw": raw_anchor_terms,
     "binomial": binomial_anchor_terms,
     "uniform": uniform_anchor_terms,
+}
+
+#: weighting name -> its closed-form pair weights (B, M) on the kept pairs
+PAIR_WEIGHTS = {
+    "raw": raw_pair_weights,
+    "binomial": binomial_pair_weights,
+    "uniform": uniform_pair_weights,
 }
 
 
@@ -128,6 +161,18 @@ class WeightedPairLoss(PairLoss):
         per_anchor = WEIGHTINGS[self.weighting](batch.S, pos_keep, neg_keep,
                                                 self.alpha, self.beta, self.lam)
         return reduce_anchors(per_anchor, self.reduction, pos_keep, neg_keep)
+
+    def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
+        """The weighting's closed form (:data:`PAIR_WEIGHTS`: eq. 15-16, 13-14 or 1) on the
+        mined pairs of the anchors that count, divided by m for "mean"; any mining but the
+        random ``distance_weighted``. (B, M)."""
+        if self.mining == "distance_weighted":
+            raise self._no_closed_form("a deterministic mining (not distance_weighted)")
+        pos_keep, neg_keep = self.mine(batch)
+        live = (pos_keep.any(1) & neg_keep.any(1))[:, None]
+        W = PAIR_WEIGHTS[self.weighting](batch.S, pos_keep & live, neg_keep & live,
+                                         self.alpha, self.beta, self.lam)
+        return W / (batch.S.shape[0] if self.reduction == "mean" else 1.0)
 
 
 @register("multi_similarity", "ms", "raw+vthm")

@@ -163,6 +163,21 @@ class TripletLoss(PairLoss):
             raise ValueError(f"margin must be >= 0, got {margin}")
         self.margin, self.form, self.mining, self.reduction = float(margin), form, mining, reduction
 
+    def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
+        """Seed 004 Sec. 3.2 (eq. 7): the number of active triplets each pair is in, times the
+        reduction's 1/count; ``form="similarity", mining="all"`` only. (B, M), by brute-force
+        enumeration of the (B, M, M) triplets: for small analysis batches only."""
+        if self.form != "similarity" or self.mining != "all":
+            raise self._no_closed_form("triplet(form='similarity', mining='all')")
+        S, pos, neg = batch.S, batch.pos, batch.neg
+        # violation[i, p, n] = s_in - s_ip + margin > 0 over valid triplets
+        valid = pos[:, :, None] & neg[:, None, :]
+        active = valid & (S[:, None, :] - S[:, :, None] + self.margin > 0)
+        c_pos, c_neg = active.sum(2).to(S.dtype), active.sum(1).to(S.dtype)
+        n_active, n_valid = float(active.sum()), float(valid.sum())
+        norm = {"sum": 1.0, "mean": n_valid, "mean_nonzero": n_active}[self.reduction]
+        return (c_pos + c_neg) / max(norm, 1.0)
+
     def scores(self, batch: PairBatch) -> torch.Tensor:
         """T (B, M): higher means more similar."""
         V, sign = self._signed_scores(batch)

@@ -1,0 +1,107 @@
+"""The networks of DAML (seed 000) and DAML+SP (seed 001): the hard-negative generator, the
+synthetic-positive generator and the metric head on cached features.
+
+>>> import torch
+>>> gen = HardNegativeGenerator(8)          # official architecture: 3D -> 512 -> D
+>>> x = torch.randn(5, 8)
+>>> gen(x, x, x).shape
+torch.Size([5, 8])
+>>> MetricHead(8, embedding_dim=4)(x).shape
+torch.Size([5, 4])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["HardNegativeGenerator", "MetricHead", "SyntheticPositiveGenerator"]
+
+
+def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    prev = in_dim
+    for width in hidden:
+        layers += [nn.Linear(prev, int(width)), nn.ReLU()]
+        prev = int(width)
+    layers.append(nn.Linear(prev, out_dim))
+    return nn.Sequential(*layers)
+
+
+class HardNegativeGenerator(nn.Module):
+    """DAML's hard-negative generator: an MLP over ``concat[anchor, positive, negative]``.
+
+    dim: D, the size of the features it reads and writes (backbone features or embeddings).
+    hidden: widths of the hidden ReLU layers; default ``(512,)`` gives ``3D -> 512 -> D``, which is
+    the official ``1536 -> 512 -> 512`` for D = 512. out_activation: None (default, linear output,
+    so signed features are reachable) or ``"relu"`` (for non-negative backbone features).
+    normalize_output: L2-normalise the output (for unit-norm features, as in the official code).
+
+    forward(anchor (T, D), positive (T, D), negative (T, D)) -> synthetic negative (T, D).
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (512,), out_activation: str | None = None,
+                 normalize_output: bool = False):
+        super().__init__()
+        if int(dim) <= 0:
+            raise ValueError(f"dim must be positive, got {dim}")
+        if out_activation not in (None, "relu"):
+            raise ValueError(f"out_activation must be None or 'relu', got {out_activation!r}")
+        self.dim = int(dim)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.out_activation = out_activation
+        self.normalize_output = bool(normalize_output)
+        self.net = _mlp(3 * self.dim, self.hidden, self.dim)
+
+    def forward(self, anchor: torch.Tensor, positive: torch.Tensor,
+                negative: torch.Tensor) -> torch.Tensor:
+        for name, t in (("anchor", anchor), ("positive", positive), ("negative", negative)):
+            if t.dim() != 2 or t.shape[1] != self.dim:
+                raise ValueError(f"{name} must have shape (T, {self.dim}) for this generator, "
+                                 f"got {tuple(t.shape)}")
+        if not (anchor.shape[0] == positive.shape[0] == negative.shape[0]):
+            raise ValueError("anchor, positive and negative must have the same number of rows, got "
+                             f"{anchor.shape[0]}, {positive.shape[0]}, {negative.shape[0]}")
+        out = self.net(torch.cat([anchor, positive, negative], dim=1))
+        if self.out_activation == "relu":
+            out = F.relu(out)
+        if self.normalize_output:
+            out = F.normalize(out, dim=1)
+        return out
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, hidden={self.hidden}, out_activation={self.out_activation!r}, "
+                f"normalize_output={self.normalize_output}")
+
+
+class SyntheticPositiveGenerator(HardNegativeGenerator):
+    """Seed 001's synthetic-positive generator ``g+ = G+([x, x+, x-])``: same MLP as
+    :class:`HardNegativeGenerator`, trained on :func:`synthetic_positive_objective`.
+
+    forward(anchor (T, D), positive (T, D), negative (T, D)) -> synthetic positive (T, D).
+    """
+
+
+class MetricHead(nn.Module):
+    """The metric ``f``: features (N, D) -> embeddings (N, E).
+
+    kind="mlp": the official code's extra 2-layer head ``D -> hidden -> E`` (ReLU between);
+    kind="linear": one linear map ``D -> E``.
+    """
+
+    def __init__(self, in_dim: int, embedding_dim: int = 64, kind: str = "mlp", hidden: int = 512):
+        super().__init__()
+        if kind not in ("mlp", "linear"):
+            raise ValueError(f"unknown head kind {kind!r}; known kinds: 'mlp', 'linear'")
+        self.in_dim, self.embedding_dim, self.kind = int(in_dim), int(embedding_dim), kind
+        self.net = (_mlp(self.in_dim, (hidden,), self.embedding_dim) if kind == "mlp"
+                    else nn.Linear(self.in_dim, self.embedding_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != self.in_dim:
+            raise ValueError(f"the metric head expects features of shape (N, {self.in_dim}), "
+                             f"got {tuple(x.shape)}")
+        return self.net(x)

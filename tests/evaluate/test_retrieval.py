@@ -1,0 +1,141 @@
+"""dmlkit.evaluate.retrieval against brute force, pytorch-metric-learning and closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import naive
+import numpy as np
+import pytest
+import torch
+from embedding_fixtures import assert_dicts_close, clustered, one_thread  # noqa: F401
+
+from dmlkit import evaluate as ev
+from dmlkit.evaluate import retrieval
+
+
+@pytest.mark.parametrize("lone", ["exclude", "miss"])
+@pytest.mark.parametrize("average", ["query", "class"])
+def test_retrieval_matches_brute_force(lone, average):
+    x, y = clustered(180, 6, 25, 1.2, seed=1, singletons=4)
+    ks, pks = (1, 2, 4, 8, 16), (1, 3, 10)
+    ours = ev.retrieval_metrics(x, y, ks, precision_ks=pks, lone_queries=lone, average=average,
+                                max_block=1000)  # several chunks
+    assert_dicts_close(ours, naive.brute_force_metrics(x, y, ks=ks, precision_ks=pks, lone=lone,
+                                                       average=average))
+
+
+def test_gallery_retrieval_matches_brute_force():
+    x, y = clustered(150, 5, 20, 1.0, seed=2)
+    gx, gy = clustered(130, 5, 24, 1.0, seed=2)  # same centres; classes 20-23 gallery-only
+    qx, qy = x[:90], y[:90]
+    ours = ev.retrieval_metrics(qx, qy, (1, 5, 50, 500), gallery=(gx, gy), precision_ks=(1, 7),
+                                max_block=700)
+    assert_dicts_close(ours, naive.brute_force_metrics(qx, qy, gx, gy, ks=(1, 5, 50, 500),
+                                                       precision_ks=(1, 7)))
+
+
+def test_exact_ties_broken_by_index_and_self_removed_by_index():
+    # items 0, 1, 2 are identical; 1 has another class. Item 0's ranking: 1 (tie, lower index)
+    # before 2, so recall@1 fails for 0; item 2's ranking starts with 0 (same class): success.
+    x = np.array([[1, 0, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    y = np.array([0, 1, 0, 2, 2, 1])
+    got = ev.retrieval_metrics(x, y, (1, 2), precision_ks=(2,))
+    # counted queries: 0 (miss@1, hit@2), 1 (pos = item 5, sim 0, ranked after 0, 2, 3, 4 by
+    # index among the zero-similarity items -> rank 5: miss), 2, 3, 4 (hit), 5 (pos = item 1,
+    # ranked second among the all-zero similarities: miss@1, hit@2)
+    assert got["recall@1"] == pytest.approx(3 / 6)
+    assert got["recall@2"] == pytest.approx(5 / 6)
+    assert_dicts_close(got, naive.brute_force_metrics(x, y, ks=(1, 2), precision_ks=(2,)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_heavy_ties_straddling_the_top_r_boundary(seed):
+    # few distinct one-hot vectors -> similarities are exactly 0 or 1 in float32, huge tie groups
+    rng = np.random.default_rng(seed)
+    n, dim = 70, 4
+    x = np.eye(dim, dtype=np.float32)[rng.integers(0, dim, n)]
+    y = rng.integers(0, 6, n)
+    ks = (1, 2, 3, 5, 30, 100)
+    ours = ev.retrieval_metrics(x, y, ks, precision_ks=(1, 4, 9), max_block=500)
+    assert_dicts_close(ours, naive.brute_force_metrics(x, y, ks=ks, precision_ks=(1, 4, 9)))
+    g = np.eye(dim, dtype=np.float32)[rng.integers(0, dim, 50)]
+    gy = rng.integers(0, 6, 50)
+    ours = ev.retrieval_metrics(x, y, ks, gallery=(g, gy), precision_ks=(2,))
+    assert_dicts_close(ours, naive.brute_force_metrics(x, y, g, gy, ks=ks, precision_ks=(2,)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_first_hit_by_counting_beyond_the_top_list(seed, monkeypatch):
+    # with a top list of 1, Recall@K comes from counting the items ranked above the first
+    # positive (ties by index included) for almost every query
+    monkeypatch.setattr(retrieval, "_FIRST_HIT_DEPTH", 1)
+    rng = np.random.default_rng(seed)
+    ks = (1, 2, 3, 7, 20, 64)
+    x = np.eye(5, dtype=np.float32)[rng.integers(0, 5, 80)]
+    y = rng.integers(0, 7, 80)
+    assert_dicts_close(ev.recall_at_k(x, y, ks, max_block=400),
+                       naive.brute_force_metrics(x, y, metrics=("recall",), ks=ks))
+    g = np.eye(5, dtype=np.float32)[rng.integers(0, 5, 60)]
+    gy = rng.integers(0, 9, 60)
+    assert_dicts_close(ev.recall_at_k(x, y, ks, gallery=(g, gy), lone_queries="miss"),
+                       naive.brute_force_metrics(x, y, g, gy, metrics=("recall",), ks=ks,
+                                                 lone="miss"))
+    x, y = clustered(150, 4, 30, 2.0, seed=seed)
+    assert_dicts_close(ev.recall_at_k(x, y, ks),
+                       naive.brute_force_metrics(x, y, metrics=("recall",), ks=ks))
+
+
+def test_k_larger_than_database_and_single_class():
+    x, y = clustered(12, 3, 3, 2.0, seed=3)
+    got = ev.retrieval_metrics(x, y, (1, 11, 1000), precision_ks=(1000,))
+    assert got["recall@1000"] == 1.0 == got["recall@11"]
+    expected_prec = np.mean([(np.sum(y == y[i]) - 1) / 11 for i in range(12)
+                             if np.sum(y == y[i]) > 1])
+    assert got["precision@1000"] == pytest.approx(expected_prec)
+    one = ev.retrieval_metrics(x, np.zeros(12, int), (1, 4, 100), precision_ks=(5,))
+    assert one == {"recall@1": 1.0, "recall@4": 1.0, "recall@100": 1.0, "precision@5": 1.0,
+                   "map@r": 1.0, "r_precision": 1.0}
+
+
+def test_all_singletons_give_nan_or_zero():
+    x, _ = clustered(10, 3, 2, 1.0, seed=4)
+    y = np.arange(10)
+    got = ev.retrieval_metrics(x, y, (1, 5))
+    assert all(math.isnan(v) for v in got.values())
+    got = ev.retrieval_metrics(x, y, (1, 5), lone_queries="miss")
+    assert got["recall@1"] == 0.0 == got["recall@5"] and math.isnan(got["map@r"])
+
+
+def test_matches_pytorch_metric_learning():
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+    x, y = clustered(400, 8, 40, 1.5, seed=5, singletons=6, dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    names = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
+    for avg in (False, True):
+        calc = AccuracyCalculator(include=names, k="max_bin_count", avg_of_avgs=avg,
+                                  device=torch.device("cpu"))
+        ref = calc.get_accuracy(torch.from_numpy(x), torch.from_numpy(y))
+        ours = ev.retrieval_metrics(torch.from_numpy(x), torch.from_numpy(y), (1,),
+                                    average="class" if avg else "query")
+        assert ours["recall@1"] == pytest.approx(ref["precision_at_1"], abs=1e-9)
+        assert ours["r_precision"] == pytest.approx(ref["r_precision"], abs=1e-9)
+        assert ours["map@r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-9)
+    # query / reference form (In-shop style)
+    calc = AccuracyCalculator(include=names, k="max_bin_count", device=torch.device("cpu"))
+    ref = calc.get_accuracy(torch.from_numpy(x[:150]), torch.from_numpy(y[:150]),
+                            torch.from_numpy(x[150:]), torch.from_numpy(y[150:]))
+    ours = ev.retrieval_metrics(x[:150], y[:150], (1,), gallery=(x[150:], y[150:]))
+    assert ours["recall@1"] == pytest.approx(ref["precision_at_1"], abs=1e-9)
+    assert ours["r_precision"] == pytest.approx(ref["r_precision"], abs=1e-9)
+    assert ours["map@r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-9)
+
+
+def test_tensor_numpy_and_half_inputs_agree():
+    x, y = clustered(120, 8, 12, 0.8, seed=6, dtype=np.float32)
+    a = ev.retrieval_metrics(x, y, (1, 4))
+    b = ev.retrieval_metrics(torch.from_numpy(x), torch.from_numpy(y), (1, 4))
+    assert a == b
+    c = ev.retrieval_metrics(torch.from_numpy(x).half(), y, (1, 4))
+    assert c["recall@4"] == pytest.approx(a["recall@4"], abs=0.05)

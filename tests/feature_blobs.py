@@ -1,0 +1,29 @@
+"""Shared data of the adversarial tests: Gaussian blobs of features and P x K labels."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread (autouse where imported): tiny tensors are faster on one, and a shared
+    machine is not oversubscribed."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def blobs(C=6, n=12, D=16, spread=1.0, seed=0, normalize=True):
+    """C classes of n features (C n, D) around random centres, and their labels (C n,)."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(C, D, generator=g) * 2.0
+    y = torch.arange(C).repeat_interleave(n)
+    x = centers[y] + spread * torch.randn(C * n, D, generator=g)
+    return (F.normalize(x, dim=1) if normalize else x), y
+
+
+def pk_labels(P=4, K=3):
+    """Labels of a P x K batch: (P K,)."""
+    return torch.arange(P).repeat_interleave(K)

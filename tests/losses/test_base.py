@@ -1,0 +1,162 @@
+"""The PairLoss contract, for every registered loss (dmlkit.losses.base): input validation,
+degenerate batches, half precision, Theorem 3.1, non-negative weights, bad options; and the
+PairBatch's compacted positive slots and scatter-written masks against the plain masks."""
+
+import pytest
+import torch
+from conftest import build_loss
+from naive.loss_testing import label_layout_batches, through_masks
+
+from dmlkit import losses, weights
+from dmlkit.losses.base import make_batch, positive_slots
+
+ALL = losses.available()
+#: losses whose mining samples at random: compare them with a fixed seed
+STOCHASTIC = {"raw+distance_weighted"}
+
+
+@pytest.mark.parametrize("name", ALL)
+class TestEveryLoss:
+    def batch(self, n=16, d=6, classes=4, seed=0, dtype=torch.float32):
+        g = torch.Generator().manual_seed(seed)
+        emb = torch.randn(n, d, generator=g).to(dtype)
+        lab = torch.arange(n) % classes
+        return emb, lab
+
+    def test_nan_inf_rejected(self, name):
+        loss = build_loss(name)
+        emb, lab = self.batch()
+        for bad in (float("nan"), float("inf")):
+            e = emb.clone()
+            e[3, 1] = bad
+            with pytest.raises(ValueError, match="NaN or inf"):
+                loss(e, lab)
+
+    def test_label_problems_rejected(self, name):
+        loss = build_loss(name)
+        emb, lab = self.batch()
+        with pytest.raises(ValueError, match="length"):
+            loss(emb, lab[:-1])
+        with pytest.raises(ValueError, match="integer"):
+            loss(emb, lab.float())
+        with pytest.raises(ValueError, match="2-D"):
+            loss(emb[0], lab[:1])
+
+    def test_degenerate_batches_give_finite_zero(self, name):
+        loss = build_loss(name)
+        for lab in (torch.zeros(8, dtype=torch.long), torch.arange(8)):  # one class; singletons
+            emb = torch.randn(8, 6, requires_grad=True)
+            value = loss(emb, lab)
+            value.backward()
+            assert torch.isfinite(value) and torch.isfinite(emb.grad).all()
+            if name not in ("osm_caa", "npair", "npair_ovo", "tuplet"):
+                # (N-pair's norm penalty and OSM's classifier term are not pair terms)
+                got = float(value.detach())
+                assert got == 0.0, f"{name} on a degenerate batch gave {got}"
+
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+    def test_half_precision_stays_finite(self, name, dtype):
+        kwargs = {"beta": 50} if "beta" in _params(name) else {}
+        loss = build_loss(name, **kwargs)
+        emb, lab = self.batch(dtype=dtype)
+        emb = (emb * 3).requires_grad_(True)
+        value = loss(emb, lab)
+        value.backward()
+        assert torch.isfinite(value), f"{name} in {dtype}: {value}"
+        assert torch.isfinite(emb.grad.float()).all()
+
+    def test_theorem_3_1_surrogate_has_the_same_gradient(self, name):
+        if name in STOCHASTIC:
+            pytest.skip("stochastic mining: covered with a fixed generator in the miner tests")
+        loss = build_loss(name)
+        emb, lab = self.batch(dtype=torch.float64, seed=3)
+        g_loss, g_sur, diff = weights.theorem_3_1_check(loss, emb, lab)
+        assert g_loss.abs().max() > 0, "no gradient at all: pick a batch with active pairs"
+        assert diff < 1e-10
+
+    def test_weights_are_non_negative_and_zero_off_pairs(self, name):
+        if name in STOCHASTIC:
+            pytest.skip("stochastic mining")
+        loss = build_loss(name)
+        emb, lab = self.batch(dtype=torch.float64, seed=4)
+        S, W = weights.pair_weights(loss, emb, lab)
+        assert W.shape == S.shape == (16, 16)
+        assert (W >= -1e-12).all(), f"{name} has negative pair weights: {W.min()}"
+        assert (W.diagonal() == 0).all()
+
+
+def _params(name):
+    import inspect
+
+    return inspect.signature(losses.get(name)).parameters
+
+
+# --------------------------------------------------------------------------- degenerate batches
+DEFAULT_NAMES = ["contrastive", "lifted_structure", "generalized_lifted_structure", "npair",
+                 "npair_ovo", "tuplet", "angular", "ddml"]
+DEGENERATE = {
+    "one_class": torch.zeros(6, dtype=torch.long),
+    "singletons": torch.arange(6),
+}
+
+
+@pytest.mark.parametrize("name", DEFAULT_NAMES)
+@pytest.mark.parametrize("kind", list(DEGENERATE))
+def test_degenerate_batches_give_finite_zero(name, kind):
+    y = DEGENERATE[kind]
+    x = torch.randn(6, 4, requires_grad=True)
+    loss = losses.build(name)
+    value = loss(x, y)
+    value.backward()
+    assert torch.isfinite(x.grad).all()
+    assert value.item() == 0.0
+    assert torch.all(x.grad == 0)
+
+
+@pytest.mark.parametrize("name", DEFAULT_NAMES)
+def test_no_shared_labels_with_references_is_zero(name):
+    q = torch.randn(4, 3, requires_grad=True)
+    r = torch.randn(5, 3, requires_grad=True)
+    ql, rl = torch.zeros(4, dtype=torch.long), torch.ones(5, dtype=torch.long)
+    value = losses.build(name)(q, ql, r, rl)
+    value.backward()
+    assert torch.isfinite(q.grad).all() and torch.isfinite(r.grad).all()
+    assert value.item() == 0.0
+
+
+def test_bad_options_raise():
+    for name, kw in [("contrastive", {"form": "cosine"}), ("contrastive", {"reduction": "avg"}),
+                     ("generalized_lifted_structure", {"form": "x"}), ("tuplet", {"form": "y"}),
+                     ("angular", {"alpha": 95}), ("ddml", {"beta": 0}),
+                     ("npair", {"l2_reg": -1})]:
+        with pytest.raises(ValueError):
+            losses.build(name, **kw)
+
+def test_a_loss_without_a_closed_form_says_so():
+    batch = make_batch(torch.randn(6, 3, dtype=torch.float64), torch.arange(6) % 2)
+    for name in ("ddml", "npair", "angular", "osm_caa"):
+        with pytest.raises(ValueError, match=r"no closed form for .*autograd only"):
+            build_loss(name).closed_form_weights(batch)
+
+
+@pytest.mark.parametrize("key,batch", list(label_layout_batches()),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_slots_masks_and_counts_from_labels_equal_the_masks(key, batch):
+    index, valid = batch.pos_slots
+    index_m, valid_m = positive_slots(batch.pos)
+    assert torch.equal(index, index_m) and torch.equal(valid, valid_m)
+    rebuilt = torch.zeros_like(batch.pos)
+    rows = torch.arange(len(index))[:, None].expand_as(index)
+    rebuilt[rows[valid], index[valid]] = True
+    assert torch.equal(rebuilt, batch.pos)
+    assert torch.equal(batch.neg_per_row, batch.neg.sum(1))
+    for value in (0.0, float("inf"), float("-inf")):
+        X = torch.rand(batch.S.shape, dtype=batch.S.dtype)
+        expected = X.masked_fill(~batch.neg, value)
+        assert torch.equal(batch.fill_non_negatives_(X.clone(), value), expected)
+        assert torch.equal(through_masks(batch).fill_non_negatives_(X.clone(), value), expected)
+
+
+def test_positive_slots_of_an_empty_mask():
+    index, valid = positive_slots(torch.zeros(3, 4, dtype=torch.bool))
+    assert index.shape == valid.shape == (3, 0)

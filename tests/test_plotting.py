@@ -1,0 +1,73 @@
+"""dmlkit.plotting: retrieval galleries against brute force, figure layouts and colours."""
+
+import numpy as np
+import pytest
+import torch
+
+from dmlkit import evaluate, plotting
+
+# ----------------------------------------------------------------------------- gallery
+
+
+def test_retrieval_gallery_matches_brute_force_and_recall():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5))
+    x[7] = x[3]  # an exact tie: index order decides
+    y = rng.integers(0, 5, 40)
+    g = plotting.retrieval_gallery(x, y, queries=np.arange(40), k=4)
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    for q in range(40):
+        sims = [(-float(u[q] @ u[j]), j) for j in range(40) if j != q]
+        expected = [j for _, j in sorted(sims)[:4]]
+        assert g.neighbours[q].tolist() == expected
+        assert g.correct[q].tolist() == [bool(y[j] == y[q]) for j in expected]
+    assert g.neighbours[3, 0] == 7 and g.neighbours[7, 0] == 3
+    # first column = Recall@1 of dmlkit.evaluate (every query has a positive here)
+    counts = np.bincount(y)
+    has_pos = counts[y] > 1
+    r1 = evaluate.recall_at_k(x, y, ks=(1,))["recall@1"]
+    assert g.correct[has_pos, 0].mean() == pytest.approx(r1)
+    sub = plotting.retrieval_gallery(x, y, queries=3, k=2, seed=1)
+    assert sub.query.shape == (3,) and len(set(sub.query)) == 3
+    with pytest.raises(ValueError):
+        plotting.retrieval_gallery(x, y, k=40)
+
+
+def test_gallery_and_grid_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    imgs = torch.rand(12, 1, 8, 8)
+    y = np.repeat(np.arange(4), 3)
+    g = plotting.retrieval_gallery(imgs.reshape(12, -1), y, queries=2, k=3)
+    fig = plotting.plot_retrieval_gallery(imgs, g)
+    assert len(fig.axes) == 2 * 4
+    # border colours: green for correct, red for wrong
+    for r in range(2):
+        for j in range(3):
+            edge = fig.axes[r * 4 + 1 + j].spines["top"].get_edgecolor()
+            want = plotting.POS_COLOR if g.correct[r, j] else plotting.NEG_COLOR
+            assert matplotlib.colors.to_hex(edge) == want
+    fig2 = plotting.plot_image_grid(imgs, y, classes=3, per_class=2)
+    assert len(fig2.axes) == 6
+    plt.close("all")
+
+
+def test_project_2d_without_warnings_on_repeated_points():
+    import warnings
+
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    x = np.concatenate([x, x[:20], x[:20]])  # anchors recorded in several triples
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        xy = plotting.project_2d(x, "umap", seed=0)
+    assert xy.shape == (80, 2) and np.isfinite(xy).all()
+    assert np.array_equal(xy, plotting.project_2d(x, "umap", seed=0))  # seeded
+    assert np.allclose(plotting.project_2d(x, "pca"), PCA(2, random_state=0).fit_transform(x))
+    with pytest.raises(ValueError, match="umap"):
+        plotting.project_2d(x, "mds")

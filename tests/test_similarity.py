@@ -1,0 +1,78 @@
+"""Similarity matrices, pair masks and distances (dmlkit.similarity): the exact unit diagonal
+and its gradient, the one-buffer distance, the byte-view ``mask_any``, against plain torch."""
+
+import torch
+import torch.nn.functional as F
+
+from dmlkit.similarity import (
+    distances_from_similarity,
+    mask_any,
+    pair_masks,
+    similarity_matrix,
+    squared_distances,
+)
+
+
+def test_mask_any():
+    m = torch.zeros(4, 6, dtype=torch.bool)
+    assert not mask_any(m) and not mask_any(m[:, :0])
+    m[3, 5] = True
+    assert mask_any(m) and mask_any(m.t()) and not mask_any(m[:3])
+
+
+def test_distance_from_similarity_values_and_gradient():
+    S = torch.tensor([[0.3, -0.9, 0.999], [1.0, 1.0 + 1e-12, -1.0]], dtype=torch.float64,
+                     requires_grad=True)
+    d = distances_from_similarity(S)
+    plain = (2.0 - 2.0 * S).clamp_min(0.0).add(1e-12).sqrt()
+    assert torch.equal(d, plain)
+    w = torch.arange(1.0, 7.0, dtype=torch.float64).view(2, 3)
+    (g,) = torch.autograd.grad((d * w).sum(), S)
+    (g_plain,) = torch.autograd.grad((plain * w).sum(), S)
+    assert g[1, 1] == 0.0                          # s > 1: the clamp's zero gradient
+    assert torch.allclose(g[0], g_plain[0], rtol=1e-12)
+    inner = torch.tensor([[0.2, -0.7], [0.5, 0.95]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(distances_from_similarity, (inner,))
+
+
+def test_unit_diagonal_is_exact_and_keeps_the_gradient():
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(9, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    S = similarity_matrix(x)
+    assert torch.equal(torch.diagonal(S), torch.ones(9, dtype=torch.float64))
+    w = torch.randn(9, 9, dtype=torch.float64, generator=g)
+    (grad,) = torch.autograd.grad((S * w).sum(), x)
+    q = F.normalize(x, dim=1)
+    (plain,) = torch.autograd.grad((q @ q.t() * w).sum(), x)
+    assert torch.allclose(grad, plain, atol=1e-12)
+    assert not torch.equal(torch.diagonal(similarity_matrix(x, normalize=False)),
+                           torch.ones(9, dtype=torch.float64))
+
+
+def test_similarity_matrix_query_vs_reference_and_half_precision():
+    g = torch.Generator().manual_seed(2)
+    q, r = torch.randn(4, 3, generator=g), torch.randn(6, 3, generator=g)
+    S = similarity_matrix(q, r)
+    assert S.shape == (4, 6)
+    torch.testing.assert_close(S, F.normalize(q, dim=1) @ F.normalize(r, dim=1).t())
+    torch.testing.assert_close(similarity_matrix(q, r, normalize=False), q @ r.t())
+    assert similarity_matrix(q.half(), r.half()).dtype == torch.float32
+
+
+def test_pair_masks_in_batch_and_query_vs_reference():
+    pos, neg = pair_masks(torch.tensor([0, 1, 0]))
+    assert pos.tolist() == [[False, False, True], [False, False, False], [True, False, False]]
+    assert neg.tolist() == [[False, True, False], [True, False, True], [False, True, False]]
+    pos, neg = pair_masks(torch.tensor([0, 1]), torch.tensor([1, 1, 0]))
+    assert pos.tolist() == [[False, False, True], [True, True, False]]
+    assert torch.equal(neg, ~pos)
+
+
+def test_squared_distances_equal_the_loop():
+    g = torch.Generator().manual_seed(3)
+    q, r = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g,
+                                                                           dtype=torch.float64)
+    expected = torch.tensor([[float(((a - b) ** 2).sum()) for b in r] for a in q],
+                            dtype=torch.float64)
+    torch.testing.assert_close(squared_distances(q, r), expected, rtol=1e-12, atol=1e-12)
+    assert (squared_distances(q).diagonal().abs() < 1e-12).all()
