@@ -62,5 +62,5 @@ def test_npair_in_batch_shortcut_equals_the_pair_batch_formula(params):
         (g_fast,) = torch.autograd.grad(fast := loss(x, lab), x)
         batch = make_batch(x, lab, normalize=loss.normalize)
         (g_ref,) = torch.autograd.grad(ref := loss.compute(batch) + loss.regularizer(batch), x)
-        assert float(fast) == pytest.approx(float(ref), abs=1e-12)
+        assert fast.item() == pytest.approx(ref.item(), abs=1e-12)
         assert torch.allclose(g_fast, g_ref, atol=1e-12)
