@@ -9,6 +9,12 @@ memory is measured per method:
 * PML: ``AccuracyCalculator(include=("precision_at_1", "r_precision",
   "mean_average_precision_at_r", "NMI"), k="max_bin_count")`` on the same data.
 
+and, for the clustering alone (NMI + F1, K = number of classes, one k-means run):
+
+* ``evaluate.clustering_metrics(x, y, init="k-means++")`` (the default) and
+  ``init="random"`` (faiss's / PML's convention, dmlkit's default before k-means++);
+* PML: ``AccuracyCalculator(include=("NMI",))`` (faiss k-means, niter 20, random init).
+
 It prints wall and CPU time (CPU seconds are the fairer figure on a shared machine), peak
 resident memory (and the increase over the process after the data
 was built), the ratio PML / ours, and checks that the shared metrics agree (precision@1 =
@@ -70,6 +76,20 @@ def worker(method: str, n: int, dim: int, sigma: float, device: str, threads: in
         base, cpu0 = _rss_mb(), _cpu_s()
         t0 = time.perf_counter()
         res = evaluate.evaluate(xt, yt, preset="sop", seed=0)
+    elif method in ("kmeans++", "random"):
+        from dmlkit import evaluate
+
+        init = "k-means++" if method == "kmeans++" else "random"
+        base, cpu0 = _rss_mb(), _cpu_s()
+        t0 = time.perf_counter()
+        res = evaluate.clustering_metrics(xt, yt, seed=0, init=init)
+    elif method == "pml-nmi":
+        from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+        calc = AccuracyCalculator(include=("NMI",), device=torch.device(device))
+        base, cpu0 = _rss_mb(), _cpu_s()
+        t0 = time.perf_counter()
+        res = calc.get_accuracy(xt, yt)
     else:
         from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
@@ -103,6 +123,22 @@ def run_worker(method, n, dim, sigma, device, timeout, threads):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _clustering_rows(n, args, device) -> None:
+    """Time the clustering alone: k-means++ and random init (ours), faiss via PML."""
+    print("  clustering alone (NMI + F1, one k-means run, K = #classes):")
+    for name, method in (("k-means++ (ours)", "kmeans++"), ("random (ours)", "random"),
+                         ("PML NMI (faiss)", "pml-nmi")):
+        if method == "pml-nmi" and args.skip_pml:
+            continue
+        r = run_worker(method, n, args.dim, args.sigma, device, args.ours_timeout, args.threads)
+        if "error" in r:
+            print(f"    {name:17s}: {r['error']}")
+            continue
+        vals = ", ".join(f"{k}={v:.4f}" for k, v in r["result"].items())
+        print(f"    {name:17s}: {r['seconds']:8.2f} s wall, {r['cpu_seconds']:8.2f} s CPU, "
+              f"+{r['rss_increase_mb']:.0f} MB; {vals}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[20000, 60000])
@@ -115,7 +151,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0,
                     help="CPU threads for torch and faiss in both workers (0: their default); "
                          "1 makes CPU seconds comparable on a busy machine")
-    ap.add_argument("--worker", choices=["ours", "pml"], help=argparse.SUPPRESS)
+    ap.add_argument("--skip-clustering", action="store_true",
+                    help="do not time the clustering alone (both inits and PML's NMI)")
+    ap.add_argument("--worker", choices=["ours", "pml", "kmeans++", "random", "pml-nmi"],
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.sizes[0], args.dim, args.sigma, args.device,
@@ -154,6 +193,8 @@ def main() -> None:
                 diff = max(abs(o[a] - p[b]) for a, b in pairs)
                 print(f"  max |ours - PML| over recall@1/R-precision/MAP@R: {diff:.2e}; "
                       f"NMI {o['nmi']:.4f} vs {p['NMI']:.4f} (different k-means runs)")
+            if not args.skip_clustering:
+                _clustering_rows(n, args, device)
 
 
 if __name__ == "__main__":

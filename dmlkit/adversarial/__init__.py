@@ -31,34 +31,54 @@ A synthetic negative carries the label of the real negative it was generated fro
 losses pair samples by label rather than by mask, so they are evaluated anchor by anchor on
 Sohn's pairing: anchor ``x_i``, positive ``x_i^+`` and synthetic negatives ``G(x_i, x_i^+, x_j^+)``.
 
-Gradient routing (an implementation choice, the papers do not spell it out): the generator(s)
-are updated with ``J_gen`` (and ``J+_gen``) only; the metric head (and an optional trainable
-trunk) with ``lam * J_m`` only, the synthetic negatives entering ``J_m`` as constants. The metric
-never minimises ``J_adv`` (that would help the generator instead of resisting it). With
-``generator_metric_grad=True`` the generator also receives ``lam * dJ_m/dtheta_g`` (the literal
-``min_theta_g J_gen + lam J_m``). Under Adam ``lam`` then barely matters in the default routing:
-it only rescales the metric's gradient.
+Presets (:mod:`~dmlkit.adversarial.presets`, ``fit_adversarial(..., preset=...)``): whose
+design a run follows. ``"dmlkit"`` (the default, dmlkit's own choice and the behaviour before
+presets): the routing below, a head trained in the warm-up, a generator-only epoch, ``J_m`` and
+``J_adv`` with the loss's own settings. ``"official"``: the authors' Chainer code (the
+generator on the trunk's output before an identity-initialised head, nothing detached, a
+trunk-only warm-up, the squared-distance triplet with margin 1 and the ``/ 2``, ReLU generator,
+weight decay on every optimiser, random triplets). ``"pml"``: pytorch-metric-learning's DAML
+trainer (the metric loss on the real batch plus 0.1 x the loss on synthetic triples, 0.1 x each
+generator term). Every preset value can be overridden by an explicit argument.
 
-Schedule (official code): ``warmup_epochs`` of metric loss alone, then (optionally)
-``generator_epochs`` of generator alone ("initialise the generator adversarial to the
-pre-trained metric"), then joint training with separate Adam optimisers: head at ``lr``,
-generator at ``lr * generator_lr_factor`` (official 1/10), trunk at ``lr * trunk_lr_factor``
-(official 1/1000). The generator is not used at test time (:meth:`AdversarialResult.embed`).
+Gradient routing of "dmlkit" (``routing="separate"``; the official code and PML use
+``routing="full"``, one backward of the whole objective into every parameter): the
+generator(s) are updated with ``J_gen`` (and ``J+_gen``) only; the metric head (and a
+trainable trunk) with ``lam * J_m`` only, the synthetic negatives entering ``J_m`` as
+constants. The metric never minimises ``J_adv`` (that would help the generator instead of
+resisting it; the official code does let the head receive it). With
+``generator_metric_grad=True`` the generator also receives ``lam * dJ_m/dtheta_g``. Under
+Adam ``lam`` then barely matters in this routing: it only rescales the metric's gradient.
 
-Scale notes. ``J_hard`` / ``J_reg`` are measured in the generator's space and ``J_adv`` on
-unit-norm embeddings (``D^2 <= 4``): feed L2-normalised features (as the official code does) so
-the three terms are comparable. With ``alpha_sign=-1, alpha=1`` the hinge is inactive whenever
-``D(x~, x)^2 < D(x+, x)^2 + 1``, which is common on the unit sphere, and the generator then
-just interpolates between anchor and negative. On small CPU benchmarks (benchmarks/adversarial.py)
-the metric can learn to tell synthetic from real features instead of learning the classes;
-``normalize_synthetic=True`` and ``keep_real_negatives=True`` are the knobs to try.
+Schedule: ``warmup_epochs`` of metric loss alone (the head, or with ``warmup="trunk"`` the
+trunk alone at the full lr), then ``generator_epochs`` of generator alone ("dmlkit" and
+"pml": 1; official: none), then joint training with separate Adam optimisers: head at
+``lr``, generator at ``lr * generator_lr_factor`` (official 1/10), trunk at
+``lr * trunk_lr_factor`` (official 1/1000). The run has ``epochs + generator_epochs``
+epochs. The generator is not used at test time (:meth:`AdversarialResult.embed`).
+
+End to end: :func:`fit_adversarial_images` trains a CNN trunk on a data set's images
+(glyphs on a CPU) with the same trainer, so a comparison is about metric learning rather
+than a head on frozen features. Diagnostics (:mod:`~dmlkit.adversarial.diagnostics`,
+``diagnostics=True``): collapse of the real embeddings, a linear probe telling synthetic
+from real, output norms and hardness, per epoch.
+
+Scale notes. ``J_hard`` / ``J_reg`` are measured in the generator's space and (in "dmlkit")
+``J_adv`` on unit-norm embeddings (``D^2 <= 4``): with ``alpha_sign=-1, alpha=1`` the hinge
+is inactive whenever ``D(x~, x)^2 < D(x+, x)^2 + 1``, which is common on the unit sphere, and
+the generator then just interpolates between anchor and negative. With only synthetic
+negatives in ``J_m`` the metric can learn to tell synthetic from real features instead of
+the classes (see the diagnostics); ``keep_real_negatives=True`` or the "pml" preset keep real
+negatives in the metric loss.
 
 Modules: :mod:`~dmlkit.adversarial.generators` (the networks),
 :mod:`~dmlkit.adversarial.objectives` (``J_gen``, ``J+_gen``, ``J_m``),
 :mod:`~dmlkit.adversarial.triplets` (the generator's triples),
 :mod:`~dmlkit.adversarial.recorder` (synthetic negatives kept for plots),
 :mod:`~dmlkit.adversarial.training` (:class:`AdversarialTrainer`, a specialisation of the
-training engine :class:`dmlkit.train.Trainer`, and :func:`fit_adversarial`),
+training engine :class:`dmlkit.train.Trainer`), :mod:`~dmlkit.adversarial.fitting`
+(:func:`fit_adversarial`, :func:`fit_adversarial_images`),
+:mod:`~dmlkit.adversarial.presets`, :mod:`~dmlkit.adversarial.diagnostics`,
 :mod:`~dmlkit.adversarial.runs` (runs on frozen backbone features, shaped like ``fit``'s).
 
 >>> import torch
@@ -73,12 +93,20 @@ training engine :class:`dmlkit.train.Trainer`, and :func:`fit_adversarial`),
 (torch.Size([60, 4]), [1, 2, 3])
 """
 
-from .generators import HardNegativeGenerator, MetricHead, SyntheticPositiveGenerator
+from .diagnostics import TrainingDiagnostics, collapse, hardness, output_norm, separability
+from .fitting import PRESET, fit_adversarial, fit_adversarial_images
+from .generators import (
+    HardNegativeGenerator,
+    LinearEmbedding,
+    MetricHead,
+    SyntheticPositiveGenerator,
+)
 from .objectives import (
     generator_objective,
     metric_loss_with_synthetic,
     synthetic_positive_objective,
 )
+from .presets import PRESETS, preset_settings
 from .recorder import NegativeRecorder, hardness_summary
 from .runs import (
     AdversarialRun,
@@ -92,7 +120,6 @@ from .training import (
     PHASES,
     AdversarialResult,
     AdversarialTrainer,
-    fit_adversarial,
     phase_schedule,
 )
 from .triplets import sample_triplets
@@ -100,21 +127,31 @@ from .triplets import sample_triplets
 __all__ = [
     "METHODS",
     "PHASES",
+    "PRESET",
+    "PRESETS",
     "AdversarialResult",
     "AdversarialRun",
     "AdversarialTrainer",
     "HardNegativeGenerator",
+    "LinearEmbedding",
     "MetricHead",
     "NegativeRecorder",
     "SyntheticPositiveGenerator",
+    "TrainingDiagnostics",
+    "collapse",
     "fit_adversarial",
+    "fit_adversarial_images",
     "fit_adversarial_run",
     "generator_objective",
+    "hardness",
     "hardness_summary",
     "metric_loss_with_synthetic",
+    "output_norm",
     "parse_loss_spec",
     "phase_schedule",
+    "preset_settings",
     "sample_triplets",
+    "separability",
     "synthetic_positive_objective",
     "test_embeddings",
     "total_iterations",

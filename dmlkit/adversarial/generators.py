@@ -8,6 +8,11 @@ synthetic-positive generator and the metric head on cached features.
 torch.Size([5, 8])
 >>> MetricHead(8, embedding_dim=4)(x).shape
 torch.Size([5, 4])
+>>> head = MetricHead(8, embedding_dim=8, hidden=8, init="identity")   # official head
+>>> bool(torch.equal(head(x.relu()), x.relu()))
+True
+>>> LinearEmbedding(8, 4)(x).norm(dim=1).detach()   # the official trunk's fc + L2 norm
+tensor([1.0000, 1.0000, 1.0000, 1.0000, 1.0000])
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["HardNegativeGenerator", "MetricHead", "SyntheticPositiveGenerator"]
+__all__ = ["HardNegativeGenerator", "LinearEmbedding", "MetricHead", "SyntheticPositiveGenerator"]
 
 
 def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -38,13 +43,15 @@ class HardNegativeGenerator(nn.Module):
     hidden: widths of the hidden ReLU layers; default ``(512,)`` gives ``3D -> 512 -> D``, which is
     the official ``1536 -> 512 -> 512`` for D = 512. out_activation: None (default, linear output,
     so signed features are reachable) or ``"relu"`` (for non-negative backbone features).
-    normalize_output: L2-normalise the output (for unit-norm features, as in the official code).
+    normalize_output: L2-normalise the output (the official code does not).
+    init_std: None (default: torch's initialisation) or the standard deviation of a normal
+    initialisation of every weight, biases zero (official: 0.02, Chainer's ``Normal(0.02)``).
 
     forward(anchor (T, D), positive (T, D), negative (T, D)) -> synthetic negative (T, D).
     """
 
     def __init__(self, dim: int, hidden: Sequence[int] = (512,), out_activation: str | None = None,
-                 normalize_output: bool = False):
+                 normalize_output: bool = False, init_std: float | None = None):
         super().__init__()
         if int(dim) <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
@@ -55,6 +62,13 @@ class HardNegativeGenerator(nn.Module):
         self.out_activation = out_activation
         self.normalize_output = bool(normalize_output)
         self.net = _mlp(3 * self.dim, self.hidden, self.dim)
+        if init_std is not None:
+            if not init_std > 0:
+                raise ValueError(f"init_std must be positive or None, got {init_std}")
+            for m in self.net:
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, 0.0, float(init_std))
+                    nn.init.zeros_(m.bias)
 
     def forward(self, anchor: torch.Tensor, positive: torch.Tensor,
                 negative: torch.Tensor) -> torch.Tensor:
@@ -90,18 +104,51 @@ class MetricHead(nn.Module):
 
     kind="mlp": the official code's extra 2-layer head ``D -> hidden -> E`` (ReLU between);
     kind="linear": one linear map ``D -> E``.
+    init: "default" (torch's initialisation) or "identity" (the official "Discriminator": every
+    weight matrix the identity, ``torch.nn.init.eye_``, biases zero). For
+    ``D = hidden = E`` (official 512 -> 512 -> ReLU -> 512) the head starts as ``relu(x)``,
+    the identity on non-negative features; for other widths ``eye_`` puts ones on the leading
+    diagonal of each rectangular matrix, so the head starts as the first ``min(D, hidden, E)``
+    coordinates of ``relu(x)`` (zeros beyond). Chainer's code applies the same matrices; the
+    ReLU between the layers is why the head equals the identity only on non-negative inputs.
     """
 
-    def __init__(self, in_dim: int, embedding_dim: int = 64, kind: str = "mlp", hidden: int = 512):
+    def __init__(self, in_dim: int, embedding_dim: int = 64, kind: str = "mlp", hidden: int = 512,
+                 init: str = "default"):
         super().__init__()
         if kind not in ("mlp", "linear"):
             raise ValueError(f"unknown head kind {kind!r}; known kinds: 'mlp', 'linear'")
+        if init not in ("default", "identity"):
+            raise ValueError(f"unknown head init {init!r}; known: 'default', 'identity'")
         self.in_dim, self.embedding_dim, self.kind = int(in_dim), int(embedding_dim), kind
+        self.init = init
         self.net = (_mlp(self.in_dim, (hidden,), self.embedding_dim) if kind == "mlp"
                     else nn.Linear(self.in_dim, self.embedding_dim))
+        if init == "identity":
+            for m in self.net.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.eye_(m.weight)
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_dim:
             raise ValueError(f"the metric head expects features of shape (N, {self.in_dim}), "
                              f"got {tuple(x.shape)}")
         return self.net(x)
+
+
+class LinearEmbedding(nn.Module):
+    """A trainable trunk on cached features: ``L2normalise(W x + b)``, (N, D) -> (N, E).
+
+    The official trunk ends in GoogLeNet's fc layer and an L2 normalisation, and the generator
+    reads that output; on frozen backbone features this layer is the trainable part of the
+    trunk (``preset="official"`` builds one when no ``trunk`` is given).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.in_dim, self.out_dim = int(in_dim), int(out_dim)
+        self.fc = nn.Linear(self.in_dim, self.out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.fc(x), dim=1)

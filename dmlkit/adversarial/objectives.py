@@ -98,7 +98,8 @@ def synthetic_positive_objective(anchor: torch.Tensor, positive: torch.Tensor,
 def metric_loss_with_synthetic(loss: PairLoss, embeddings: torch.Tensor, labels: torch.Tensor,
                                synthetic: torch.Tensor, synthetic_labels: torch.Tensor,
                                owner: torch.Tensor, keep_real_negatives: bool = False,
-                               mode: str = "auto") -> torch.Tensor:
+                               mode: str = "auto",
+                               positive: torch.Tensor | None = None) -> torch.Tensor:
     """``J_m``: a pair-based loss where each anchor's negatives are its synthetic negatives.
 
     embeddings: (B, E) the batch (queries); labels: (B,); synthetic: (T, E) synthetic negatives;
@@ -107,12 +108,32 @@ def metric_loss_with_synthetic(loss: PairLoss, embeddings: torch.Tensor, labels:
     synthetic]`` (B + T rows). Row i: positives = its real positives (same label, not itself);
     negatives = the synthetic negatives with ``owner == i`` (+ its real negatives when
     ``keep_real_negatives``). Returns ``loss.compute(batch) + loss.regularizer(batch)``.
+    positive: None (default: every real positive of the anchor) or (T,) the batch index of the
+    positive of each triple: row ``owner[t]`` then keeps only the positives ``positive[t]``, so
+    the loss sees exactly the sampled (anchor, positive, synthetic negative) triples (the
+    official code's random triplets). Pass the real negatives as ``synthetic`` for the same
+    loss on real triples.
 
     mode: "masked" (one (B, B + T) PairBatch with these masks, for losses that read
     ``batch.pos`` / ``batch.neg``), "per_anchor" (for losses that pair samples by label, such as
     the N-pair losses: for each anchor, ``loss(anchor, its label, [its positives; its synthetic
     negatives], their labels)``, averaged over the anchors; a Python loop over anchors) or
     "auto" (default: "per_anchor" for the N-pair-mc / -ovo losses, "masked" otherwise).
+    With "per_anchor" and ``keep_real_negatives`` each synthetic negative is paired as a class
+    of its own, so the anchor sees all its synthetic negatives *and* one real negative per other
+    class (the first in batch order, N-pair's pairing); before this was fixed the real
+    negatives shared their labels with the synthetic ones and the pairing dropped them.
+
+    >>> import torch
+    >>> from dmlkit import losses
+    >>> emb = torch.tensor([[1.0, 0.0], [0.8, 0.2], [0.0, 1.0], [0.1, 0.9]])
+    >>> lab = torch.tensor([0, 0, 1, 1])
+    >>> syn, own = torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([0, 2])
+    >>> args = (losses.build("npair", l2_reg=0.0), emb, lab, syn, lab[[2, 0]], own)
+    >>> without = metric_loss_with_synthetic(*args)
+    >>> with_real = metric_loss_with_synthetic(*args, keep_real_negatives=True)
+    >>> bool(with_real > without)                  # the real negatives now count
+    True
     """
     if not (isinstance(loss, PairLoss) or hasattr(loss, "compute")):
         raise ValueError(f"synthetic negatives need a pair-based dmlkit loss (a PairLoss with "
@@ -131,8 +152,14 @@ def metric_loss_with_synthetic(loss: PairLoss, embeddings: torch.Tensor, labels:
         raise ValueError("a synthetic negative has the label of its own anchor")
     if mode == "auto":
         mode = "per_anchor" if _pairs_by_labels(loss) else "masked"
+    pos_of = None
+    if positive is not None:
+        pos_of = check_labels(positive, syn.shape[0], "positive", device=emb.device)
+        if bool(((pos_of < 0) | (pos_of >= B)).any()) or bool((lab[pos_of] != lab[own]).any()) \
+                or bool((pos_of == own).any()):
+            raise ValueError("positive[t] must be another sample of the label of owner[t]")
     if mode == "per_anchor":
-        return _per_anchor_loss(loss, emb, lab, syn, syn_lab, own, keep_real_negatives)
+        return _per_anchor_loss(loss, emb, lab, syn, syn_lab, own, keep_real_negatives, pos_of)
     if mode != "masked":
         raise ValueError(f"unknown mode {mode!r}; known: 'auto', 'masked', 'per_anchor'")
     normalize = bool(getattr(loss, "normalize", True))
@@ -140,6 +167,9 @@ def metric_loss_with_synthetic(loss: PairLoss, embeddings: torch.Tensor, labels:
     ref_lab = torch.cat([lab, syn_lab])
     S = similarity_matrix(emb, ref, normalize=normalize)
     pos_real, neg_real = pair_masks(lab)
+    if pos_of is not None:
+        pos_real = torch.zeros_like(pos_real)
+        pos_real[own, pos_of] = True
     own_mask = own[None, :] == torch.arange(B, device=emb.device)[:, None]
     pos = torch.cat([pos_real, torch.zeros(B, T, dtype=torch.bool, device=emb.device)], dim=1)
     neg_left = neg_real if keep_real_negatives else torch.zeros_like(neg_real)
@@ -159,12 +189,20 @@ def _pairs_by_labels(loss) -> bool:
     return base is not None and isinstance(loss, base)
 
 
-def _per_anchor_loss(loss, emb, lab, syn, syn_lab, own, keep_real_negatives):
+def _per_anchor_loss(loss, emb, lab, syn, syn_lab, own, keep_real_negatives, pos_of=None):
     pos_real, neg_real = pair_masks(lab)
+    if pos_of is not None:
+        pos_real = torch.zeros_like(pos_real)
+        pos_real[own, pos_of] = True
+    fresh = int(torch.cat([lab, syn_lab]).max()) + 1  # labels no real sample has
     values = []
     for i in torch.unique(own).tolist():
-        refs = [emb[pos_real[i]], syn[own == i].to(emb.dtype)]
-        ref_labels = [lab[pos_real[i]], syn_lab[own == i]]
+        mine = own == i
+        syn_labels_i = syn_lab[mine]
+        if keep_real_negatives:  # every synthetic negative a class of its own (see docstring)
+            syn_labels_i = fresh + torch.arange(int(mine.sum()), device=emb.device)
+        refs = [emb[pos_real[i]], syn[mine].to(emb.dtype)]
+        ref_labels = [lab[pos_real[i]], syn_labels_i]
         if keep_real_negatives:
             refs.append(emb[neg_real[i]])
             ref_labels.append(lab[neg_real[i]])

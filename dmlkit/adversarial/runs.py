@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .training import METHODS, fit_adversarial
+from .fitting import fit_adversarial
+from .training import METHODS
 
 __all__ = ["AdversarialRun", "fit_adversarial_run", "parse_loss_spec", "test_embeddings",
            "total_iterations"]

@@ -66,6 +66,7 @@ class _Options:
     average: str
     kmeans_niter: int
     kmeans_n_init: int
+    kmeans_init: str
 
 
 def _retrieval(embeddings, labels, gallery, want: set[str], o: _Options) -> dict[str, float]:
@@ -78,8 +79,9 @@ def _retrieval(embeddings, labels, gallery, want: set[str], o: _Options) -> dict
 
 
 def _clustering(embeddings, labels, gallery, want: set[str], o: _Options) -> dict[str, float]:
-    res = clustering_metrics(embeddings, labels, o.seed, niter=o.kmeans_niter,
-                             n_init=o.kmeans_n_init, normalize=o.normalize)
+    res = clustering_metrics(embeddings, labels, o.seed, init=o.kmeans_init,
+                             niter=o.kmeans_niter, n_init=o.kmeans_n_init,
+                             normalize=o.normalize)
     return {k: v for k, v in res.items() if k in want}
 
 
@@ -151,6 +153,7 @@ def evaluate(
     average: str = "query",
     kmeans_niter: int = 20,
     kmeans_n_init: int = 1,
+    kmeans_init: str = "k-means++",
 ) -> dict[str, float]:
     """Compute a chosen set of metrics and return one flat dict (a results-table row).
 
@@ -168,6 +171,9 @@ def evaluate(
         precision_ks: K list for ``"precision"`` (default: the recall K list).
         vrf_negs: the ``neg`` values for ``"vrf"`` (keys ``vrf_neg1``, ``vrf_neg71``).
         cmc_ranks: ranks for ``"cmc"`` (keys ``cmc@k``); ``"map"`` is the re-ID mAP.
+        kmeans_niter, kmeans_n_init, kmeans_init: k-means for ``"nmi"`` / ``"f1"`` (see
+            :func:`clustering_metrics`; ``kmeans_init="random"`` is the faiss / PML
+            convention, the default ``"k-means++"`` scikit-learn's).
     Keys: ``recall@K``, ``precision@K``, ``map@r``, ``r_precision``, ``nmi``, ``f1``,
     ``vrf_neg{n}``, ``cmc@k``, ``map``.
     """
@@ -184,7 +190,7 @@ def evaluate(
         ks=ks, precision_ks=ks if precision_ks is None else check_ks(precision_ks, "precision_ks"),
         seed=seed, vrf_negs=vrf_negs, cmc_ranks=cmc_ranks, normalize=normalize,
         lone_queries=lone_queries, average=average, kmeans_niter=kmeans_niter,
-        kmeans_n_init=kmeans_n_init)
+        kmeans_n_init=kmeans_n_init, kmeans_init=kmeans_init)
     want = set(metrics)
     families = [fam for fam in _FAMILIES.values() if want & set(fam.names)]
     for fam in families:

@@ -169,3 +169,47 @@ def test_metric_loss_with_synthetic_rejects_bad_input():
         adv.metric_loss_with_synthetic(torch.nn.MSELoss(), emb, y, syn, syn_y, owner)
     with pytest.raises(ValueError, match="mode"):
         adv.metric_loss_with_synthetic(loss, emb, y, syn, syn_y, owner, mode="dense")
+
+
+@pytest.mark.parametrize("K", [2, 3])
+def test_npair_keep_real_negatives_counts_the_real_negatives(K):
+    """The bug: per anchor the real negatives came after the synthetic ones with the same
+    labels and N-pair's pairing (first reference of each class) dropped them. Now anchor i's
+    logits are its synthetic negatives and the first real sample of every other class."""
+    g = torch.Generator().manual_seed(7)
+    y = pk_labels(4, K)
+    emb = torch.randn(len(y), 5, generator=g, dtype=torch.float64)
+    a, p, n = adv.sample_triplets(y, scheme="npair")
+    syn = torch.randn(len(a), 5, generator=g, dtype=torch.float64)
+    loss = losses.build("npair", l2_reg=0.0)
+    without = adv.metric_loss_with_synthetic(loss, emb, y, syn, y[n], a)
+    value = adv.metric_loss_with_synthetic(loss, emb, y, syn, y[n], a, keep_real_negatives=True)
+    per_anchor = []
+    for i in a.unique().tolist():
+        first_positive = next(j for j in range(len(y)) if y[j] == y[i] and j != i)
+        s_pos = float(emb[i] @ emb[first_positive])
+        logits = [float(emb[i] @ syn[t]) for t in range(len(a)) if a[t] == i]
+        firsts = {}
+        for j in range(len(y)):
+            if y[j] != y[i]:
+                firsts.setdefault(int(y[j]), j)
+        logits += [float(emb[i] @ emb[j]) for j in firsts.values()]
+        per_anchor.append(math.log1p(sum(math.exp(s - s_pos) for s in logits)))
+    assert value.item() == pytest.approx(sum(per_anchor) / len(per_anchor), rel=1e-10)
+    assert value.item() > without.item()
+
+
+def test_sampled_positives_restrict_the_loss_to_the_triples():
+    """positive=...: triplet on exactly the (anchor, positive, negative) triples given."""
+    g = torch.Generator().manual_seed(8)
+    y = pk_labels(4, 3)
+    emb = torch.randn(len(y), 5, generator=g, dtype=torch.float64)
+    a, p, n = adv.sample_triplets(y, 1, torch.Generator().manual_seed(0))
+    loss = losses.build("triplet", margin=0.5, form="squared_distance", reduction="mean",
+                        normalize=False)
+    value = adv.metric_loss_with_synthetic(loss, emb, y, emb[n], y[n], a, positive=p)
+    ref = [max(0.0, float((emb[i] - emb[j]).pow(2).sum() - (emb[i] - emb[k]).pow(2).sum()) + 0.5)
+           for i, j, k in zip(a.tolist(), p.tolist(), n.tolist())]
+    assert value.item() == pytest.approx(sum(ref) / len(ref), rel=1e-10)
+    with pytest.raises(ValueError, match="positive"):
+        adv.metric_loss_with_synthetic(loss, emb, y, emb[n], y[n], a, positive=n)

@@ -1,15 +1,21 @@
-"""dmlkit.evaluate.clustering (k-means, NMI, pair F1) against sklearn, pair loops and Lloyd."""
+"""dmlkit.evaluate.clustering (k-means, NMI, pair F1) against sklearn, pair loops and Lloyd;
+k-means++ seeding against a naive step loop and the exact D^2 sampling probabilities."""
 
 from __future__ import annotations
+
+from itertools import product
 
 import naive
 import numpy as np
 import pytest
 import torch
 from embedding_fixtures import clustered, one_thread  # noqa: F401
+from scipy.stats import chisquare
+from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.metrics import normalized_mutual_info_score
 
 from dmlkit import evaluate as ev
+from dmlkit.evaluate import clustering
 
 
 def test_nmi_matches_sklearn():
@@ -75,3 +81,200 @@ def test_kmeans_is_a_lloyd_fixed_point():
     cent = np.stack([x[c == k].mean(0) for k in range(6)])
     nearest = ((x[:, None, :] - cent[None]) ** 2).sum(-1).argmin(1)
     assert np.array_equal(nearest, c)
+
+
+# ---- initialisation: k-means++ (default) and the random convention ----------------------
+
+
+
+@pytest.mark.parametrize("trials", [None, 1])
+def test_kmeans_plusplus_recovers_well_separated_clusters(trials):
+    # 20 far-apart clusters: greedy (None: 2 + ln 20 trials) and plain (1 trial) k-means++
+    # find every one for every seed, where random init does not
+    f1_random = []
+    for seed in range(5):
+        x, y = clustered(1000, 32, 20, 0.05, seed=seed, dtype=np.float32)
+        got = ev.clustering_metrics(x, y, seed=seed, n_local_trials=trials)
+        assert got["nmi"] >= 0.99 and got["f1"] >= 0.99, (seed, got)
+        f1_random.append(ev.clustering_metrics(x, y, seed=seed, init="random")["f1"])
+    assert min(f1_random) < 0.99  # the bias the default removes
+
+
+def _naive_lloyd(x, cent, niter):
+    """Lloyd in float64 numpy: full distance matrix, empty cluster -> farthest point.
+
+    Returns the assignment, its inertia and the number of empty clusters met."""
+    assign = ((x[:, None, :] - cent[None]) ** 2).sum(-1).argmin(1)
+    n_empty = 0
+    for _ in range(niter):
+        dist = ((x - cent[assign]) ** 2).sum(1)
+        new_cent = cent.copy()
+        for k in range(len(cent)):
+            new_cent[k] = x[assign == k].mean(0) if (assign == k).any() else 0.0
+        empty = [k for k in range(len(cent)) if not (assign == k).any()]
+        if empty:
+            n_empty += len(empty)
+            new_cent[empty] = x[np.argsort(-dist, kind="stable")[:len(empty)]]
+        cent = new_cent
+        new = ((x[:, None, :] - cent[None]) ** 2).sum(-1).argmin(1)
+        if np.array_equal(new, assign):
+            break
+        assign = new
+    return assign, ((x - cent[assign]) ** 2).sum(), n_empty
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_init_random_is_the_previous_convention(seed):
+    # init="random" = the k-means dmlkit had before k-means++ (and faiss's convention): K
+    # points of torch.randperm(N) under seed 1000 * seed + run, Lloyd until no assignment
+    # changes, best inertia of n_init runs; every point twice, so that two initial centres
+    # often coincide and one of them starts empty
+    x, y = clustered(120, 6, 30, 0.8, seed=20 + seed, dtype=np.float64)
+    x, y = np.concatenate([x, x]), np.concatenate([y, y])
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    best, best_obj, n_empty = None, np.inf, 0
+    for run in range(3):
+        gen = torch.Generator().manual_seed(seed * 1000 + run)
+        idx = torch.randperm(len(x), generator=gen)[:40].numpy()
+        assign, obj, empty = _naive_lloyd(xn, xn[idx].copy(), 20)
+        n_empty += empty
+        if obj < best_obj:
+            best, best_obj = assign, obj
+    assert n_empty > 0
+    got = ev.kmeans(xn, 40, seed=seed, init="random", n_init=3)
+    assert np.array_equal(got, best)
+    metrics = ev.clustering_metrics(x, y, seed=seed, n_clusters=40, init="random", n_init=3)
+    assert metrics == {"nmi": pytest.approx(normalized_mutual_info_score(y, best), abs=1e-12),
+                       "f1": pytest.approx(naive.pair_f1(y, best), abs=1e-12)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lloyd_equals_sklearn_from_the_same_centres(seed):
+    # same initial centres, both run to convergence (sklearn: tol=0 stops only when no label
+    # changes, as dmlkit does): the same assignment
+    x, _ = clustered(500, 8, 15, 0.6, seed=30 + seed, dtype=np.float64)
+    cent = x[clustering.kmeans_plusplus(x, 15, seed=seed)]
+    ours = ev.kmeans(x, 15, init=cent, niter=1000)
+    ref = KMeans(15, init=cent, n_init=1, max_iter=1000, tol=0.0, algorithm="lloyd").fit(x)
+    assert len(np.unique(ref.labels_)) == 15  # no empty cluster (the rules differ there)
+    assert np.array_equal(ours, ref.labels_)
+    # and from the random convention's centres
+    idx = torch.randperm(500, generator=torch.Generator().manual_seed(seed))[:15].numpy()
+    ref = KMeans(15, init=x[idx], n_init=1, max_iter=1000, tol=0.0, algorithm="lloyd").fit(x)
+    assert len(np.unique(ref.labels_)) == 15
+    assert np.array_equal(ev.kmeans(x, 15, init=x[idx], niter=1000), ref.labels_)
+
+
+def _exact_seeding_probabilities(x, k, trials):
+    """P(ordered centre sequence) of greedy k-means++ with ``trials`` (1 = plain D^2)."""
+    n = len(x)
+    d2 = ((x[:, None] - x[None]) ** 2).sum(-1)
+    probs = {}
+
+    def walk(seq, p, closest):
+        if len(seq) == k:
+            probs[tuple(seq)] = probs.get(tuple(seq), 0.0) + p
+            return
+        q = closest / closest.sum()
+        for cands in product(range(n), repeat=trials):
+            pots = [np.minimum(closest, d2[c]).sum() for c in cands]
+            c = cands[int(np.argmin(pots))]
+            walk([*seq, c], p * np.prod(q[list(cands)]), np.minimum(closest, d2[c]))
+
+    for first in range(n):
+        walk([first], 1.0 / n, d2[first].copy())
+    return probs
+
+
+def _chi2_pvalue(samples, probs):
+    keys = sorted(probs)
+    counts = np.array([samples.count(s) for s in keys], dtype=float)
+    assert len(samples) == counts.sum()  # every sample is a possible sequence
+    expected = np.array([probs[s] for s in keys]) * len(samples)
+    keep = expected > 0
+    return chisquare(counts[keep], expected[keep]).pvalue
+
+
+def test_seeding_samples_the_d2_distribution():
+    # the sampling probabilities themselves: frequencies of the ordered triple of centres
+    # against the exact probabilities of a naive step-by-step enumeration, for sklearn's
+    # kmeans_plusplus (which checks the enumeration), ours with the default pool and with
+    # pools of 1 and 2 proposals (redrawn mid-step), for 1, 2 and 3 trials
+    rng = np.random.default_rng(41)
+    x = rng.standard_normal((5, 2))
+    xt = torch.from_numpy(x)
+    sq = (xt * xt).sum(1)
+    runs = 3000
+    exact = {t: _exact_seeding_probabilities(x, 3, t) for t in (1, 2, 3)}
+    ref = [tuple(kmeans_plusplus(x, 3, random_state=s, n_local_trials=2)[1].tolist())
+           for s in range(runs)]
+    assert _chi2_pvalue(ref, exact[2]) > 1e-4
+    for trials, pool in ((1, None), (2, None), (3, None), (2, 1), (3, 2), (1, 2)):
+        gen = torch.Generator().manual_seed(trials)
+        got = [tuple(clustering._greedy_seeding(xt, sq, 3, gen, trials, 2**20, pool).tolist())
+               for _ in range(runs)]
+        assert _chi2_pvalue(got, exact[trials]) > 1e-4, (trials, pool)
+        if trials > 1:
+            assert _chi2_pvalue(got, exact[1]) < 1e-6  # the test tells them apart
+
+
+def test_seeding_with_fewer_distinct_points_than_clusters():
+    x = np.repeat(np.eye(3), 4, axis=0)  # 12 points, 3 distinct
+    for trials in (None, 1):
+        idx = clustering.kmeans_plusplus(x, 5, seed=0, n_local_trials=trials)
+        assert len(set(idx.tolist())) == 5
+        assert len(set((idx // 4).tolist())) == 3  # the three distinct points come first
+    assert len(np.unique(ev.kmeans(x, 5, seed=0))) == 3
+
+
+def test_restarts_keep_the_lowest_inertia():
+    x, _ = clustered(300, 8, 12, 0.9, seed=42, dtype=np.float64)
+
+    def inertia(c):
+        return sum(((x[c == k] - x[c == k].mean(0)) ** 2).sum() for k in np.unique(c))
+
+    # run r of n_init restarts with seed 3 is seeded 1000 * 3 + r
+    runs = [ev.kmeans(x, 12, init=x[clustering.kmeans_plusplus(x, 12, seed=3000 + r)])
+            for r in range(4)]
+    got = ev.kmeans(x, 12, seed=3, n_init=4)
+    assert inertia(got) == pytest.approx(min(inertia(c) for c in runs), abs=1e-9)
+    assert np.array_equal(got, runs[int(np.argmin([inertia(c) for c in runs]))])
+
+
+def test_init_options_are_checked_and_passed_through():
+    x, y = clustered(120, 6, 5, 0.5, seed=43, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"unknown init 'kmeans'.*'k-means\+\+', 'random'"):
+        ev.kmeans(x, 5, init="kmeans")
+    with pytest.raises(ValueError, match=r"shape \(5, 6\)"):
+        ev.kmeans(x, 5, init=x[:4])
+    with pytest.raises(ValueError, match="n_init must be 1"):
+        ev.kmeans(x, 5, init=x[:5], n_init=2)
+    with pytest.raises(ValueError, match="n_local_trials"):
+        ev.kmeans(x, 5, n_local_trials=0)
+    assert ev.evaluate(x, y, metrics=("nmi", "f1"), seed=2, kmeans_init="random") == \
+        ev.clustering_metrics(x, y, seed=2, init="random")
+    assert ev.evaluate(x, y, metrics=("nmi", "f1"), seed=2) == \
+        ev.clustering_metrics(x, y, seed=2)
+
+
+def test_default_trials_are_sklearns_within_the_budget(monkeypatch):
+    x, _ = clustered(200, 8, 10, 0.5, seed=44, dtype=np.float32)
+    assert clustering.default_trials(200, 10) == 2 + int(np.log(10))
+    assert np.array_equal(clustering.kmeans_plusplus(x, 10, seed=1),
+                          clustering.kmeans_plusplus(x, 10, seed=1, n_local_trials=4))
+    monkeypatch.setattr(clustering, "GREEDY_BUDGET", 200 * 10 * 2)
+    assert clustering.default_trials(200, 10) == 2
+    assert np.array_equal(clustering.kmeans_plusplus(x, 10, seed=1),
+                          clustering.kmeans_plusplus(x, 10, seed=1, n_local_trials=2))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_kmeans_plusplus_on_cuda_matches_cpu():
+    x, y = clustered(1000, 32, 20, 0.05, seed=45, dtype=np.float64)
+    for trials in (None, 1):
+        cpu = clustering.kmeans_plusplus(x, 20, seed=0, n_local_trials=trials)
+        gpu = clustering.kmeans_plusplus(torch.from_numpy(x).cuda(), 20, seed=0,
+                                         n_local_trials=trials)
+        assert np.array_equal(cpu, gpu)
+    got = ev.clustering_metrics(torch.from_numpy(x).float().cuda(), y)
+    assert got["nmi"] >= 0.99 and got["f1"] >= 0.99
