@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+
+from dmlkit.tasks import single_thread
 
 __all__ = ["assert_dicts_close", "clustered", "one_thread"]
 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Tiny problems: one intra-op thread avoids OpenMP spin-waits on a busy 2-core machine.
-
-    Import it into a test module to apply it there (autouse)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    """Tiny problems: one intra-op thread avoids OpenMP spin-waits on a busy 2-core machine
+    (:func:`dmlkit.tasks.single_thread`). Import it into a test module to apply it there."""
+    with single_thread():
+        yield
 
 
 def clustered(n, dim, n_classes, spread, seed, singletons=0, dtype=np.float64):

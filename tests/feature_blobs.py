@@ -1,18 +1,8 @@
 """Shared data of the adversarial tests: Gaussian blobs of features and P x K labels."""
 
-import pytest
 import torch
 import torch.nn.functional as F
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread (autouse where imported): tiny tensors are faster on one, and a shared
-    machine is not oversubscribed."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+from embedding_fixtures import one_thread  # noqa: F401  (autouse where imported)
 
 
 def blobs(C=6, n=12, D=16, spread=1.0, seed=0, normalize=True):
