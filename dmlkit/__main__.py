@@ -157,8 +157,11 @@ def _train(args: argparse.Namespace) -> int:
     except ValueError as exc:  # bad names / options: a message, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"history: {result.paths.get('history', '-')}")
-    print(_metrics_table({"test": result.test_metrics}).to_string())
+    from .distributed import is_main
+
+    if is_main():   # under torchrun: rank 0 reports
+        print(f"history: {result.paths.get('history', '-')}")
+        print(_metrics_table({"test": result.test_metrics}).to_string())
     return 0
 
 

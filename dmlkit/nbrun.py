@@ -73,33 +73,43 @@ def build_notebook(source: str | os.PathLike):
     return clean_notebook(jupytext.read(Path(source)))
 
 
-def _keep_output(output) -> bool:
-    return not (output.get("output_type") in ("display_data", "execute_result")
-                and _WIDGET_MIME in output.get("data", {}))
+def _without_widget(output):
+    """``output`` without its live-widget view; None when nothing but a text fallback is left
+    (tqdm's frozen "0%" bar). A widget that also carries a static image (the weight explorer's
+    PNG) keeps the image: a page without a widget manager shows it."""
+    data = output.get("data", {})
+    if output.get("output_type") not in ("display_data", "execute_result") or (
+            _WIDGET_MIME not in data):
+        return output
+    data.pop(_WIDGET_MIME)
+    return output if set(data) - {"text/plain"} else None
 
 
 def clean_notebook(nb):
     """Make ``nb`` (an nbformat ``NotebookNode``, changed in place and returned) what is committed.
 
-    Removes what depends on the machine or the run: papermill's and jupytext's metadata,
-    execution timings, the Python version, saved widget state and widget outputs (tqdm's
-    progress bars, whose text fallback is a frozen "0%"); a cell keeps only its ``tags``. Sets
-    :data:`KERNELSPEC`, nbformat 4.5 and cell ids ``cell-<index>`` (deterministic: a rerun
-    gives the same bytes).
+    Removes what depends on the run: papermill's and jupytext's metadata, execution timings,
+    saved widget state and widget views (tqdm's progress bars, whose text fallback is a frozen
+    "0%", go entirely; a widget with a static image keeps the image); a cell keeps only its
+    ``tags``. Sets :data:`KERNELSPEC`, nbformat 4.5 and cell ids ``cell-<index>``
+    (deterministic: a rerun gives the same bytes). ``language_info`` stays as the kernel wrote
+    it, Python version included: JupyterLab writes its kernel's ``language_info`` into a
+    notebook when the kernel starts, and a notebook without the version is marked modified
+    as soon as it opens.
     """
     nb.nbformat, nb.nbformat_minor = 4, 5
     meta = nb.metadata
     for key in ("papermill", "jupytext", "widgets", "celltoolbar"):
         meta.pop(key, None)
     meta["kernelspec"] = dict(KERNELSPEC)
-    lang = meta.setdefault("language_info", {"name": "python"})
-    lang.pop("version", None)
+    meta.setdefault("language_info", {"name": "python"})
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"cell-{i}"
         tags = cell.get("metadata", {}).get("tags")
         cell["metadata"] = {"tags": list(tags)} if tags else {}
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.get("outputs", []) if _keep_output(o)]
+            kept = (_without_widget(o) for o in cell.get("outputs", []))
+            cell.outputs = [o for o in kept if o is not None]
             cell.setdefault("execution_count", None)
         else:
             cell.pop("outputs", None)

@@ -92,11 +92,14 @@ class NotebookContext:
         atomic_write_with(self.figure_path(name),
                           lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
 
-    def record(self, **values) -> dict:
-        """Merge key numbers into the notebook's results JSON (written atomically)."""
+    def record(self, **values) -> None:
+        """Merge key numbers into the notebook's results JSON (written atomically).
+
+        Returns None, so that a cell ending in ``nb.record(...)`` does not echo every number
+        recorded so far (they are in :attr:`results`).
+        """
         self.results.update(_to_builtin(values))
         atomic_write_text(self.results_path, json.dumps(self.results, indent=2, sort_keys=True))
-        return self.results
 
 
 def setup(name: str, seed: int = 0, style: bool = True) -> NotebookContext:

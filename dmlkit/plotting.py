@@ -21,6 +21,7 @@ __all__ = [
     "NEG_COLOR",
     "POS_COLOR",
     "RetrievalGallery",
+    "plot_comparison",
     "plot_embedding_2d",
     "plot_hardness",
     "plot_history",
@@ -183,6 +184,31 @@ def plot_hardness(d_real, d_synthetic, d_pos=None, margin=None, ax=None, bins=40
     ax.set_xlabel("distance")
     ax.set_ylabel("count")
     ax.legend(fontsize="small")
+    return ax
+
+
+def plot_comparison(frame, metric: str = "recall@1", ax=None, scale: float = 100.0) -> Axes:
+    """Each run of a comparison (:func:`dmlkit.adversarial.comparison.run_comparison`: one row
+    per run and seed) as a bar of its mean ``metric`` with the seeds as dots; a control and the
+    runs compared with it share a colour group, controls hatched."""
+    import matplotlib.pyplot as plt
+
+    ax = _axes(ax, figsize=(max(5.0, 0.9 * frame["run"].nunique() + 1.5), 3.6))
+    runs = list(dict.fromkeys(frame["run"]))
+    group = {}
+    for r in runs:
+        ctrl = frame.loc[frame["run"] == r, "control"].iloc[0]
+        group[r] = ctrl if isinstance(ctrl, str) else r
+    colours = dict(zip(dict.fromkeys(group.values()), plt.rcParams["axes.prop_cycle"]
+                       .by_key()["color"] * 4))
+    for i, r in enumerate(runs):
+        v = scale * frame.loc[frame["run"] == r, metric].to_numpy(float)
+        is_control = group[r] == r and any(g == r and k != r for k, g in group.items())
+        ax.bar(i, v.mean(), color=colours[group[r]], alpha=0.55 if is_control else 0.9,
+               hatch="//" if is_control else None, edgecolor="k", linewidth=0.5)
+        ax.plot(np.full(len(v), i), v, "k.", ms=5)
+    ax.set_xticks(range(len(runs)), runs, rotation=30, ha="right")
+    ax.set_ylabel(f"{metric} x {scale:g}" if scale != 1 else metric)
     return ax
 
 

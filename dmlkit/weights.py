@@ -58,16 +58,41 @@ def _require_pair_loss(loss) -> PairLoss:
     return loss
 
 
+def _references(loss: PairLoss, embeddings, ref_embeddings, ref_labels):
+    """The references given, or, for a loss that owns its references (the proxy losses,
+    ``loss.references``) and none given, the loss's own."""
+    if ref_embeddings is None and ref_labels is None and hasattr(loss, "references"):
+        return loss.references(torch.as_tensor(embeddings))
+    return ref_embeddings, ref_labels
+
+
+def _tile_chunk(loss: PairLoss, batch: PairBatch) -> int | None:
+    """The tile side of a tiled loss on a label-masked batch (None: the dense path)."""
+    if loss.chunk_size is None or not batch.label_masks:
+        return None
+    return loss.tiled_chunk(batch.S.shape[0], batch.S.shape[1], batch.S.dtype)
+
+
 def pair_weights_from_batch(loss: PairLoss, batch: PairBatch):
     """Weights of every pair of an existing :class:`PairBatch`; returns (S, W), both (B, M).
 
     Only the loss's pairwise part (``loss.compute``) is differentiated; a term that is not a
-    function of S (e.g. N-pair's L2 penalty on the norms) has no pair weights.
+    function of S (e.g. N-pair's L2 penalty on the norms) has no pair weights. A tiled loss
+    (``chunk_size`` set, :mod:`dmlkit.losses.tiling`) gives the dL/dS of its tiles (equal to
+    the dense weights; tested).
     """
     _require_pair_loss(loss)
     if not batch.normalized and hasattr(loss, "form") and "distance" in str(loss.form):
         raise ValueError("pair weights of a distance-form loss need normalised embeddings "
                          "(normalize=True): only then is the distance a function of S")
+    chunk = _tile_chunk(loss, batch)
+    if chunk is not None:  # the weights of the tiles the engine uses (dmlkit.losses.tiling)
+        from .losses.tiling import tiled_pair_grad
+        ref = (None, None) if batch.in_batch else (batch.ref_embeddings.detach(),
+                                                   batch.ref_labels)
+        S, grad = tiled_pair_grad(loss, batch.embeddings.detach(), batch.labels, *ref, chunk)
+        W = torch.where(batch.pos, -grad, torch.where(batch.neg, grad, torch.zeros_like(grad)))
+        return S, W
     S = batch.S.detach().clone().requires_grad_(True)
     leaf = replace(batch, S=S, embeddings=batch.embeddings.detach(),
                    ref_embeddings=batch.ref_embeddings.detach())
@@ -93,6 +118,7 @@ def pair_weights(loss: PairLoss, embeddings, labels, ref_embeddings=None, ref_la
         normalisation (e.g. the 1/m of eq. 17).
     """
     _require_pair_loss(loss)
+    ref_embeddings, ref_labels = _references(loss, embeddings, ref_embeddings, ref_labels)
     batch = make_batch(torch.as_tensor(embeddings).detach(), labels,
                        None if ref_embeddings is None else torch.as_tensor(ref_embeddings).detach(),
                        ref_labels, normalize=loss.normalize)
@@ -106,6 +132,7 @@ def surrogate(loss: PairLoss, embeddings: torch.Tensor, labels, ref_embeddings=N
     W is computed at the current embeddings and detached; S is recomputed from ``embeddings``
     with gradient, so ``F.backward()`` gives the surrogate's gradient.
     """
+    ref_embeddings, ref_labels = _references(loss, embeddings, ref_embeddings, ref_labels)
     batch = make_batch(embeddings, labels, ref_embeddings, ref_labels, normalize=loss.normalize)
     _, W = pair_weights_from_batch(loss, batch)
     signed = torch.where(batch.pos, -W, W)
@@ -188,10 +215,12 @@ def closed_form_weights(loss: PairLoss, embeddings, labels) -> tuple[torch.Tenso
     (``multi_similarity``, ``raw``, ``vthm``, ``binomial+vthm``, ``raw+semihard``: eq. 15-16 /
     13-14 / 1 on the mined pairs). Each includes the loss's own normalisation (reduction), so
     it must EQUAL :func:`pair_weights`; any other loss or setting raises a ValueError.
-    Embeddings: (B, D); labels: (B,). Returns ``(S, W)`` (B, B) float64.
+    Embeddings: (B, D); labels: (B,). Returns ``(S, W)`` (B, B) float64 ((B, C) for a proxy loss).
     """
     _require_pair_loss(loss)
-    batch = make_batch(torch.as_tensor(embeddings).detach().double(), labels,
+    emb = torch.as_tensor(embeddings).detach().double()
+    ref, ref_labels = _references(loss, emb, None, None)
+    batch = make_batch(emb, labels, None if ref is None else ref.detach(), ref_labels,
                        normalize=loss.normalize)
     return batch.S, loss.closed_form_weights(batch)
 
@@ -216,14 +245,14 @@ def theorem_table(specs: Mapping[str, object] | Sequence[str], embeddings, label
     for label, spec in specs.items():
         name, params = (spec, None) if isinstance(spec, str) else spec
         name, params = str(name), dict(params or {})
-        if name == "osm_caa":
+        if "num_classes" in (_losses.parameters(name) or ()):   # osm_caa, proxy losses
             params.setdefault("num_classes", int(lab.max()) + 1)
             params.setdefault("embedding_dim", emb.shape[1])
         torch.manual_seed(0)
         loss = _losses.build(name, **params).double()
         g_loss, _, diff = theorem_3_1_check(loss, emb, lab)
         _, W = pair_weights(loss, emb, lab)
-        b = make_batch(emb, lab, normalize=loss.normalize)
+        b = make_batch(emb, lab, *_references(loss, emb, None, None), normalize=loss.normalize)
         pairs = b.pos | b.neg
         row = {"loss": label, "max_grad_diff": diff, "max_grad": float(g_loss.abs().max()),
                "min_weight": float(W[pairs].min()),

@@ -34,6 +34,7 @@ import platform
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 import torch
 from IPython.display import display
 
@@ -52,8 +53,7 @@ print(f"python {platform.python_version()}, torch {torch.__version__}, dmlkit {d
 device = train.select_device(DEVICE)
 print("device:", device)
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print("losses:   ", ", ".join(losses.available()))
 print("backbones:", ", ".join(models.available()))
 print("datasets: ", ", ".join(data.available()))
@@ -89,8 +89,7 @@ plt.show()
 # extracted on first use) or pass `download=True` where a direct URL exists. Loading a missing
 # data set raises `DatasetNotFoundError` with these instructions:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 for cls in (data.CUB200, data.Cars196, data.SOP, data.InShop):
     print(f"{cls.title}  ->  <root>/{cls.folder}/   ({cls.homepage})")
     for a in cls.archives:
@@ -127,12 +126,16 @@ table = results.compare_metrics({"untrained": result.initial_test_metrics,
 display(table)
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
 plotting.plot_history(result.history, ["loss"], ax=axes[0])
 axes[0].set_title("training loss")
+axes[0].get_legend().remove()   # one curve: the title says what it is
 plotting.plot_history(result.history, ["val_recall@1", "val_map@r", "test_recall@1",
                                        "test_map@r"], ax=axes[1])
-axes[1].set_title("held-out classes")
+axes[1].set_title("held-out classes (epoch 0: untrained)")
+axes[1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the curves
+for ax in axes:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # whole epochs
 nb.save_fig("curves", fig)
 plt.show()
 

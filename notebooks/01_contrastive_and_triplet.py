@@ -105,8 +105,7 @@ nb.save_fig("landscapes")
 # `pairs.triplet_table` lists every triplet of a small batch; `losses.triplet.triplet_counts` counts them without enumerating
 # (sorted prefix counts). They agree:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 from dmlkit.losses.triplet import triplet_counts
 
 g = torch.Generator().manual_seed(0)

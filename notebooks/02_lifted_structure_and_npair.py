@@ -53,8 +53,7 @@ import torch.nn.functional as F
 #
 # N-pair-mc is a softmax cross-entropy, and the (2+1)-tuplet (one negative) is $\log(1 + e^{f^\top f^- - f^\top f^+})$:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 g = torch.Generator().manual_seed(0)
 anchors, positives = torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(6, 5, generator=g, dtype=torch.float64)
 pair_batch = torch.stack([anchors, positives], 1).reshape(12, 5)          # [a_1, p_1, a_2, p_2, ...]

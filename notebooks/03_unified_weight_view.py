@@ -17,7 +17,8 @@
 # 1. checks Theorem 3.1 numerically for **every** loss of `dmlkit` (`weights.theorem_3_1_check`),
 # 2. draws weight-vs-similarity curves (seed 004, Figure 1) and overlays the closed forms on the autograd weights,
 # 3. looks at the OSM weights, which need real embeddings, and
-# 4. follows the weights of one loss during a short training run.
+# 4. follows the weights of one loss during a short training run, and
+# 5. ends with the **weight explorer**: move $\alpha$, $\beta$, $\lambda$, $\epsilon$ or a margin and watch the curves of section 2 change.
 #
 # `dmlkit.weights.pair_weights(loss, embeddings, labels)` gives $W$ by autograd on a leaf $S$.
 
@@ -52,8 +53,7 @@ from dmlkit import data, losses, plotting, tasks, train, weights
 # eq. 10-11, binomial eq. 13-14, RAW eq. 15-16 on the mined pairs) we also compare the autograd weights with it
 # (`weights.closed_form_weights`, computed independently; triplet weights by brute-force enumeration of the triplets).
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 THEOREM_SPECS = {
     "contrastive (distance)": "contrastive",
     "contrastive (similarity, eq. 5)": ("contrastive", {"form": "similarity"}),
@@ -88,10 +88,10 @@ print(summary.to_string(index=False))
 
 # %%
 # as HTML with a fixed table id (a Styler shows a random id and its memory address): a rerun
-# writes the same notebook
+# writes the same notebook; a loss without a closed form shows n/a, as in the table above
 HTML(theorem.style.set_uuid("theorem").format({
     "max_grad_diff": "{:.1e}", "max_grad": "{:.3f}", "min_weight": "{:.1e}",
-    "active_pairs": "{:.2f}", "closed_form_err": "{:.1e}"}).to_html())
+    "active_pairs": "{:.2f}", "closed_form_err": "{:.1e}"}, na_rep="n/a").to_html())
 
 # %%
 nb.record(theorem_max_grad_diff=float(theorem["max_grad_diff"].max()),
@@ -181,16 +181,22 @@ display(closed_errors)
 # ## 4. How the weights move during training
 #
 # A small CNN is trained with the multi-similarity loss; at a few steps we freeze a probe batch and read its pair weights.
+# The panels share the similarity axis: at step 0 the untrained network maps every glyph to nearly the same direction, so
+# every pair sits at $s \approx 1$ (one column at the right) and VTHM keeps all of them with nearly equal weights; training
+# spreads the similarities out.
 
 # %%
 snapshot_steps = sorted({round(t) for t in np.linspace(0, STEPS, SNAPSHOTS)})
 run = train.train_embedding(task, "multi_similarity", steps=STEPS, seed=SEED, snapshot_steps=snapshot_steps,
                             probe=(task.X[batch_idx], probe_labels), track_mining=True)
-fig, axes = plt.subplots(1, len(snapshot_steps), figsize=(5 * len(snapshot_steps), 3.8), sharey=True)
+fig, axes = plt.subplots(1, len(snapshot_steps), figsize=(5 * len(snapshot_steps), 3.8), sharey=True,
+                         sharex=True)
 active = {}
 for ax, step in zip(np.atleast_1d(axes), snapshot_steps):
     S, W, pos, neg = run.snapshots[step]
-    plotting.plot_pair_weights(S, W, pos, neg, ax=ax, title=f"step {step}")
+    spread = S[pos | neg]
+    title = f"step {step}" + (f" (every s in [{spread.min():.4f}, {spread.max():.4f}])" if step == 0 else "")
+    plotting.plot_pair_weights(S, W, pos, neg, ax=ax, title=title)
     active[step] = {"positive pairs weighted": float((W[pos] > 0).mean()),
                     "negative pairs weighted": float((W[neg] > 0).mean()),
                     "mean positive s": float(S[pos].mean()), "mean negative s": float(S[neg].mean())}
@@ -210,3 +216,38 @@ nb.record(untrained_map_at_r=run.initial_scores["map@r"], trained_map_at_r=run.s
 # As training separates the classes, positive similarities rise and negative ones fall; VTHM then keeps fewer pairs (the share of
 # negative pairs with a non-zero weight drops) and the weight concentrates on the few pairs that still violate the margin. This is
 # the "hard mining for free" view of seed 004: the loss itself moves its attention to informative pairs.
+
+# %% [markdown]
+# ## 5. The weight explorer
+#
+# `dmlkit.explorer.weight_explorer()` draws the curves of section 2 for one loss at a time, with a slider per hyper-parameter
+# (the paper's symbols) and per context pair (the anchor's other similarities, the same defaults as above), computed by the
+# same `weights.weight_curve`. Weights are unscaled here (`scale to max 1` scales them as in section 2). Run the notebook to
+# move the sliders; a page without a live kernel shows the default state as an image. With multi-similarity (VTHM keeps
+# a negative once $s > 0.6 - \epsilon$, the hardest positive minus $\epsilon$, and a positive while $s < 0.4 + \epsilon$):
+#
+# * **move $\beta$**: the swept negative is the only one VTHM keeps here, so its weight is $\sigma(\beta(s - \lambda))$: a
+#   large $\beta$ makes it a step at $s = \lambda$, a small one a ramp;
+# * **move $\lambda$**: shifts that step (and the positive's ramp $\sigma(-\alpha(s - \lambda))$), while the VTHM cut-offs stay;
+# * **move $\alpha$**: the same for the swept positive, $\sigma(-\alpha(s - \lambda))$: a large $\alpha$ keeps every positive
+#   below $\lambda$ at a weight near 1 and drops it sharply at $\lambda$, a small one lowers it gradually;
+# * **move $\epsilon$**: the zero regions shrink: VTHM admits harder-to-separate pairs on both sides;
+# * **move the context**: raise *negative 3* to 0.55: positives up to $s = 0.65$ now get a weight, and a swept negative near
+#   $s = 0.55$ shares its weight with negative 3 (a softmax over the kept negatives) and halves;
+# * **select `binomial`**: no context slider changes anything: binomial deviance weights a pair by its own similarity only.
+#
+# The second row weights the real probe batch of section 4 with the same loss and sliders (`weights.pair_weights`): untrained,
+# every pair sits at $s \approx 1$; after training, raise $\epsilon$ and watch VTHM admit more of the batch's pairs.
+#
+# (`tests/test_explorer.py` checks each of these statements on the curves.)
+
+# %%
+from dmlkit.explorer import weight_explorer
+
+# the second row: the probe batch of section 4 before and after training, weighted by the loss at the sliders' values
+trained_emb = tasks.embed(run.model, task.X[batch_idx]).double()
+explorer = weight_explorer("multi_similarity", points=CURVE_POINTS,
+                           batches={"untrained": (probe_emb, probe_labels),
+                                    f"after {STEPS} steps": (trained_emb, probe_labels)})
+nb.save_fig("explorer", explorer.figure())
+display(explorer)   # live sliders; where widgets cannot run, the default state as an image

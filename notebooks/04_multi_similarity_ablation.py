@@ -46,8 +46,7 @@ from dmlkit import losses, miners, results, tasks, weights
 # One anchor with positives at $s = 0.9, 0.5$ and negatives at $s = 0.55, 0.45, 0.3$. The hardest positive is 0.5, so negatives
 # above $0.5 - 0.1 = 0.4$ are kept; the hardest negative is 0.55, so positives below $0.55 + 0.1 = 0.65$ are kept:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 S_demo = torch.tensor([[0.9, 0.5, 0.55, 0.45, 0.3]])
 pos_demo = torch.tensor([[True, True, False, False, False]])
 pos_keep, neg_keep = miners.vthm(S_demo, pos_demo, ~pos_demo, epsilon=0.1)

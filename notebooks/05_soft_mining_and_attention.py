@@ -51,8 +51,7 @@ from dmlkit import data, losses, pairs, plotting, tasks
 # Two classes in the plane, class 0 around $0^\circ$ and class 1 around $90^\circ$, plus one point **labelled 0 that lies among class 1**.
 # The centres are set to the class means of the clean points.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 angles = torch.tensor([-0.2, 0.0, 0.2, 1.37, 1.57, 1.77, 1.6])          # radians; the last one is the outlier
 toy = torch.stack([torch.cos(angles), torch.sin(angles)], 1).double()
 toy_labels = torch.tensor([0, 0, 0, 1, 1, 1, 0])

@@ -44,8 +44,7 @@ from dmlkit import data, evaluate, plotting, tasks
 #
 # Twelve 2-D points of three classes, small enough to check by hand.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 toy_x = np.array([[1.0, 0.1], [0.9, 0.3], [1.0, -0.2], [0.7, 0.7],
                   [0.1, 1.0], [-0.2, 1.0], [0.4, 0.9], [0.95, 0.2],
                   [-1.0, -0.1], [-0.8, -0.6], [-0.9, 0.4], [0.2, -1.0]])
@@ -141,6 +140,15 @@ pixels = np.stack([im.numpy().ravel() for im in images])
 labels = np.asarray(glyphs.labels)
 glyph_metrics = evaluate.evaluate(pixels, labels, metrics=evaluate.METRICS, ks=(1, 2, 4, 8), seed=SEED)
 pd.Series(glyph_metrics).round(3).to_frame("raw pixels")
+
+# %% [markdown]
+# Reading the rows: `precision@K` is the share of same-class items among the $K$ nearest neighbours (not Recall@K's "at
+# least one"). **`vrf_neg1` and `vrf_neg71` are the verification accuracy of the N-pair paper (seed 002) with 1 and with 71
+# negatives**: each query gets one random same-class item and `neg` random other-class items, and succeeds when the
+# same-class item is the most similar of them; chance is $1/(\text{neg}+1)$, i.e. 0.5 and 0.014 (`evaluate`'s default
+# `vrf_negs=(1, 71)`, the paper's two settings; a query needs at least `neg` items of other classes).
+# `cmc@k` and `map` are the re-identification metrics (seed 003): with the queries searching the same set, CMC@k is
+# Recall@k, and `map` averages precision over the whole ranking, where MAP@R stops after $R$.
 
 # %%
 gallery = plotting.retrieval_gallery(pixels, labels, queries=GALLERY_QUERIES, k=GALLERY_K, seed=SEED)

@@ -53,8 +53,7 @@ print(f"{len(published)} published numbers from {published['paper'].nunique()} s
 #
 # Every source, data set and metric the papers report (counts of numbers):
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 pd.crosstab([published["paper"], published["dataset"]], published["metric"]
             .where(published["metric"].isin(METRICS), "other"))
 

@@ -5,6 +5,8 @@ from dmlkit import losses
 #: constructor arguments for losses that need more than their defaults
 LOSS_KWARGS = {
     "osm_caa": dict(num_classes=8, embedding_dim=6),
+    "proxy_anchor": dict(num_classes=8, embedding_dim=6),
+    "proxy_nca": dict(num_classes=8, embedding_dim=6),
 }
 
 

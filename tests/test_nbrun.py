@@ -63,10 +63,19 @@ def test_clean_notebook_strips_machine_and_run_traces(tmp_path):
         "papermill": {"start_time": "now"}, "jupytext": {"formats": "ipynb,py:percent"},
         "kernelspec": {"name": "python3", "display_name": "Python 3 (dmlkit)"},
         "language_info": {"name": "python", "version": "3.11.9"}})
+    explorer = new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "def", "version_major": 2},
+        "image/png": "iVBORw0KGgo=", "text/plain": "WeightExplorer(loss='ms')"})
+    code.outputs.append(explorer)
     clean = nbrun.clean_notebook(nb)
-    assert clean.metadata == {"kernelspec": nbrun.KERNELSPEC, "language_info": {"name": "python"}}
+    # the kernel's language_info stays whole: JupyterLab opens the notebook unmodified
+    assert clean.metadata == {"kernelspec": nbrun.KERNELSPEC,
+                              "language_info": {"name": "python", "version": "3.11.9"}}
     assert [c.id for c in clean.cells] == ["cell-0", "cell-1"]
-    assert clean.cells[1].metadata == {} and clean.cells[1].outputs == [text]
+    # tqdm's widget goes; a widget with a static image keeps the image for pages without widgets
+    static = new_output("display_data", data={"image/png": "iVBORw0KGgo=",
+                                              "text/plain": "WeightExplorer(loss='ms')"})
+    assert clean.cells[1].metadata == {} and clean.cells[1].outputs == [text, static]
     assert clean.cells[1].execution_count == 4
     first = nbrun.write_notebook(clean, tmp_path / "a.ipynb").read_text()
     again = nbrun.clean_notebook(nbformat.reads(first, as_version=4))
@@ -107,7 +116,7 @@ def test_setup_writes_next_to_the_working_directory(tmp_path, monkeypatch):
     plt.plot([0, 1])
     assert nb.save_fig("line") is None  # nothing echoed into the committed outputs
     plt.close("all")
-    nb.record(value=1.5)
+    assert nb.record(value=1.5) is None  # a cell ending in nb.record echoes nothing
     assert (tmp_path / "figures" / "97_here_line.png").stat().st_size > 0
     assert json.loads((tmp_path / "results" / "97_here.json").read_text()) == {"value": 1.5}
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["97_here_line.png"]

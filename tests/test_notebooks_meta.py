@@ -38,7 +38,10 @@ def test_notebook_conventions(source):
     assert (nb.nbformat, nb.nbformat_minor) == (4, 5)
     assert set(nb.metadata) <= {"kernelspec", "language_info"}, (
         "no widget state, papermill or jupytext metadata")
-    assert "version" not in nb.metadata.get("language_info", {})
+    # the kernel's language_info, version included: without it JupyterLab rewrites it when the
+    # kernel starts and marks the notebook modified as soon as it opens
+    assert re.fullmatch(r"\d+\.\d+\.\d+", nb.metadata["language_info"].get("version", "")), (
+        "no Python version in language_info: run `make notebooks`")
     assert [c.id for c in nb.cells] == [f"cell-{i}" for i in range(len(nb.cells))]
     for c in nb.cells:
         assert set(c.metadata) <= {"tags"}, c.metadata
@@ -59,6 +62,8 @@ def test_notebook_conventions(source):
             f"stderr in the outputs: {out.text[:300]}")
         assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {})
         assert "Warning" not in output_text(out), f"a warning: {output_text(out)[:300]}"
+        assert not re.search(r"\d+%\|", output_text(out)), (
+            f"a progress bar frozen in the outputs: {output_text(out)[:300]}")
     for needle in (str(REPO), "/home/", "/tmp/", "site-packages", "PosixPath"):
         assert needle not in text, f"{needle!r} in the committed notebook"
     # nbformat-normalised: cleaning and writing again changes nothing (JupyterLab opens it clean)

@@ -97,9 +97,6 @@ TINY_GLYPHS = {"num_classes": 16, "images_per_class": 10, "difficulty": 0.3}
 TINY_GLYPH_TRAINING = {"EPOCHS": 2, "ITERATIONS_PER_EPOCH": 30, "P": 8, "K": 4,
                        "EMBEDDING_DIM": 16}
 
-TINY_ADVERSARIAL = {"DATASET": "digits", "FEATURES": "pixels", "DATASET_KWARGS": {},
-                    "EPOCHS": 5, "WARMUP_EPOCHS": 2, "GENERATOR_EPOCHS": 1,
-                    "BATCHES_PER_EPOCH": 4, "P": 5, "K": 4, "RECORD_PER_EPOCH": 24}
 
 
 def test_00_quickstart(tmp_path):
@@ -199,21 +196,63 @@ def test_10_results_vs_papers(tmp_path, with_runs):
     assert res["n_differences"] == (n_cub_papers if with_runs else 0)
 
 
+TINY_COMPARISON = {"SEEDS": [0, 1], "EPOCHS": 3, "WARMUP_EPOCHS": 1, "BATCHES_PER_EPOCH": 3,
+                   "P": 4, "K": 3, "EMBEDDING_DIM": 16, "RECORD_PER_EPOCH": 16,
+                   "DATASET_KWARGS": {"num_classes": 10, "images_per_class": 6, "size": 16}}
+
+
+def _check_fair_summary(summary, methods):
+    rows = {r["run"]: r for r in summary}
+    for preset in ("dmlkit", "official", "pml"):
+        control = rows[f"control/{preset}"]
+        assert control["seeds"] == 2 and control["recall@1 verdict"] == ""
+        for m in methods:
+            run = rows[f"{m}/{preset}"]
+            # the pair differs in the generator only: same steps, same number of negatives
+            assert run["steps"] == control["steps"]
+            assert run["negatives"] == control["negatives"].replace("real", "synthetic")
+            assert run["recall@1 verdict"] in ("higher on every seed", "lower on every seed",
+                                               "mixed across seeds")
+            assert run["probe_accuracy"] > 0.5 and control["probe_accuracy"] <= 0.75
+    return rows
+
+
 def test_06_adversarial_hard_negatives(tmp_path):
-    res = run_tiny("06_adversarial_hard_negatives", {**TINY_ADVERSARIAL,
-                                                    "LOSSES": ["triplet"]}, tmp_path)
-    # generated negatives are harder than the real ones they were made from
-    assert res["mean_d_synthetic"] < res["mean_d_real"]
-    assert res["share_harder"] > 0.5
-    methods = {r["method"] for r in res["comparison"]}
-    assert methods == {"metric", "daml"}
+    res = run_tiny("06_adversarial_hard_negatives", TINY_COMPARISON, tmp_path)
+    rows = _check_fair_summary(res["summary"], ("daml",))
+    assert rows["metric/every negative"]["negatives"] == "every batch negative"
+    assert 0.0 <= res["share_harder"] <= 1.0 and res["recorded_preset"] == "official"
+    # the saved benchmark: every design with DAML and DAML+SP, 3 seeds
+    assert {r["run"] for r in res["benchmark"]} >= {"daml+sp/official", "control/pml"}
+    assert all(r["seeds"] == 3 for r in res["benchmark"])
 
 
 def test_07_synthetic_positives(tmp_path):
-    res = run_tiny("07_synthetic_positives", {**TINY_ADVERSARIAL, "LOSSES": ["triplet"]},
-                   tmp_path)
-    for method in ("daml", "daml_sp"):
-        assert res[f"{method}_mean_d_synthetic"] < res[f"{method}_mean_d_real"]
-    # the synthetic positive lies between anchor and positive
-    assert res["feature_d_synthetic_positive"] < res["feature_d_positive"]
-    assert {r["method"] for r in res["comparison"]} == {"metric", "daml", "daml+sp"}
+    res = run_tiny("07_synthetic_positives", TINY_COMPARISON, tmp_path)
+    rows = _check_fair_summary(res["summary"], ("daml+sp",))
+    assert rows["daml+sp/official"]["alpha_sign"] == 1 == rows["daml+sp/pml"]["alpha_sign"]
+    assert rows["daml+sp/dmlkit"]["alpha_sign"] == -1
+    assert res["feature_d_positive"] > 0 and res["feature_d_synthetic_positive"] > 0
+
+
+def test_12_memory_and_proxies(tmp_path):
+    r = run_tiny("12_memory_and_proxies",
+                 {**TASK, "SEEDS": [0], "MEMORY_SIZES": [0, 128], "START_ITERATION": 5}, tmp_path)
+    scores = {k[len("map_at_r["):-1]: v for k, v in r.items() if k.startswith("map_at_r[")}
+    assert set(scores) == {"MS, memory 0", "MS, memory 128", "Proxy-Anchor"}
+    assert scores["MS, memory 0"] > r["untrained_map_at_r"] + 0.05
+    assert scores["MS, memory 128"] > r["untrained_map_at_r"] + 0.05
+    assert r["min_weight"] >= 0.0 and 0.0 < r["pos_weight_share"] < 1.0
+
+
+def test_11_batches_beyond_memory(tmp_path):
+    r = run_tiny("11_batches_beyond_memory", {"SIZES": [64, 128], "DIM": 16, "CHUNK": 48,
+                                              "RUN_PML": False, "WEIGHT_B": 30,
+                                              "WEIGHT_CHUNK": 7}, tmp_path)
+    # the tiled weights, value and gradient are the dense ones
+    assert r["weights_weight_max"] > 0
+    assert r["weights_weight_max_abs_diff"] <= 1e-12 * r["weights_weight_max"]
+    assert r["weights_value_rel_diff"] <= 1e-12 and r["weights_grad_rel_diff"] <= 1e-12
+    assert {(row["impl"], row["B"]) for row in r["sweep"]} == {
+        (i, b) for i in ("dense", "tiled") for b in (64, 128)}
+    assert all(row["time_s"] > 0 for row in r["sweep"])

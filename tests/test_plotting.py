@@ -71,3 +71,21 @@ def test_project_2d_without_warnings_on_repeated_points():
     assert np.allclose(plotting.project_2d(x, "pca"), PCA(2, random_state=0).fit_transform(x))
     with pytest.raises(ValueError, match="umap"):
         plotting.project_2d(x, "mds")
+
+
+def test_plot_comparison_bars_are_the_seed_means():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    frame = pd.DataFrame({"run": ["control/a"] * 3 + ["daml/a"] * 3 + ["ref"] * 3,
+                          "control": [None] * 3 + ["control/a"] * 3 + [None] * 3,
+                          "recall@1": [0.1, 0.2, 0.3, 0.2, 0.4, 0.6, 0.5, 0.5, 0.5]})
+    ax = plotting.plot_comparison(frame, "recall@1")
+    heights = [round(b.get_height(), 9) for b in ax.patches]
+    assert heights == [20.0, 40.0, 50.0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["control/a", "daml/a", "ref"]
+    hatches = [b.get_hatch() for b in ax.patches]
+    assert hatches == ["//", None, None]                 # the control is hatched
+    assert ax.patches[0].get_facecolor()[:3] == ax.patches[1].get_facecolor()[:3]
+    assert ax.patches[2].get_facecolor()[:3] != ax.patches[1].get_facecolor()[:3]
+    plt.close(ax.figure)

@@ -79,6 +79,8 @@ Modules: :mod:`~dmlkit.adversarial.generators` (the networks),
 training engine :class:`dmlkit.train.Trainer`), :mod:`~dmlkit.adversarial.fitting`
 (:func:`fit_adversarial`, :func:`fit_adversarial_images`),
 :mod:`~dmlkit.adversarial.presets`, :mod:`~dmlkit.adversarial.diagnostics`,
+:mod:`~dmlkit.adversarial.comparison` (each design next to its control, the same run with
+``generator="identity"``: fair comparisons over seeds, and the saved benchmark table),
 :mod:`~dmlkit.adversarial.runs` (runs on frozen backbone features, shaped like ``fit``'s).
 
 >>> import torch
@@ -97,6 +99,7 @@ from .diagnostics import TrainingDiagnostics, collapse, hardness, output_norm, s
 from .fitting import PRESET, fit_adversarial, fit_adversarial_images
 from .generators import (
     HardNegativeGenerator,
+    IdentityGenerator,
     LinearEmbedding,
     MetricHead,
     SyntheticPositiveGenerator,
@@ -133,6 +136,7 @@ __all__ = [
     "AdversarialRun",
     "AdversarialTrainer",
     "HardNegativeGenerator",
+    "IdentityGenerator",
     "LinearEmbedding",
     "MetricHead",
     "NegativeRecorder",

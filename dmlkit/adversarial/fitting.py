@@ -30,6 +30,7 @@ from .._checks import check_labels
 from .diagnostics import TrainingDiagnostics
 from .generators import (
     HardNegativeGenerator,
+    IdentityGenerator,
     LinearEmbedding,
     MetricHead,
     SyntheticPositiveGenerator,
@@ -82,14 +83,16 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
                     preset: str = "dmlkit", loss_kwargs: dict | None = None,
                     head=PRESET, embedding_dim: int = 64, head_hidden=PRESET,
                     head_init=PRESET, trunk: nn.Module | None = None, feature_trunk=PRESET,
-                    space: str = "feature", generator_hidden=PRESET, generator_out=PRESET,
-                    generator_init_std=PRESET, normalize_synthetic=PRESET, epochs: int = 30,
+                    space: str = "feature", generator: str = "mlp", generator_hidden=PRESET,
+                    generator_out=PRESET, generator_init_std=PRESET,
+                    normalize_synthetic=PRESET, epochs: int = 30,
                     warmup_epochs: int = 10, generator_epochs=PRESET, lr=PRESET,
                     generator_lr_factor=PRESET, trunk_lr_factor=PRESET, weight_decay=PRESET,
                     weight_decay_on=PRESET, lambda1=PRESET, lambda2=PRESET, lam=PRESET,
                     alpha=PRESET, alpha_sign=PRESET, negatives_per_anchor=PRESET,
                     keep_real_negatives=PRESET, generator_metric_grad=PRESET, routing=PRESET,
-                    warmup=PRESET, metric_triples=PRESET, real_weight=PRESET,
+                    warmup=PRESET, metric_triples=PRESET, warmup_triples=PRESET,
+                    real_weight=PRESET,
                     generator_weight=PRESET, triplet_scheme: str = "auto", P: int = 8,
                     K: int = 4, batches_per_epoch: int | None = None, seed: int = 0,
                     recorder: NegativeRecorder | None = None, diagnostics: bool = False,
@@ -125,12 +128,17 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
     "embedding_dim"; ``head_init``: "default" or "identity"); trunk: a trainable module
     before the head (its output is where the generator reads, ``space="feature"``), or, with
     ``feature_trunk="linear"`` and no trunk, :class:`LinearEmbedding` ``D -> embedding_dim``;
-    generator ``generator_hidden`` widths, ``generator_out`` None / "relu",
-    ``generator_init_std``, ``normalize_synthetic``. Optimisation: Adam, head at ``lr``,
+    generator "mlp" (DAML's: ``generator_hidden`` widths, ``generator_out`` None / "relu",
+    ``generator_init_std``, ``normalize_synthetic``) or "identity"
+    (:class:`IdentityGenerator`: ``G(a, p, n) = n``, and ``g+ = p`` for DAML+SP, without
+    parameters or generator objective: the fair control, which runs the method's schedule,
+    triples, ``J_m``, routing and optimisers with the real negative where DAML puts the
+    synthetic one; :mod:`dmlkit.adversarial.comparison`). Optimisation: Adam, head at ``lr``,
     generator at ``lr * generator_lr_factor``, trunk at ``lr * trunk_lr_factor``,
     ``weight_decay`` on the head's optimiser ("head") or on every one ("all"). Objective:
     ``lambda1``, ``lambda2``, ``alpha``, ``alpha_sign``, ``lam``, ``generator_weight``,
-    ``real_weight``, ``routing``, ``metric_triples``, ``negatives_per_anchor`` (synthetic
+    ``real_weight``, ``routing``, ``metric_triples``, ``warmup_triples``,
+    ``negatives_per_anchor`` (synthetic
     negatives per anchor; "auto" = 1 for triplet / contrastive losses, all of the anchor's
     batch negatives otherwise), ``keep_real_negatives``, ``generator_metric_grad``: see
     :class:`AdversarialTrainer` and the package docstring.
@@ -184,16 +192,25 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
     head_mod = _build_head(st, x_all, trunk, embedding_dim)
     gen_dim = (head_mod.in_dim if hasattr(head_mod, "in_dim") else x_all.shape[1]) \
         if space == "feature" else embedding_dim
-    generator = positive_generator = None
+    if generator not in ("mlp", "identity"):
+        raise ValueError(f"unknown generator {generator!r}; known: 'mlp', 'identity'")
+    if generator == "identity" and method == "metric":
+        raise ValueError("generator='identity' is the control of 'daml' / 'daml+sp' (the "
+                         "'metric' method has no generator)")
+    gen_net = positive_generator = None
     gen_kw = dict(out_activation=st["generator_out"], init_std=st["generator_init_std"],
                   normalize_output=st["normalize_synthetic"])
-    if method in ("daml", "daml+sp"):
-        generator = HardNegativeGenerator(gen_dim, st["generator_hidden"], **gen_kw)
-    if method == "daml+sp":
-        positive_generator = SyntheticPositiveGenerator(gen_dim, st["generator_hidden"],
-                                                        **gen_kw)
+    if generator == "identity":
+        gen_net = IdentityGenerator(gen_dim)
+        if method == "daml+sp":
+            positive_generator = IdentityGenerator(gen_dim, role="positive")
+    elif method in ("daml", "daml+sp"):
+        gen_net = HardNegativeGenerator(gen_dim, st["generator_hidden"], **gen_kw)
+        if method == "daml+sp":
+            positive_generator = SyntheticPositiveGenerator(gen_dim, st["generator_hidden"],
+                                                            **gen_kw)
     dev = torch.device(device)
-    for m in (head_mod, generator, positive_generator, trunk, loss_mod):
+    for m in (head_mod, gen_net, positive_generator, trunk, loss_mod):
         if m is not None:
             m.to(dev)
     margin = next((float(getattr(loss_mod, k)) for k in ("margin", "lam")
@@ -205,14 +222,15 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
         diag = TrainingDiagnostics(x_all, y_all, margin=margin or 0.0, seed=seed,
                                    squared=getattr(loss_mod, "form", "") == "squared_distance")
     trainer = AdversarialTrainer(
-        loss_mod, head_mod, generator, positive_generator, trunk, space=space, lr=st["lr"],
+        loss_mod, head_mod, gen_net, positive_generator, trunk, space=space, lr=st["lr"],
         generator_lr_factor=st["generator_lr_factor"], trunk_lr_factor=st["trunk_lr_factor"],
         lambda1=st["lambda1"], lambda2=st["lambda2"], lam=st["lam"], alpha=st["alpha"],
         alpha_sign=st["alpha_sign"], negatives_per_anchor=npa,
         keep_real_negatives=st["keep_real_negatives"],
         generator_metric_grad=st["generator_metric_grad"], weight_decay=st["weight_decay"],
         recorder=recorder, seed=seed, triplet_scheme=triplet_scheme, routing=st["routing"],
-        metric_triples=st["metric_triples"], real_weight=st["real_weight"],
+        metric_triples=st["metric_triples"], warmup_triples=st["warmup_triples"],
+        real_weight=st["real_weight"],
         generator_weight=st["generator_weight"], weight_decay_on=st["weight_decay_on"],
         diagnostics=diag)
     phases = phase_schedule(method, epochs, warmup_epochs, st["generator_epochs"],
@@ -220,16 +238,18 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
     if "warmup" in phases and trunk is None:
         raise ValueError("warmup='trunk' trains the trunk alone: give a trunk or "
                          "feature_trunk='linear'")
+    n_batches = batches_per_epoch or max(1, math.ceil(len(y_all) / (P * K)))
     config = {"loss": loss_name, "loss_kwargs": dict(loss_kwargs or {}), "method": method,
-              "preset": preset, "epochs": epochs, "warmup_epochs": warmup_epochs,
+              "preset": preset, "generator": generator, "epochs": epochs,
+              "warmup_epochs": warmup_epochs,
               "embedding_dim": embedding_dim, "space": space, "P": P, "K": K, "seed": seed,
               "trunk": type(trunk).__name__ if trunk is not None else None,
               **{k: v for k, v in st.items() if k != "triplet_loss_kwargs"},
-              "negatives_per_anchor": npa}
-    result = AdversarialResult(head_mod, generator, positive_generator, trunk, loss_mod,
+              "negatives_per_anchor": npa, "batches_per_epoch": n_batches,
+              "steps": n_batches * len(phases)}
+    result = AdversarialResult(head_mod, gen_net, positive_generator, trunk, loss_mod,
                                config=config, recorder=recorder,
                                use_head=any(p != "warmup" for p in phases))
-    n_batches = batches_per_epoch or max(1, math.ceil(len(y_all) / (P * K)))
     return trainer.fit(x_all, y_all, phases, P=P, K=K, batches_per_epoch=n_batches, seed=seed,
                        result=result, eval_features=eval_features, eval_labels=eval_labels,
                        eval_every=eval_every, eval_kwargs=eval_kwargs, device=dev,
@@ -287,7 +307,10 @@ def fit_adversarial_images(dataset: str = "glyphs", loss: str | nn.Module = "tri
     images = {}
     for split in ("train", "test") if evaluate else ("train",):
         ds = data.load_dataset(dataset, split, **kw)
-        xs = torch.stack([torch.as_tensor(ds[i][0]) for i in range(len(ds))]).float()
+        if isinstance(getattr(ds, "images", None), torch.Tensor) and ds.transform is None:
+            xs = ds.images.float()                       # in-memory images: no per-item copy
+        else:
+            xs = torch.stack([torch.as_tensor(ds[i][0]) for i in range(len(ds))]).float()
         images[split] = (xs, torch.as_tensor(np.asarray(ds.labels), dtype=torch.int64))
     x_tr, y_tr = images["train"]
     torch.manual_seed(int(settings.get("seed", 0)))

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["HardNegativeGenerator", "LinearEmbedding", "MetricHead", "SyntheticPositiveGenerator"]
+__all__ = ["HardNegativeGenerator", "IdentityGenerator", "LinearEmbedding", "MetricHead",
+           "SyntheticPositiveGenerator"]
 
 
 def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -97,6 +98,33 @@ class SyntheticPositiveGenerator(HardNegativeGenerator):
 
     forward(anchor (T, D), positive (T, D), negative (T, D)) -> synthetic positive (T, D).
     """
+
+
+class IdentityGenerator(nn.Module):
+    """The control of a fair comparison: ``G(a, p, n) = n`` (``role="negative"``) or
+    ``G(a, p, n) = p`` (``role="positive"``), no parameters, no objective.
+
+    ``fit_adversarial(..., generator="identity")`` runs DAML's (or DAML+SP's) schedule,
+    triples, ``J_m``, routing and optimisers with this generator: the metric then learns from
+    the real negative (and positive) exactly where DAML puts the synthetic one, so the
+    difference to DAML is the generator and nothing else (same negatives per anchor, same
+    steps, same learning rates).
+    """
+
+    is_identity = True
+
+    def __init__(self, dim: int, role: str = "negative"):
+        super().__init__()
+        if role not in ("negative", "positive"):
+            raise ValueError(f"role must be 'negative' or 'positive', got {role!r}")
+        self.dim, self.role = int(dim), role
+
+    def forward(self, anchor: torch.Tensor, positive: torch.Tensor,
+                negative: torch.Tensor) -> torch.Tensor:
+        return negative if self.role == "negative" else positive
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, role={self.role!r}"
 
 
 class MetricHead(nn.Module):

@@ -41,10 +41,16 @@ For losses other than triplet the loss keeps its own defaults.
 synthetic negative) triples with ``lam = 0.1`` ("synth_loss"), and the generator's
 ``J_adv``, ``J_hard``, ``J_reg`` with weight 0.1 each (``generator_weight = 0.1`` times
 ``J_hard + lambda1 J_reg + lambda2 J_adv``, lambda1 = lambda2 = 1: "g_adv_loss",
-"g_hard_loss", "g_reg_loss"); one backward of the weighted sum (full routing); the rest as
-``"dmlkit"``. Deviations: ``J_hard`` / ``J_reg`` stay DAML's squared distances (PML, as
-recalled and not checked against its source here, uses the mean squared error of the
-L2-normalised vectors) and ``J_adv`` DAML's hinge.
+"g_hard_loss", "g_reg_loss"); one backward of the weighted sum (full routing); the
+warm-up ("metric alone" epochs) on the loss of the real batch (``warmup_triples="batch"``),
+as PML's ``metric_alone_epochs`` train ``metric_loss`` alone; the rest as ``"dmlkit"``.
+Read in PML 2.9's ``trainers/deep_adversarial_metric_learning.py``. Deviations: PML's
+``g_hard_loss`` / ``g_reg_loss`` are the mean squared errors of the L2-normalised synthetic
+negative and anchor / negative, dmlkit keeps DAML's squared distances; PML's ``g_adv_loss``
+is any loss the user configures, dmlkit uses DAML's hinge; PML draws its triples with
+``convert_to_triplets(t_per_anchor=...)``, dmlkit with :func:`sample_triplets` (one per
+anchor); PML has no warm-up by default (``metric_alone_epochs=0``), the warm-up epochs stay
+a run setting here.
 
 DAML+SP (``method="daml+sp"``): the same presets, with seed 001's ``+ alpha`` hinge
 (``alpha_sign=+1``) in "official" and "pml"; "dmlkit" keeps ``alpha_sign=-1`` for both methods
@@ -73,7 +79,8 @@ _DMLKIT = {
     "weight_decay_on": "head", "lambda1": 1.0, "lambda2": 1.0, "lam": 1.0, "alpha": 1.0,
     "alpha_sign": -1, "negatives_per_anchor": "auto", "keep_real_negatives": False,
     "generator_metric_grad": False, "routing": "separate", "warmup": "head",
-    "metric_triples": "batch", "real_weight": 0.0, "generator_weight": 1.0,
+    "metric_triples": "batch", "warmup_triples": "batch", "real_weight": 0.0,
+    "generator_weight": 1.0,
     "triplet_loss_kwargs": None,
 }
 
@@ -86,6 +93,7 @@ PRESETS: dict[str, dict] = {
         generator_out="relu", generator_init_std=0.02, generator_epochs=0, lr=1e-4,
         weight_decay=1.09e-3, weight_decay_on="all", lam=0.5, lambda2=0.5,
         negatives_per_anchor=1, routing="full", warmup="trunk", metric_triples="sampled",
+        warmup_triples="sampled",
         triplet_loss_kwargs={"margin": 1.0, "form": "squared_distance", "mining": "all",
                              "reduction": "mean", "normalize": False}),
     "pml": dict(_DMLKIT, lam=0.1, generator_weight=0.1, real_weight=1.0, routing="full",

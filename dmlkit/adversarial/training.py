@@ -158,10 +158,12 @@ class AdversarialTrainer(Trainer):
     inputs as constants) or "full" (official, PML: one backward of ``generator_weight *
     (J_gen + J+_gen) + lam * J_m + real_weight * J_m_real``, nothing detached);
     metric_triples="batch" (``J_m`` keeps every real positive of an anchor) or "sampled"
-    (``J_m`` on the sampled (anchor, positive, negative) triples only; also in the metric and
-    warm-up phases, with the real negatives); real_weight: weight of ``J_m_real``, the loss
-    on the real batch (PML's "metric_loss"; 0: not computed); weight_decay_on: "head" (the
-    metric optimiser only) or "all" (every optimiser, official).
+    (``J_m`` on the sampled (anchor, positive, negative) triples only); warmup_triples: what
+    the warm-up and metric-only phases train on, "batch" (the loss of the real batch) or
+    "sampled" (the sampled real triples), default: as ``metric_triples``; real_weight:
+    weight of ``J_m_real``, the loss on the real batch (PML's "metric_loss"; 0: not
+    computed); weight_decay_on: "head" (the metric optimiser only) or "all" (every optimiser,
+    official).
 
     Overridden stages: :meth:`zero_grad`, :meth:`compute_loss`, :meth:`backward`,
     :meth:`step_optimizers` and :meth:`after_step` (recorder, diagnostics) for the step;
@@ -178,7 +180,8 @@ class AdversarialTrainer(Trainer):
                  keep_real_negatives: bool = False, generator_metric_grad: bool = False,
                  weight_decay: float = 0.0, recorder: NegativeRecorder | None = None,
                  seed: int = 0, triplet_scheme: str = "auto", routing: str = "separate",
-                 metric_triples: str = "batch", real_weight: float = 0.0,
+                 metric_triples: str = "batch", warmup_triples: str | None = None,
+                 real_weight: float = 0.0,
                  generator_weight: float = 1.0, weight_decay_on: str = "head",
                  diagnostics=None):
         if space not in ("feature", "embedding"):
@@ -189,6 +192,8 @@ class AdversarialTrainer(Trainer):
             raise ValueError("a positive generator needs a negative generator")
         for name, value, known in (("routing", routing, ("separate", "full")),
                                    ("metric_triples", metric_triples, ("batch", "sampled")),
+                                   ("warmup_triples", warmup_triples,
+                                    (None, "batch", "sampled")),
                                    ("weight_decay_on", weight_decay_on, ("head", "all"))):
             if value not in known:
                 raise ValueError(f"unknown {name} {value!r}; known: {', '.join(known)}")
@@ -210,6 +215,7 @@ class AdversarialTrainer(Trainer):
         self.keep_real_negatives = bool(keep_real_negatives)
         self.generator_metric_grad = bool(generator_metric_grad)
         self.routing, self.metric_triples = routing, metric_triples
+        self.warmup_triples = warmup_triples or metric_triples
         self.real_weight, self.generator_weight = float(real_weight), float(generator_weight)
         self.recorder, self.diagnostics = recorder, diagnostics
         self.normalize = bool(getattr(loss, "normalize", True))
@@ -275,8 +281,8 @@ class AdversarialTrainer(Trainer):
         emb = x if self.phase == "warmup" else self.head(x)
         full = self.routing == "full"
         if self.phase in ("warmup", "metric"):
-            if self.metric_triples == "batch":
-                return {"J_m": self.loss(emb, labels)}
+            if self.warmup_triples == "batch":   # PML's "metric_loss" when it has a weight
+                return {"J_m_real" if self.real_weight > 0 else "J_m": self.loss(emb, labels)}
             a, p, n = self._sampled_triples(labels)
             if a.numel() == 0:
                 return None
@@ -293,22 +299,25 @@ class AdversarialTrainer(Trainer):
         gen_objective = 0.0
         pos_for_neg = xp
         g_pos = None
+        identity = getattr(self.generator, "is_identity", False)   # the fair control
         if self.positive_generator is not None:
             g_pos = self.positive_generator(xa, xp, xn)
-            jp = synthetic_positive_objective(xa, xp, g_pos, lambda1=self.lambda1)
-            gen_objective = jp["total"]
-            terms["J+_gen"] = jp["total"]
+            if not identity:
+                jp = synthetic_positive_objective(xa, xp, g_pos, lambda1=self.lambda1)
+                gen_objective = jp["total"]
+                terms["J+_gen"] = jp["total"]
             pos_for_neg = g_pos if full else g_pos.detach()
         syn = self.generator(xa, pos_for_neg, xn)
-        jg = generator_objective(xa, pos_for_neg, xn, syn, self._metric, lambda1=self.lambda1,
-                                 lambda2=self.lambda2, alpha=self.alpha,
-                                 alpha_sign=self.alpha_sign)
-        gen_objective = gen_objective + jg["total"]
-        if self.generator_weight != 1.0:
-            gen_objective = self.generator_weight * gen_objective
-        terms.update({name: jg[key] for name, key in
-                      (("J_gen", "total"), ("J_hard", "hard"), ("J_reg", "reg"),
-                       ("J_adv", "adv"))})
+        if not identity:
+            jg = generator_objective(xa, pos_for_neg, xn, syn, self._metric,
+                                     lambda1=self.lambda1, lambda2=self.lambda2,
+                                     alpha=self.alpha, alpha_sign=self.alpha_sign)
+            gen_objective = gen_objective + jg["total"]
+            if self.generator_weight != 1.0:
+                gen_objective = self.generator_weight * gen_objective
+            terms.update({name: jg[key] for name, key in
+                          (("J_gen", "total"), ("J_hard", "hard"), ("J_reg", "reg"),
+                           ("J_adv", "adv"))})
         through = full or (self.phase == "joint" and self.generator_metric_grad)
         syn_in = syn if through else syn.detach()
         syn_emb = self.head(syn_in) if self.space == "feature" else syn_in
@@ -324,7 +333,7 @@ class AdversarialTrainer(Trainer):
         return terms
 
     def _metric_objective(self, terms: dict) -> torch.Tensor:
-        jm = self.lam * terms["J_m"]
+        jm = self.lam * terms["J_m"] if "J_m" in terms else 0.0
         if "J_m_real" in terms:
             jm = jm + self.real_weight * terms["J_m_real"]
         return jm
@@ -342,11 +351,12 @@ class AdversarialTrainer(Trainer):
         if self.routing == "full":
             (t["generator_objective"] + jm).backward()
             return
-        gen_total = t["generator_objective"] + (self.lam * terms["J_m"]
-                                                if t["grad_through_synthetic"] else 0.0)
-        gen_grads = torch.autograd.grad(gen_total, self.generator_params, retain_graph=True,
-                                        allow_unused=True)
-        _set_grads(self.generator_params, gen_grads)
+        if self.generator_params:
+            gen_total = t["generator_objective"] + (self.lam * terms["J_m"]
+                                                    if t["grad_through_synthetic"] else 0.0)
+            gen_grads = torch.autograd.grad(gen_total, self.generator_params,
+                                            retain_graph=True, allow_unused=True)
+            _set_grads(self.generator_params, gen_grads)
         if self.phase == "joint":
             mparams = [q for q in self.metric_params + self.trunk_params if q.requires_grad]
             m_grads = torch.autograd.grad(jm, mparams, allow_unused=True)
@@ -359,7 +369,7 @@ class AdversarialTrainer(Trainer):
             self.opt_metric.step()
         if self.opt_trunk is not None and self.phase != "generator":
             self.opt_trunk.step()
-        if self.phase in ("generator", "joint"):
+        if self.phase in ("generator", "joint") and self.opt_generator is not None:
             self.opt_generator.step()
 
     def after_step(self, inputs: tuple, terms: dict) -> dict[str, float]:

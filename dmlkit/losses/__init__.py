@@ -22,6 +22,8 @@ from . import lifted
 from . import multi_similarity
 from . import npair
 from . import osm_caa
+from . import proxy
+from . import tiling
 from . import triplet
 from .base import PairBatch, PairLoss, make_batch
 from .registry import LOSSES, available, build, get, parameters, register
@@ -29,5 +31,5 @@ from .registry import LOSSES, available, build, get, parameters, register
 __all__ = [
     "LOSSES", "PairBatch", "PairLoss", "angular", "available", "binomial", "build", "contrastive",
     "ddml", "get", "lifted", "make_batch", "multi_similarity", "npair", "osm_caa", "parameters",
-    "register", "triplet",
+    "proxy", "register", "tiling", "triplet",
 ]

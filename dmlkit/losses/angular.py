@@ -55,6 +55,11 @@ class AngularLoss(PairLoss):
             raise ValueError(f"alpha must be an angle in degrees in (0, 90), got {alpha}")
         self.alpha = float(alpha)
 
+    def tiling_unsupported(self) -> str | None:
+        return ("its inner sum couples every positive pair (a, p) with every negative n "
+                "through the reference-reference similarity s_pn (the (B, M) x (M, M) product "
+                "A E^T); dmlkit has no tile formulation for that yet (use chunk_size=None)")
+
     def compute(self, batch: PairBatch) -> torch.Tensor:
         S, pos, neg = batch.S, batch.pos, batch.neg
         n_pos = int(pos.sum())

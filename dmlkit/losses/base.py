@@ -24,6 +24,7 @@ in :meth:`PairLoss.closed_form_weights`; :func:`dmlkit.weights.closed_form_weigh
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -33,7 +34,12 @@ from torch import nn
 from .._checks import check_embeddings, check_embeddings_labels, check_labels
 from ..similarity import distances_from_similarity, pair_masks, similarity_matrix, squared_distances
 
-__all__ = ["PairBatch", "PairLoss", "make_batch", "positive_slots", "zero_loss"]
+__all__ = ["PairBatch", "PairLoss", "check_batch_inputs", "make_batch", "positive_slots",
+           "zero_loss"]
+
+
+def _promote_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _promote(x: torch.Tensor) -> torch.Tensor:
@@ -123,21 +129,27 @@ class PairBatch:
         return squared_distances(q, None if self.in_batch else r)
 
 
-def make_batch(embeddings, labels, ref_embeddings=None, ref_labels=None,
-               normalize: bool = True) -> PairBatch:
-    """Validate the inputs and build the :class:`PairBatch` (S and masks) a loss consumes."""
+def check_batch_inputs(embeddings, labels, ref_embeddings=None, ref_labels=None):
+    """Validate a batch: ``(emb, labels, ref, ref_labels, in_batch)`` (the references are the
+    batch itself when none are given); ValueError on bad input."""
     emb, lab = check_embeddings_labels(embeddings, labels)
     if (ref_embeddings is None) != (ref_labels is None):
         raise ValueError("ref_embeddings and ref_labels must be given together")
     if ref_embeddings is None:
-        ref, ref_lab, in_batch = emb, lab, True
-    else:
-        ref = check_embeddings(ref_embeddings, "ref_embeddings")
-        ref_lab = check_labels(ref_labels, ref.shape[0], "ref_labels", device=emb.device)
-        if ref.shape[1] != emb.shape[1]:
-            raise ValueError(f"ref_embeddings have dimension {ref.shape[1]} but embeddings have "
-                             f"{emb.shape[1]}")
-        in_batch = False
+        return emb, lab, emb, lab, True
+    ref = check_embeddings(ref_embeddings, "ref_embeddings")
+    ref_lab = check_labels(ref_labels, ref.shape[0], "ref_labels", device=emb.device)
+    if ref.shape[1] != emb.shape[1]:
+        raise ValueError(f"ref_embeddings have dimension {ref.shape[1]} but embeddings have "
+                         f"{emb.shape[1]}")
+    return emb, lab, ref, ref_lab, False
+
+
+def make_batch(embeddings, labels, ref_embeddings=None, ref_labels=None,
+               normalize: bool = True) -> PairBatch:
+    """Validate the inputs and build the :class:`PairBatch` (S and masks) a loss consumes."""
+    emb, lab, ref, ref_lab, in_batch = check_batch_inputs(embeddings, labels, ref_embeddings,
+                                                          ref_labels)
     S = similarity_matrix(emb, None if in_batch else ref, normalize=normalize)
     pos, neg = pair_masks(lab, None if in_batch else ref_lab)
     return PairBatch(S=S, pos=pos, neg=neg, labels=lab, ref_labels=ref_lab, embeddings=emb,
@@ -187,6 +199,20 @@ def _slots_from_labels(labels: torch.Tensor, ref_labels: torch.Tensor, in_batch:
     return index, valid
 
 
+def _with_chunk_size(init):
+    """A subclass's ``__init__`` that also takes the keyword ``chunk_size`` (set, and
+    validated, once the loss is fully built; its signature stays that of the paper's
+    hyper-parameters, so ``losses.parameters`` does not list it)."""
+
+    @functools.wraps(init)
+    def __init__(self, *args, chunk_size=None, **kwargs):
+        init(self, *args, **kwargs)
+        if chunk_size is not None:
+            self.chunk_size = chunk_size
+
+    return __init__
+
+
 class PairLoss(nn.Module):
     """Base class: ``forward(embeddings, labels, ref_embeddings=None, ref_labels=None)``.
 
@@ -194,16 +220,75 @@ class PairLoss(nn.Module):
     implement :meth:`compute`. Terms that are not functions of S (e.g. N-pair's L2 penalty on
     the embedding norms) go in :meth:`regularizer`; the weight view covers only :meth:`compute`.
     Returns a 0-dim float tensor (float32 for half-precision inputs).
+
+    ``chunk_size`` (constructor keyword of every loss, ``losses.build(name, chunk_size=...)``,
+    or the attribute): None (default) = the dense (B, M) path; an int = the exact tiled path
+    of :mod:`dmlkit.losses.tiling` with tiles of at most that many rows and columns, for the
+    losses that state a :meth:`tile_formulation`; ``"auto"`` = dense when the dense buffers fit
+    :func:`dmlkit.losses.tiling.auto_budget`, tiled otherwise. A loss or setting without an
+    exact tile formulation raises a ValueError when chunk_size is set (:meth:`tiling_unsupported`
+    says why).
     """
 
     #: the paper's symbols of the hyper-parameters, for reprs and result tables
     hyperparameters: tuple[str, ...] = ()
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _with_chunk_size(cls.__dict__["__init__"])
+
     def __init__(self, normalize: bool = True):
         super().__init__()
         self.normalize = bool(normalize)
+        self._chunk_size = None
+
+    @property
+    def chunk_size(self):
+        """None (dense), an int (tile side) or ``"auto"``; see the class docstring."""
+        return getattr(self, "_chunk_size", None)
+
+    @chunk_size.setter
+    def chunk_size(self, value) -> None:
+        from .tiling import check_chunk_size
+        value = check_chunk_size(value)
+        if value is not None:
+            reason = self.tiling_unsupported()
+            if reason:
+                raise ValueError(f"{type(self).__name__} cannot be computed in tiles "
+                                 f"(chunk_size={value!r}): {reason}")
+        self._chunk_size = value
+
+    def tiling_unsupported(self) -> str | None:
+        """Why this loss (with these settings) has no exact tile formulation, or None."""
+        if type(self).tile_formulation is PairLoss.tile_formulation:
+            return "it has no tile formulation (use chunk_size=None)"
+        return None
+
+    def tile_formulation(self, ctx):  # pragma: no cover - abstract
+        """The :class:`~dmlkit.losses.tiling.TileFormulation` of this loss for a batch."""
+        raise NotImplementedError
+
+    def tiled_regularizer(self, embeddings, labels, ref_embeddings, ref_labels, ctx):
+        """The non-S terms on the tiled path (:meth:`regularizer` needs the dense batch)."""
+        return 0.0
+
+    def tiled_chunk(self, B: int, M: int, dtype: torch.dtype) -> int | None:
+        """The tile side this loss uses on a (B, M) problem: None = dense."""
+        if self.chunk_size is None:
+            return None
+        from .tiling import resolve_chunk_size
+        return resolve_chunk_size(self.chunk_size, B, M, _promote_dtype(dtype))
 
     def forward(self, embeddings, labels, ref_embeddings=None, ref_labels=None) -> torch.Tensor:
+        if self.chunk_size is not None:
+            chunk = self.tiled_chunk(len(embeddings), len(labels if ref_labels is None
+                                                          else ref_labels),
+                                     torch.as_tensor(embeddings).dtype)
+            if chunk is not None:
+                from .tiling import tiled_forward
+                return tiled_forward(self, embeddings, labels, ref_embeddings, ref_labels,
+                                     chunk)
         batch = make_batch(embeddings, labels, ref_embeddings, ref_labels, self.normalize)
         return self.compute(batch) + self.regularizer(batch)
 
@@ -235,6 +320,8 @@ class PairLoss(nn.Module):
     def extra_repr(self) -> str:
         parts = [f"{k}={getattr(self, k)!r}" for k in self.hyperparameters if hasattr(self, k)]
         parts.append(f"normalize={self.normalize}")
+        if self.chunk_size is not None:
+            parts.append(f"chunk_size={self.chunk_size!r}")
         return ", ".join(parts)
 
 

@@ -110,6 +110,13 @@ class BinomialDevianceLoss(PairLoss):
                                            self.alpha, self.beta, self.lam)
         return reduce_anchors(per_anchor, self.reduction, batch.pos, batch.neg)
 
+    def tile_formulation(self, ctx):
+        """Sums of the softplus terms and counts per row over the tiles
+        (:class:`dmlkit.losses.multi_similarity.KeptPairTiles` without mining)."""
+        from .multi_similarity import KeptPairTiles
+        return KeptPairTiles("binomial", "none", self.alpha, self.beta, self.lam,
+                             self.reduction)
+
     def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
         """Seed 004 eq. 13-14 (:func:`binomial_pair_weights`), divided by m for "mean". (B, M)."""
         W = binomial_pair_weights(batch.S, batch.pos, batch.neg, self.alpha, self.beta, self.lam)

@@ -8,6 +8,7 @@ from ..similarity import distances_from_similarity, mask_any
 from ._fused import fused_loss, hinge_of_distance, relu_of_shift, slot_terms
 from .base import PairBatch, PairLoss, zero_loss
 from .registry import register
+from .tiling import Tile, TileContext, TileFormulation, slot_grad
 
 __all__ = ["ContrastiveLoss", "reduce_pair_terms"]
 
@@ -155,6 +156,17 @@ class ContrastiveLoss(PairLoss):
         deriv.mul_(c_neg).scatter_add_(1, index, p_deriv.mul_(c_pos))
         return value, deriv
 
+    def tiling_unsupported(self) -> str | None:
+        if self.form == "distance" and not self.normalize:
+            return ("the distance form on raw embeddings reads the distances from the "
+                    "embeddings, not from S (use normalize=True)")
+        return None
+
+    def tile_formulation(self, ctx) -> ContrastiveTiles:
+        """One pass: the sums and non-zero counts of the negative terms per row (the fused
+        kernels of :meth:`_kernel` on each tile); the positives on the slots."""
+        return ContrastiveTiles(self)
+
     def _compute_dense(self, batch: PairBatch) -> torch.Tensor:
         """The formula on the full (B, M) masks with autograd: the path of the distance form
         on raw (un-normalised) embeddings, whose distances come from the embeddings."""
@@ -173,3 +185,53 @@ class ContrastiveLoss(PairLoss):
         p_terms = torch.where(pos, p_terms, zero)
         n_terms = torch.where(neg, n_terms, zero)
         return reduce_pair_terms(p_terms, n_terms, pos, neg, self.reduction)
+
+
+class ContrastiveTiles(TileFormulation):
+    """:class:`ContrastiveLoss` in tiles: global sums and counts, then constant factors."""
+
+    def __init__(self, loss: ContrastiveLoss):
+        self.loss = loss
+
+    def start(self, ctx: TileContext) -> dict:
+        return {"n_sum": ctx.zeros(()), "n_nonzero": ctx.zeros((), dtype=torch.float64)}
+
+    def _negatives(self, tile: Tile):
+        mask_ = lambda X: tile.fill_non_negatives_(X, 0.0)  # noqa: E731
+        if self.loss.form == "distance":
+            return hinge_of_distance(tile.S, self.loss.margin, self.loss.power, mask_)
+        return relu_of_shift(tile.S, self.loss.lam, mask_)
+
+    def accumulate(self, k: int, tile: Tile, st: dict) -> None:
+        total, nonzero, _ = self._negatives(tile)
+        st["n_sum"] += total
+        st["n_nonzero"] += float(nonzero)
+
+    def finish(self, k: int, st: dict, ctx: TileContext) -> None:
+        loss, (_, valid) = self.loss, ctx.slots
+        st["empty"] = int(valid.sum()) == 0 or int(ctx.n_neg.sum()) == 0
+        p_terms = torch.where(valid, loss._positive_terms(st["s_pos"]), 0.0)
+        if loss.reduction == "sum":
+            c_pos = c_neg = 1.0
+        elif loss.reduction == "mean":
+            n = int(valid.sum()) + int(ctx.n_neg.sum())
+            c_pos = c_neg = 1.0 / max(n, 1)
+        else:
+            c_pos = 1.0 / max(int(((p_terms != 0) & valid).sum()), 1)
+            c_neg = 1.0 / max(int(st["n_nonzero"]), 1)
+        st["c_pos"], st["c_neg"] = c_pos, c_neg
+        st["value"] = c_pos * p_terms.sum() + c_neg * st["n_sum"]
+
+    def value(self, st: dict, ctx: TileContext) -> torch.Tensor:
+        return st["value"] * 0.0 if st["empty"] else st["value"]
+
+    def tile_grad(self, tile: Tile, st: dict) -> torch.Tensor | None:
+        if st["empty"]:
+            return None
+        return self._negatives(tile)[2].mul_(st["c_neg"])
+
+    def pair_grads(self, st: dict, ctx: TileContext) -> list:
+        if st["empty"]:
+            return []
+        index, valid = ctx.slots
+        return [(index, slot_grad(self.loss._positive_terms, st["s_pos"], valid, st["c_pos"]))]

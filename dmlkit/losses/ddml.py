@@ -7,8 +7,9 @@ import torch.nn.functional as F
 
 from .base import PairBatch, PairLoss, zero_loss
 from .registry import register
+from .tiling import Tile, TileContext, TileFormulation, elementwise_grad
 
-__all__ = ["DDMLLoss"]
+__all__ = ["DDMLLoss", "DDMLTiles"]
 
 _REDUCTIONS = ("mean", "sum")
 
@@ -66,3 +67,54 @@ class DDMLLoss(PairLoss):
         g = F.softplus(self.beta * (1.0 - sign * (self.tau - d2))) / self.beta
         total = torch.where(pairs, g, torch.zeros((), dtype=g.dtype, device=g.device)).sum()
         return 0.5 * total if self.reduction == "sum" else total / n_pairs
+
+    def tiling_unsupported(self) -> str | None:
+        if not self.normalize:
+            return ("on raw embeddings the squared distances come from the embeddings, not "
+                    "from S (use normalize=True)")
+        return None
+
+    def tile_formulation(self, ctx) -> DDMLTiles:
+        """One pass: the sum of g over the negatives of the tiles; positives on the slots."""
+        return DDMLTiles(self)
+
+    def pair_term(self, sign: float):
+        """g(1 - l (tau - d^2)) as a function of s (unit vectors), ``l = sign``."""
+        def g(s):
+            d2 = (2.0 - 2.0 * s).clamp_min(0.0)
+            return F.softplus(self.beta * (1.0 - sign * (self.tau - d2))) / self.beta
+        return g
+
+
+class DDMLTiles(TileFormulation):
+    """:class:`DDMLLoss` in tiles: a sum of per-pair terms, then one constant factor."""
+
+    def __init__(self, loss: DDMLLoss):
+        self.loss, self.g_pos, self.g_neg = loss, loss.pair_term(1.0), loss.pair_term(-1.0)
+
+    def start(self, ctx: TileContext) -> dict:
+        return {"total": ctx.zeros(())}
+
+    def accumulate(self, k: int, tile: Tile, st: dict) -> None:
+        st["total"] += torch.where(tile.neg, self.g_neg(tile.S), 0.0).sum()
+
+    def finish(self, k: int, st: dict, ctx: TileContext) -> None:
+        valid = ctx.slots[1]
+        n_pos, n_neg = int(valid.sum()), int(ctx.n_neg.sum())
+        st["empty"] = n_pos == 0 or n_neg == 0
+        total = st["total"] + torch.where(valid, self.g_pos(st["s_pos"]), 0.0).sum()
+        st["coef"] = 0.5 if self.loss.reduction == "sum" else 1.0 / max(n_pos + n_neg, 1)
+        st["value"] = total * st["coef"]
+
+    def value(self, st: dict, ctx: TileContext) -> torch.Tensor:
+        return ctx.zeros(()) if st["empty"] else st["value"]
+
+    def tile_grad(self, tile: Tile, st: dict) -> torch.Tensor | None:
+        return None if st["empty"] else elementwise_grad(self.g_neg, tile.S, tile.neg,
+                                                         st["coef"])
+
+    def pair_grads(self, st: dict, ctx: TileContext) -> list:
+        if st["empty"]:
+            return []
+        index, valid = ctx.slots
+        return [(index, elementwise_grad(self.g_pos, st["s_pos"], valid, st["coef"]))]

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import torch
 
+from ..similarity import distances_from_similarity, unit_distances
 from .base import PairBatch, PairLoss, zero_loss
 from .registry import register
+from .tiling import SlotGradTiles, Tile, TileContext, elementwise_grad, lse_update_
 
-__all__ = ["GeneralizedLiftedStructureLoss", "LiftedStructureLoss", "masked_logsumexp"]
+__all__ = ["GeneralizedLiftedStructureLoss", "GeneralizedLiftedTiles", "LiftedStructureLoss",
+           "LiftedTiles", "masked_logsumexp"]
 
 
 def masked_logsumexp(x: torch.Tensor, mask: torch.Tensor, dim: int = 1):
@@ -92,6 +95,17 @@ class LiftedStructureLoss(PairLoss):
                                                                     device=d.device))
         return terms.sum() / (2.0 * n_pos)
 
+    def tiling_unsupported(self) -> str | None:
+        if not self.normalize:
+            return ("on raw embeddings the distances come from the embeddings, not from S "
+                    "(use normalize=True)")
+        return None
+
+    def tile_formulation(self, ctx) -> LiftedTiles:
+        """Per row the streaming log-sum-exp of ``margin - d`` over its negatives; the
+        positive pairs on the slots (:class:`LiftedTiles`)."""
+        return LiftedTiles(self.margin)
+
 
 _GL_FORMS = ("similarity", "distance")
 
@@ -158,6 +172,17 @@ class GeneralizedLiftedStructureLoss(PairLoss):
                                                                       device=h.device))
         return per_anchor.sum() / per_anchor.shape[0]
 
+    def tiling_unsupported(self) -> str | None:
+        if self.form == "distance" and not self.normalize:
+            return ("the distance form on raw embeddings reads the distances from the "
+                    "embeddings, not from S (use normalize=True)")
+        return None
+
+    def tile_formulation(self, ctx) -> GeneralizedLiftedTiles:
+        """Per row the streaming log-sum-exp over its negatives; the positives' log-sum-exp
+        on the slots (:class:`GeneralizedLiftedTiles`)."""
+        return GeneralizedLiftedTiles(self)
+
     def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
         """Seed 004 eq. 10-11: the softmax of ``-s`` over P_i and of ``s`` over N_i on the anchors
         whose hinge is active, times 1/m; similarity form only. (B, M)."""
@@ -172,3 +197,113 @@ class GeneralizedLiftedStructureLoss(PairLoss):
         wp = torch.exp(-S - lp[:, None])           # eq. 10: softmax of -s over P_i
         wn = torch.exp(S - ln[:, None])            # eq. 11: softmax of s over N_i
         return (torch.where(pos & live, wp, zero) + torch.where(neg & live, wn, zero)) / S.shape[0]
+
+
+def _negative_lse_start(ctx: TileContext) -> dict:
+    return {"m": ctx.full((ctx.B,), float("-inf")), "acc": ctx.zeros(ctx.B)}
+
+
+def _negative_lse(st: dict, ctx: TileContext) -> torch.Tensor:
+    """The finished streaming log-sum-exp per row, 0 on rows without negatives."""
+    lse = st["m"] + st["acc"].log()
+    return torch.where(ctx.n_neg > 0, lse, 0.0)
+
+
+class LiftedTiles(SlotGradTiles):
+    """:class:`LiftedStructureLoss` in tiles: ``a_i = logsumexp_{N_i}(margin - d)`` streamed
+    over the tiles; J and its derivatives on the (B, w) positive slots by autograd; a
+    negative (i, k) gets ``dL/da_i softmax_k`` through ``d(s)``."""
+
+    def __init__(self, margin: float):
+        self.margin = margin
+
+    def _x(self, s):
+        return self.margin - distances_from_similarity(s)
+
+    def start(self, ctx: TileContext) -> dict:
+        return _negative_lse_start(ctx)
+
+    def accumulate(self, k: int, tile: Tile, st: dict) -> None:
+        x = tile.fill_non_negatives_(unit_distances(tile.S).neg_().add_(self.margin),
+                                     float("-inf"))
+        lse_update_(st["m"][tile.rows], st["acc"][tile.rows], x)
+
+    def finish(self, k: int, st: dict, ctx: TileContext) -> None:
+        index, valid = ctx.slots
+        n_pos = int(valid.sum())
+        st["empty"] = n_pos == 0 or int(ctx.n_neg.sum()) == 0
+        if st["empty"]:
+            return
+        has_row = ctx.n_neg > 0
+        st["a"] = _negative_lse(st, ctx)
+        with torch.enable_grad():
+            a = st["a"].detach().requires_grad_(True)
+            s = st["s_pos"].detach().requires_grad_(True)
+            d = distances_from_similarity(s)
+            if ctx.in_batch:
+                ninf = torch.full_like(a, float("-inf"))
+                a_i = torch.where(has_row, a, ninf)[:, None].expand_as(d)
+                a_j = torch.where(has_row, a, ninf)[index]
+                ok = valid & (has_row[:, None] | has_row[index])
+                zero = torch.zeros((), dtype=d.dtype, device=d.device)
+                lse = torch.logaddexp(torch.where(ok, a_i, zero), torch.where(ok, a_j, zero))
+            else:
+                ok = valid & has_row[:, None]
+                lse = a[:, None].expand_as(d)
+            terms = torch.where(ok, torch.relu(lse + d) ** 2, 0.0)
+            value = terms.sum() / (2.0 * n_pos)
+            st["da"], st["ds"] = torch.autograd.grad(value, (a, s))
+        st["value"] = value.detach()
+
+    def tile_grad(self, tile: Tile, st: dict) -> torch.Tensor | None:
+        if st["empty"]:
+            return None
+        rows = tile.rows
+        x = unit_distances(tile.S).neg_().add_(self.margin)
+        w = torch.exp(x - st["a"][rows, None]).mul_(st["da"][rows, None])
+        return elementwise_grad(self._x, tile.S, tile.neg, w)
+
+
+class GeneralizedLiftedTiles(SlotGradTiles):
+    """:class:`GeneralizedLiftedStructureLoss` in tiles: the negatives' log-sum-exp per row
+    streamed over the tiles, the positives' on the slots; the hinge's derivative is a
+    per-row factor times the softmax weights."""
+
+    def __init__(self, loss: GeneralizedLiftedStructureLoss):
+        self.loss = loss
+        if loss.form == "similarity":
+            self.y_pos, self.x_neg = (lambda s: -s), (lambda s: s)
+        else:
+            self.y_pos = distances_from_similarity
+            self.x_neg = lambda s: loss.margin - distances_from_similarity(s)
+
+    def start(self, ctx: TileContext) -> dict:
+        return _negative_lse_start(ctx)
+
+    def accumulate(self, k: int, tile: Tile, st: dict) -> None:
+        x = tile.fill_non_negatives_(self.x_neg(tile.S.clone()), float("-inf"))
+        lse_update_(st["m"][tile.rows], st["acc"][tile.rows], x)
+
+    def finish(self, k: int, st: dict, ctx: TileContext) -> None:
+        valid = ctx.slots[1]
+        st["empty"] = int(valid.sum()) == 0 or int(ctx.n_neg.sum()) == 0
+        if st["empty"]:
+            return
+        st["ln"] = _negative_lse(st, ctx)
+        live = (ctx.n_pos > 0) & (ctx.n_neg > 0)
+        with torch.enable_grad():
+            s = st["s_pos"].detach().requires_grad_(True)
+            lp, _ = masked_logsumexp(self.y_pos(s), valid)
+            h = lp + st["ln"] + (self.loss.lam if self.loss.form == "similarity" else 0.0)
+            per_anchor = torch.where(live, torch.relu(h), 0.0)
+            value = per_anchor.sum() / ctx.B
+            (st["ds"],) = torch.autograd.grad(value, s)
+        st["coef"] = (live & (h.detach() > 0)).to(s.dtype) / ctx.B
+        st["value"] = value.detach()
+
+    def tile_grad(self, tile: Tile, st: dict) -> torch.Tensor | None:
+        if st["empty"]:
+            return None
+        rows = tile.rows
+        w = torch.exp(self.x_neg(tile.S) - st["ln"][rows, None]).mul_(st["coef"][rows, None])
+        return elementwise_grad(self.x_neg, tile.S, tile.neg, w)

@@ -25,6 +25,7 @@ mean over all anchors.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .. import miners as _miners
 from ._fused import kept_lse1p
@@ -36,9 +37,11 @@ from .binomial import (
     reduce_anchors,
 )
 from .registry import register
+from .tiling import Tile, TileContext, TileFormulation, elementwise_grad
 
 __all__ = [
-    "PAIR_WEIGHTS", "WEIGHTINGS", "BinomialVTHMLoss", "MultiSimilarityLoss",
+    "PAIR_WEIGHTS", "TILED_MININGS", "WEIGHTINGS", "BinomialVTHMLoss", "KeptPairTiles",
+    "MultiSimilarityLoss",
     "RAWDistanceWeightedLoss", "RAWLoss", "RAWSemiHardLoss", "VTHMLoss", "WeightedPairLoss",
     "raw_anchor_terms", "raw_pair_weights", "uniform_anchor_terms", "uniform_pair_weights",
 ]
@@ -149,6 +152,22 @@ class WeightedPairLoss(PairLoss):
         if self.alpha <= 0 or self.beta <= 0:
             raise ValueError(f"alpha and beta must be > 0, got alpha={alpha}, beta={beta}")
         self.reduction = check_reduction(reduction)
+
+    def tiling_unsupported(self) -> str | None:
+        if self.mining == "distance_weighted":
+            return ("distance-weighted sampling draws its negatives at random from each whole "
+                    "row of S; a tiled pass cannot reproduce the dense draw")
+        if self.mining not in TILED_MININGS:
+            return f"mining {self.mining!r} has no tile formulation"
+        return None
+
+    def tile_formulation(self, ctx) -> KeptPairTiles:
+        """Mining as row statistics, weighting as per-row accumulators
+        (:class:`KeptPairTiles`); the same masks and values as :meth:`compute`."""
+        p = self.mining_params
+        return KeptPairTiles(self.weighting, self.mining, self.alpha, self.beta, self.lam,
+                             self.reduction, epsilon=float(p.get("epsilon", 0.1)),
+                             margin=float(p.get("margin", 0.1)))
 
     def mine(self, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """The (B, M) bool masks (pos_keep, neg_keep) of the kept pairs."""
@@ -330,3 +349,179 @@ class RAWDistanceWeightedLoss(WeightedPairLoss):
                          num_negatives=num_negatives, generator=generator)
         self.cutoff, self.nonzero_loss_cutoff = float(cutoff), float(nonzero_loss_cutoff)
         self.num_negatives, self.seed = int(num_negatives), seed
+
+
+# =========================================================================== tiled form
+#: the minings with an exact tile formulation (row statistics of the tiles)
+TILED_MININGS = ("none", "vthm", "hard", "semihard")
+
+
+class KeptPairTiles(TileFormulation):
+    """The tile formulation of :class:`WeightedPairLoss` (and of the binomial deviance loss):
+    a mining as row statistics, a weighting as per-row accumulators over the kept pairs.
+
+    Mining statistics: ``vthm`` the hardest positive (from the slots, before the pass) and
+    the hardest negative (streamed); ``hard`` the hardest negative and its first column (a
+    first pass); ``semihard`` per negative the next positive above it (the row's sorted
+    slots) and per positive slot the largest negative below it (streamed). Weightings:
+    ``raw`` a streaming log-sum-exp with the "1" as a zero logit; ``binomial`` sums of
+    softplus terms and counts; ``uniform`` sums and counts. Positives live on the (B, w) slots.
+    With vthm or no mining the kept negatives of a row are its largest ones, so the raw
+    weighting's shift is the running maximum over all negatives (no masked pass).
+    """
+
+    def __init__(self, weighting: str, mining: str, alpha: float, beta: float, lam: float,
+                 reduction: str, epsilon: float = 0.1, margin: float = 0.1):
+        self.weighting, self.mining = weighting, mining
+        self.alpha, self.beta, self.lam = alpha, beta, lam
+        self.reduction, self.epsilon, self.margin = reduction, epsilon, margin
+        self.passes = 2 if mining == "hard" else 1
+        self.top_kept = mining in ("none", "vthm")     # the kept negatives are the largest
+
+    # ------------------------------------------------------------------ mining
+    def start(self, ctx: TileContext) -> dict:
+        B, inf = ctx.B, float("inf")
+        st = {"neg_max": ctx.full((B,), -inf), "neg_arg": ctx.zeros(B, dtype=torch.long),
+              "n_keep": ctx.zeros(B), "acc": ctx.zeros(B), "m": ctx.zeros(B)}
+        if self.weighting == "raw":
+            st["acc"] = ctx.full((B,), 1.0)      # the "1" of log(1 + sum): a zero logit
+        return st
+
+    def prepare(self, st: dict, ctx: TileContext) -> None:
+        index, valid = ctx.slots
+        s_pos, inf = st["s_pos"], float("inf")
+        if self.mining == "vthm":
+            st["pos_min"] = s_pos.masked_fill(~valid, inf).amin(1) if index.shape[1] \
+                else ctx.full((ctx.B,), inf)
+        elif self.mining == "semihard":
+            st["a_sorted"] = s_pos.masked_fill(~valid, inf).sort(1).values
+            st["prev"] = torch.full_like(s_pos, -inf)
+        elif self.mining == "none":
+            st["pos_keep"] = valid
+
+    def _neg_keep(self, tile: Tile, st: dict, X: torch.Tensor) -> torch.Tensor:
+        """Bool (r, c) kept negatives; X is the tile with -inf off its negatives."""
+        S, rows = tile.S, tile.rows
+        if self.mining == "none":
+            return tile.neg
+        if self.mining == "vthm":
+            return torch.gt(X + self.epsilon, st["pos_min"][rows, None])
+        if self.mining == "hard":
+            hit = tile.col_ids()[None, :] == st["neg_arg"][rows, None]
+            return hit & st["live"][rows, None]
+        a = st["a_sorted"][rows]                       # semihard: the next positive above s
+        if a.shape[1] == 0:
+            return torch.zeros_like(tile.not_neg)
+        idx = torch.searchsorted(a, S.contiguous(), right=True)
+        nxt = a.gather(1, idx.clamp_max(a.shape[1] - 1))
+        nxt = torch.where(idx < a.shape[1], nxt, float("inf"))
+        return tile.neg & (nxt - self.margin < S)
+
+    def _hardest_negative(self, tile: Tile, st: dict, X: torch.Tensor) -> None:
+        rows = tile.rows
+        best, arg = X.max(1)                             # first column of the maximum
+        better = best > st["neg_max"][rows]              # strict: earlier tiles win ties
+        st["neg_arg"][rows] = torch.where(better, arg + tile.c0, st["neg_arg"][rows])
+        st["neg_max"][rows] = torch.where(better, best, st["neg_max"][rows])
+
+    def accumulate(self, k: int, tile: Tile, st: dict) -> None:
+        rows, S = tile.rows, tile.S
+        X = tile.fill_non_negatives_(S.clone(), float("-inf"))
+        if self.mining == "hard" and k == 0:
+            self._hardest_negative(tile, st, X)
+            return
+        if self.mining == "vthm":
+            torch.maximum(st["neg_max"][rows], X.amax(1), out=st["neg_max"][rows])
+        elif self.mining == "semihard":
+            prev = st["prev"][rows]
+            for j in range(prev.shape[1]):
+                below = X.masked_fill(st["s_pos"][rows, j:j + 1] <= X, float("-inf"))
+                torch.maximum(prev[:, j], below.amax(1), out=prev[:, j])
+        keep = self._neg_keep(tile, st, X).to(S.dtype)
+        st["n_keep"][rows] += keep.sum(1)
+        if self.weighting == "raw":
+            z = X.sub_(self.lam).mul_(self.beta)          # -inf off the negatives
+            if not self.top_kept:
+                z.masked_fill_(keep == 0, float("-inf"))
+            m, acc = st["m"][rows], st["acc"][rows]
+            new = torch.maximum(m, z.amax(1))             # >= 0: the zero logit
+            acc.mul_(torch.exp(m - new)).add_(z.sub_(new[:, None]).exp_().mul_(keep).sum(1))
+            m.copy_(new)
+        elif self.weighting == "binomial":
+            st["acc"][rows] += (F.softplus(self.beta * (S - self.lam)) * keep).sum(1)
+        else:
+            st["acc"][rows] += ((1.0 + S) * keep).sum(1)
+
+    def finish(self, k: int, st: dict, ctx: TileContext) -> None:
+        index, valid = ctx.slots
+        s_pos, inf = st["s_pos"], float("inf")
+        if self.mining == "hard" and k == 0:
+            st["live"] = (ctx.n_pos > 0) & (ctx.n_neg > 0)
+            keep = torch.zeros_like(valid)
+            if index.shape[1]:
+                arg = s_pos.masked_fill(~valid, inf).argmin(1)
+                keep.scatter_(1, arg[:, None], True)
+            st["pos_keep"] = keep & valid & st["live"][:, None]
+            return
+        if self.mining == "vthm":
+            st["pos_keep"] = valid & (s_pos - self.epsilon < st["neg_max"][:, None])
+        elif self.mining == "semihard":
+            st["pos_keep"] = valid & (s_pos - self.margin < st["prev"])
+        self._finish_weighting(st, ctx)
+
+    # ------------------------------------------------------------------ weighting
+    def _pos_fn(self, s):
+        if self.weighting == "raw":
+            return -self.alpha * (s - self.lam)
+        if self.weighting == "binomial":
+            return F.softplus(-self.alpha * (s - self.lam))
+        return 1.0 - s
+
+    def _finish_weighting(self, st: dict, ctx: TileContext) -> None:
+        keep, s_pos = st["pos_keep"], st["s_pos"]
+        n_pos = keep.sum(1)
+        st["live_rows"] = (n_pos > 0) & (st["n_keep"] > 0)
+        if self.weighting == "raw":
+            z = torch.where(keep, self._pos_fn(s_pos), float("-inf"))
+            z = torch.cat([z, ctx.zeros(ctx.B, 1)], dim=1)
+            st["lse_pos"] = torch.logsumexp(z, 1)
+            st["lse_neg"] = st["m"] + st["acc"].log()
+            per_row = st["lse_pos"] / self.alpha + st["lse_neg"] / self.beta
+        else:
+            st["n_pos_c"] = n_pos.clamp_min(1).to(s_pos.dtype)
+            st["n_neg_c"] = st["n_keep"].clamp_min(1)
+            pos_sum = torch.where(keep, self._pos_fn(s_pos), 0.0).sum(1)
+            if self.weighting == "binomial":
+                per_row = pos_sum / st["n_pos_c"] + st["acc"] / st["n_neg_c"]
+            else:
+                per_row = pos_sum + st["acc"]
+        st["per_row"] = torch.where(st["live_rows"], per_row, 0.0)
+        scale = 1.0 / ctx.B if self.reduction == "mean" else 1.0
+        st["coef"] = st["live_rows"].to(s_pos.dtype) * scale
+
+    def value(self, st: dict, ctx: TileContext) -> torch.Tensor:
+        per_row = st["per_row"]
+        return per_row.mean() if self.reduction == "mean" else per_row.sum()
+
+    def tile_grad(self, tile: Tile, st: dict) -> torch.Tensor:
+        rows, S = tile.rows, tile.S
+        X = tile.fill_non_negatives_(S.clone(), float("-inf"))
+        keep = self._neg_keep(tile, st, X)
+        coef = st["coef"][rows, None]
+        if self.weighting == "raw":   # softmax weights; <= 1 on kept pairs (clamp: rounding)
+            G = X.sub_(self.lam).mul_(self.beta).sub_(st["lse_neg"][rows, None])
+            return G.clamp_max_(0.0).exp_().mul_(keep).mul_(coef)
+        if self.weighting == "binomial":
+            return elementwise_grad(lambda s: F.softplus(self.beta * (s - self.lam)), S, keep,
+                                    coef / st["n_neg_c"][rows, None])
+        return keep.to(S.dtype).mul_(coef)
+
+    def pair_grads(self, st: dict, ctx: TileContext) -> list:
+        index, _ = ctx.slots
+        keep, s_pos, coef = st["pos_keep"], st["s_pos"], st["coef"][:, None]
+        if self.weighting == "raw":
+            G = torch.where(keep, -torch.exp(self._pos_fn(s_pos) - st["lse_pos"][:, None]), 0.0)
+            return [(index, G * coef)]
+        if self.weighting == "binomial":
+            coef = coef / st["n_pos_c"][:, None]
+        return [(index, elementwise_grad(self._pos_fn, s_pos, keep, coef))]

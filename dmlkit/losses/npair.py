@@ -14,8 +14,17 @@ from .._checks import check_embeddings_labels
 from .base import PairBatch, PairLoss, zero_loss
 from .lifted import masked_logsumexp
 from .registry import register
+from .tiling import (
+    SlotGradTiles,
+    Tile,
+    TileContext,
+    TileFormulation,
+    elementwise_grad,
+    lse_update_,
+)
 
-__all__ = ["NPairLoss", "NPairOVOLoss", "TupletLoss", "npair_pairing"]
+__all__ = ["NPairLoss", "NPairOVOLoss", "NPairTiles", "TupletLoss", "TupletTiles",
+           "npair_pairing", "pairing_vectors"]
 
 
 def _first_of_class(labels: torch.Tensor, rank: int) -> torch.Tensor:
@@ -99,6 +108,18 @@ class _NPairBase(PairLoss):
             return super().forward(emb, lab)
         return super().forward(emb[anchors], lab[anchors], emb[positives], lab[positives])
 
+    def tile_formulation(self, ctx) -> NPairTiles:
+        """Sohn's pairing from the labels (no (B, M) mask), then per anchor the streaming
+        log-sum-exp (mc) or softplus sum (ovo) over the candidate columns
+        (:class:`NPairTiles`)."""
+        return NPairTiles(ovo=isinstance(self, NPairOVOLoss))
+
+    def tiled_regularizer(self, embeddings, labels, ref_embeddings, ref_labels, ctx):
+        anchors, cols, _ = pairing_vectors(ctx)
+        if int(anchors.sum()) < 1 or int(cols.sum()) < 2:
+            return 0.0
+        return _l2_penalty(self.l2_reg, embeddings, anchors, ref_embeddings, cols)
+
     def _valid(self, batch: PairBatch):
         anchors, cols, target = npair_pairing(batch)
         return anchors, cols, target, int(anchors.sum()) >= 1 and int(cols.sum()) >= 2
@@ -139,8 +160,9 @@ class NPairLoss(_NPairBase):
 
     def forward(self, embeddings, labels, ref_embeddings=None, ref_labels=None) -> torch.Tensor:
         """In-batch: the N pairs are N distinct classes, so the loss is the softmax cross-entropy
-        of the N x N block with target i for row i (a handful of ops, as PML)."""
-        if ref_embeddings is not None or ref_labels is not None:
+        of the N x N block with target i for row i (a handful of ops, as PML). A tiled loss
+        (``chunk_size``) computes the same block in tiles."""
+        if ref_embeddings is not None or ref_labels is not None or self.chunk_size is not None:
             return super().forward(embeddings, labels, ref_embeddings, ref_labels)
         emb, lab = check_embeddings_labels(embeddings, labels)
         anchors, positives = pair_indices(lab)
@@ -248,6 +270,19 @@ class TupletLoss(PairLoss):
             terms = torch.relu(hardest[:, None] - S + self.margin)
         return torch.where(valid, terms, zero).sum() / n_valid
 
+    def tile_formulation(self, ctx) -> TupletTiles:
+        """Per row the streaming log-sum-exp (softplus form) or maximum with its ties (hinge
+        form) over the negatives; the terms on the positive slots (:class:`TupletTiles`)."""
+        return TupletTiles(self)
+
+    def tiled_regularizer(self, embeddings, labels, ref_embeddings, ref_labels, ctx):
+        if not bool(((ctx.n_pos > 0) & (ctx.n_neg > 0)).any()):
+            return 0.0
+        q_all = torch.ones(embeddings.shape[0], dtype=torch.bool, device=embeddings.device)
+        r_all = torch.ones(ref_embeddings.shape[0], dtype=torch.bool,
+                           device=ref_embeddings.device)
+        return _l2_penalty(self.l2_reg, embeddings, q_all, ref_embeddings, r_all)
+
     def regularizer(self, batch: PairBatch) -> torch.Tensor | float:
         if not bool((batch.pos & batch.neg.any(1)[:, None]).any()):
             return 0.0
@@ -256,3 +291,159 @@ class TupletLoss(PairLoss):
         r_all = torch.ones(batch.ref_embeddings.shape[0], dtype=torch.bool,
                            device=batch.ref_embeddings.device)
         return _l2_penalty(self.l2_reg, batch.embeddings, q_all, batch.ref_embeddings, r_all)
+
+
+class TupletTiles(SlotGradTiles):
+    """:class:`TupletLoss` in tiles. Softplus form: ``lse_i`` over the negatives streamed
+    over the tiles, the terms ``softplus(lse_i - s_ip)`` on the slots, and a negative (i, n)
+    gets ``dL/dlse_i softmax_n``. Hinge form: the hardest negative per row and the number of
+    its ties (the dense ``amax`` shares its gradient evenly among them)."""
+
+    def __init__(self, loss: TupletLoss):
+        self.loss = loss
+
+    def start(self, ctx: TileContext) -> dict:
+        return {"m": ctx.full((ctx.B,), float("-inf")), "acc": ctx.zeros(ctx.B)}
+
+    def accumulate(self, k: int, tile: Tile, st: dict) -> None:
+        rows = tile.rows
+        X = tile.fill_non_negatives_(tile.S.clone(), float("-inf"))
+        if self.loss.form == "softplus":
+            lse_update_(st["m"][rows], st["acc"][rows], X)
+            return
+        top = X.amax(1)
+        ties = (top[:, None] == X).sum(1).to(X.dtype)
+        m, acc = st["m"][rows], st["acc"][rows]
+        st["acc"][rows] = torch.where(top > m, ties, torch.where(top == m, acc + ties, acc))
+        st["m"][rows] = torch.maximum(m, top)
+
+    def finish(self, k: int, st: dict, ctx: TileContext) -> None:
+        valid = ctx.slots[1]
+        has_neg = ctx.n_neg > 0
+        ok = valid & has_neg[:, None]
+        n_valid = int(ok.sum())
+        st["empty"] = n_valid == 0
+        if st["empty"]:
+            return
+        if self.loss.form == "softplus":
+            stat = torch.where(has_neg, st["m"] + st["acc"].log(), 0.0)
+        else:
+            stat = torch.where(has_neg, st["m"], 0.0)
+        st["stat"] = stat
+        with torch.enable_grad():
+            h = stat.detach().requires_grad_(True)
+            s = st["s_pos"].detach().requires_grad_(True)
+            if self.loss.form == "softplus":
+                terms = F.softplus(h[:, None] - s)
+            else:
+                terms = torch.relu(h[:, None] - s + self.loss.margin)
+            value = torch.where(ok, terms, 0.0).sum() / n_valid
+            st["dh"], st["ds"] = torch.autograd.grad(value, (h, s))
+        st["value"] = value.detach()
+
+    def tile_grad(self, tile: Tile, st: dict) -> torch.Tensor | None:
+        if st["empty"]:
+            return None
+        rows, S = tile.rows, tile.S
+        if self.loss.form == "softplus":
+            w = torch.exp(S - st["stat"][rows, None]).mul_(st["dh"][rows, None])
+        else:
+            hit = st["stat"][rows, None] == S
+            w = torch.where(hit, (st["dh"] / st["acc"].clamp_min(1))[rows, None], 0.0)
+        return torch.where(tile.neg, w, 0.0)
+
+
+def pairing_vectors(ctx: TileContext):
+    """:func:`npair_pairing` from the labels alone, in O((B + M) log M): ``(anchors (B,),
+    columns (M,), target (B,))`` with ``target[i]`` the column of anchor i's positive."""
+    B, M, dev = ctx.B, ctx.M, ctx.device
+    anchors = torch.zeros(B, dtype=torch.bool, device=dev)
+    cols = torch.zeros(M, dtype=torch.bool, device=dev)
+    target = torch.zeros(B, dtype=torch.long, device=dev)
+    if ctx.in_batch:
+        first, second = pair_indices(ctx.labels)
+        anchors[first], cols[second], target[first] = True, True, second
+        return anchors, cols, target
+    order = torch.argsort(ctx.ref_labels, stable=True)
+    ordered = ctx.ref_labels[order]
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    first, classes = order[starts], ordered[starts]        # the first reference per class
+    cols[first] = True
+    at = torch.searchsorted(classes, ctx.labels).clamp_max(max(classes.numel() - 1, 0))
+    if classes.numel():
+        anchors = classes[at] == ctx.labels
+        target = torch.where(anchors, first[at], 0)
+    return anchors, cols, target
+
+
+class NPairTiles(TileFormulation):
+    """:class:`NPairLoss` (``ovo=False``) and :class:`NPairOVOLoss` in tiles: the pairing from
+    the labels (:func:`pairing_vectors`), the anchor-positive similarity as a row-wise dot
+    product; mc streams ``logsumexp_j s_ij`` over the candidate columns, ovo the sum of
+    ``softplus(s_ij - s_ii+)`` over the other columns (and its derivative in s_ii+)."""
+
+    def __init__(self, ovo: bool):
+        self.ovo = ovo
+
+    def start(self, ctx: TileContext) -> dict:
+        return {"m": ctx.full((ctx.B,), float("-inf")), "acc": ctx.zeros(ctx.B),
+                "dt": ctx.zeros(ctx.B)}
+
+    def prepare(self, st: dict, ctx: TileContext) -> None:
+        st["anchors"], st["cols"], st["target"] = pairing_vectors(ctx)
+        n = int(st["anchors"].sum())
+        st["empty"] = n < 1 or int(st["cols"].sum()) < 2
+        st["inv_n"] = 1.0 / max(n, 1)
+        st["s_t"] = (ctx.embeddings * ctx.ref_embeddings[st["target"]]).sum(1)
+
+    def _mask(self, tile: Tile, st: dict) -> torch.Tensor:
+        mask = st["anchors"][tile.rows, None] & st["cols"][None, tile.cols]
+        if self.ovo:
+            mask &= tile.col_ids()[None, :] != st["target"][tile.rows, None]
+        return mask
+
+    def _ovo_term(self, tile: Tile, st: dict):
+        s_t = st["s_t"][tile.rows, None]
+        return lambda s: F.softplus(s - s_t)
+
+    def accumulate(self, k: int, tile: Tile, st: dict) -> None:
+        if st["empty"]:
+            return
+        rows, mask = tile.rows, self._mask(tile, st)
+        if not self.ovo:
+            lse_update_(st["m"][rows], st["acc"][rows],
+                        torch.where(mask, tile.S, float("-inf")))
+            return
+        fn = self._ovo_term(tile, st)
+        st["acc"][rows] += torch.where(mask, fn(tile.S), 0.0).sum(1)
+        st["dt"][rows] -= elementwise_grad(fn, tile.S, mask, 1.0).sum(1)
+
+    def finish(self, k: int, st: dict, ctx: TileContext) -> None:
+        if st["empty"]:
+            return
+        if self.ovo:
+            per_anchor = torch.where(st["anchors"], st["acc"], 0.0)
+        else:
+            st["lse"] = torch.where(st["anchors"], st["m"] + st["acc"].log(), 0.0)
+            per_anchor = torch.where(st["anchors"], st["lse"] - st["s_t"], 0.0)
+        st["value"] = per_anchor.sum() * st["inv_n"]
+
+    def value(self, st: dict, ctx: TileContext) -> torch.Tensor:
+        return ctx.zeros(()) if st["empty"] else st["value"]
+
+    def tile_grad(self, tile: Tile, st: dict) -> torch.Tensor | None:
+        if st["empty"]:
+            return None
+        mask = self._mask(tile, st)
+        if self.ovo:
+            return elementwise_grad(self._ovo_term(tile, st), tile.S, mask, st["inv_n"])
+        w = torch.exp(tile.S - st["lse"][tile.rows, None]).mul_(st["inv_n"])
+        return torch.where(mask, w, 0.0)
+
+    def pair_grads(self, st: dict, ctx: TileContext) -> list:
+        if st["empty"]:
+            return []
+        g = st["dt"] if self.ovo else torch.full_like(st["s_t"], -1.0)
+        g = torch.where(st["anchors"], g * st["inv_n"], 0.0)
+        return [(st["target"][:, None], g[:, None])]

@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import PairBatch, PairLoss
+from ..similarity import distances_from_similarity
 from .registry import register
+from .tiling import Tile, TileContext, TileFormulation, elementwise_grad
 
-__all__ = ["ATTENTIONS", "OSMCAALoss"]
+__all__ = ["ATTENTIONS", "OSMCAALoss", "OSMCAATiles"]
 
 ATTENTIONS = ("softmax", "gaussian", "none")
 
@@ -151,3 +153,79 @@ class OSMCAALoss(PairLoss):
             return 0.0
         logits = self.class_logits(batch.embeddings, batch.labels)
         return self.classifier_weight * F.cross_entropy(logits, batch.labels)
+
+    def tiling_unsupported(self) -> str | None:
+        if not self.detach_weights:
+            return ("with detach_weights=False the gradient flows through the weights and the "
+                    "attention into the centres; only the official detached form is tiled")
+        if not self.normalize:
+            return ("on raw embeddings the distances come from the embeddings, not from S "
+                    "(use normalize=True)")
+        return None
+
+    def tile_formulation(self, ctx) -> OSMCAATiles:
+        """One pass: the weight sums and weighted sums of both parts over the tiles, with
+        the (detached) attention of every query and reference (:class:`OSMCAATiles`)."""
+        with torch.no_grad():
+            a = self.sample_attention(ctx.embeddings, ctx.labels)
+            a_ref = a if ctx.in_batch else self.sample_attention(
+                ctx.ref_embeddings, ctx.ref_labels, "ref_labels")
+        return OSMCAATiles(self, a.to(ctx.dtype), a_ref.to(ctx.dtype))
+
+    def tiled_regularizer(self, embeddings, labels, ref_embeddings, ref_labels, ctx):
+        return self.regularizer(PairBatch(S=None, pos=None, neg=None, labels=labels,
+                                          ref_labels=ref_labels, embeddings=embeddings,
+                                          ref_embeddings=ref_embeddings,
+                                          in_batch=ctx.in_batch, normalized=self.normalize))
+
+
+class OSMCAATiles(TileFormulation):
+    """:class:`OSMCAALoss` (detached weights) in tiles: four global sums, then the pair
+    weights ``(1 - lam) w+ / sum w+`` and ``lam w- / sum w-`` times the terms' derivatives."""
+
+    def __init__(self, loss: OSMCAALoss, a: torch.Tensor, a_ref: torch.Tensor):
+        self.loss, self.a, self.a_ref = loss, a, a_ref
+        alpha = loss.alpha
+        self.hinge2 = lambda s: (alpha - distances_from_similarity(s)).clamp_min(0.0) ** 2
+        self.d2 = lambda s: (2.0 - 2.0 * s).clamp_min(0.0)
+
+    def _w_neg(self, tile: Tile) -> torch.Tensor:
+        A = torch.minimum(self.a[tile.rows, None], self.a_ref[None, tile.cols])
+        s_neg = (self.loss.alpha - distances_from_similarity(tile.S)).clamp_min(0.0)
+        return torch.where(tile.neg, s_neg * A, 0.0)
+
+    def start(self, ctx: TileContext) -> dict:
+        return {"w_neg": ctx.zeros(()), "t_neg": ctx.zeros(())}
+
+    def accumulate(self, k: int, tile: Tile, st: dict) -> None:
+        w = self._w_neg(tile)
+        st["w_neg"] += w.sum()
+        st["t_neg"] += torch.where(tile.neg, w * self.hinge2(tile.S), 0.0).sum()
+
+    def finish(self, k: int, st: dict, ctx: TileContext) -> None:
+        index, valid = ctx.slots
+        s = st["s_pos"]
+        A = torch.minimum(self.a[:, None], self.a_ref[index])
+        w = torch.where(valid, torch.exp(-self.d2(s) / (self.loss.sigma ** 2)) * A, 0.0)
+        st["w_pos_pairs"], w_pos = w, w.sum()
+        t_pos = torch.where(valid, w * self.d2(s), 0.0).sum()
+        lam = self.loss.lam
+        st["c_pos"] = (1.0 - lam) / w_pos if w_pos > 0 else 0.0
+        st["c_neg"] = lam / st["w_neg"] if st["w_neg"] > 0 else 0.0
+        st["value"] = st["c_pos"] * t_pos + st["c_neg"] * st["t_neg"]
+
+    def value(self, st: dict, ctx: TileContext) -> torch.Tensor:
+        v = st["value"]
+        return v if isinstance(v, torch.Tensor) else ctx.zeros(()) + v
+
+    def tile_grad(self, tile: Tile, st: dict) -> torch.Tensor | None:
+        if not isinstance(st["c_neg"], torch.Tensor):
+            return None
+        return elementwise_grad(self.hinge2, tile.S, tile.neg, self._w_neg(tile) * st["c_neg"])
+
+    def pair_grads(self, st: dict, ctx: TileContext) -> list:
+        if not isinstance(st["c_pos"], torch.Tensor):
+            return []
+        index, valid = ctx.slots
+        return [(index, elementwise_grad(self.d2, st["s_pos"], valid,
+                                         st["w_pos_pairs"] * st["c_pos"]))]

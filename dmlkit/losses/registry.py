@@ -20,8 +20,18 @@ from ..registry import Registry
 
 __all__ = ["LOSSES", "available", "build", "get", "parameters", "register"]
 
+
+class _LossRegistry(Registry):
+    """The registry of losses: every loss also takes ``chunk_size`` (the tiled path of
+    :mod:`dmlkit.losses.tiling`, a keyword of :class:`~dmlkit.losses.PairLoss`), which is not
+    one of the paper's hyper-parameters listed by :meth:`parameters`."""
+
+    def check_parameters(self, name, params, skip=()):
+        super().check_parameters(name, [p for p in params if p != "chunk_size"], skip=skip)
+
+
 #: every loss of the package, by name
-LOSSES = Registry("loss", plural="losses")
+LOSSES = _LossRegistry("loss", plural="losses")
 
 register = LOSSES.register
 get = LOSSES.get

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import torch
 
-from ..similarity import mask_any
+from ..similarity import distances_from_similarity, mask_any
 from .base import PairBatch, PairLoss, positive_slots, zero_loss
 from .registry import register
+from .tiling import Tile, TileContext, TileFormulation, elementwise_grad
 
-__all__ = ["TripletLoss", "triplet_counts"]
+__all__ = ["TripletLoss", "TripletTiles", "triplet_counts"]
 
 _FORMS = ("distance", "squared_distance", "similarity")
 _MININGS = ("all", "semihard", "hard", "batch_hard")
@@ -214,6 +215,25 @@ class TripletLoss(PairLoss):
             return total / n_total
         return total / n_kept
 
+    def tiling_unsupported(self) -> str | None:
+        if self.form != "similarity" and not self.normalize:
+            return (f"the {self.form} form on raw embeddings reads the distances from the "
+                    "embeddings, not from S (use normalize=True)")
+        return None
+
+    def tile_formulation(self, ctx) -> TripletTiles:
+        """The counts against each row's sorted positive thresholds, tile by tile
+        (:class:`TripletTiles`); batch-hard: the hardest negative per row."""
+        return TripletTiles(self)
+
+    def score_fn(self):
+        """T as a function of S (unit vectors): s, -d(s) or -d(s)^2, as the dense path."""
+        if self.form == "similarity":
+            return lambda s: s
+        if self.form == "squared_distance":
+            return lambda s: -(2.0 - 2.0 * s).clamp_min(0.0)
+        return lambda s: -distances_from_similarity(s)
+
     def _batch_hard(self, T: torch.Tensor, batch: PairBatch) -> torch.Tensor:
         inf = float("inf")
         valid = batch.pos.any(1) & batch.neg.any(1)
@@ -228,3 +248,149 @@ class TripletLoss(PairLoss):
             return losses.mean()
         nonzero = (losses > 0).sum()
         return losses.sum() / nonzero.clamp_min(1)
+
+
+def _ordered(t: torch.Tensor, slots):
+    """Ascending thresholds (+inf padding) with the sort order and the columns it gives."""
+    index, valid = slots
+    t, order = t.masked_fill(~valid, float("inf")).sort(dim=1)
+    return t, order, index.gather(1, order)
+
+
+class TripletTiles(TileFormulation):
+    """:class:`TripletLoss` in tiles. Mining all / semihard / hard: pass 0 gathers the
+    positive slots, whose sorted thresholds (B, w) are the row statistics; pass 1 counts each
+    tile's negatives against them (:func:`_counts`, as the dense path) and accumulates the
+    per-threshold counts and the negatives' part of the value; the gradient is the counts
+    times dT/dS. Batch-hard: the hardest negative (first column) per row in pass 0, the
+    hardest positive from the slots."""
+
+    def __init__(self, loss: TripletLoss):
+        self.loss, self.T = loss, loss.score_fn()
+        self.hard = loss.mining == "batch_hard"
+
+    def start(self, ctx: TileContext) -> dict:
+        inf = float("inf")
+        return {"hn": ctx.full((ctx.B,), -inf), "hn_col": ctx.zeros(ctx.B, dtype=torch.long),
+                "hn_s": ctx.zeros(ctx.B), "neg_total": ctx.zeros(())}
+
+    def _b(self, tile: Tile):
+        T = self.T(tile.S)
+        return T, tile.fill_non_negatives_(T.clone(), float("-inf"))
+
+    def _tile_counts(self, tile: Tile, st: dict, b: torch.Tensor):
+        rows = tile.rows
+        C, c_lo = _counts(b, st["t_lo"][rows], inclusive=False)
+        c_hi = None
+        if self.loss.mining == "semihard":
+            C_hi, c_hi = _counts(b, st["t_hi"][rows], inclusive=True)
+            C = C - C_hi
+        return C, c_lo, c_hi
+
+    def accumulate(self, k: int, tile: Tile, st: dict) -> None:
+        rows = tile.rows
+        if self.hard:
+            T, b = self._b(tile)
+            best, arg = b.max(1)
+            better = best > st["hn"][rows]
+            st["hn_col"][rows] = torch.where(better, arg + tile.c0, st["hn_col"][rows])
+            st["hn_s"][rows] = torch.where(better, tile.S.gather(1, arg[:, None])[:, 0],
+                                           st["hn_s"][rows])
+            st["hn"][rows] = torch.where(better, best, st["hn"][rows])
+            return
+        if st["empty"]:
+            return
+        T, b = self._b(tile)
+        C, c_lo, c_hi = self._tile_counts(tile, st, b)
+        st["c_lo"][rows] += c_lo
+        if c_hi is not None:
+            st["c_hi"][rows] += c_hi
+        st["neg_total"] += (T * C).sum()
+
+    def prepare(self, st: dict, ctx: TileContext) -> None:
+        """The sorted thresholds of every row, from its positive slots."""
+        loss, slots = self.loss, ctx.slots
+        st["empty"] = slots[0].shape[1] == 0 or int(ctx.n_neg.sum()) == 0
+        if self.hard:
+            return
+        a = self.T(st["s_pos"])
+        shifted = a - loss.margin if loss.mining in ("all", "semihard") else a
+        st["t_lo"], order, st["cols_lo"] = _ordered(shifted, slots)
+        st["s_lo"] = st["s_pos"].gather(1, order)
+        st["c_lo"] = torch.zeros_like(a)
+        if loss.mining == "semihard":
+            st["t_hi"], order, st["cols_hi"] = _ordered(a, slots)
+            st["s_hi"] = st["s_pos"].gather(1, order)
+            st["c_hi"] = torch.zeros_like(a)
+
+    def finish(self, k: int, st: dict, ctx: TileContext) -> None:
+        loss = self.loss
+        if self.hard:
+            self._finish_hard(st, ctx)
+            return
+        if st["empty"]:
+            st["n_kept"] = 0.0
+            return
+        total = st["neg_total"] - (self.T(st["s_lo"]) * st["c_lo"]).nan_to_num(0.0).sum()
+        n_kept = st["c_lo"].sum()
+        if loss.mining == "semihard":
+            total = total + (self.T(st["s_hi"]) * st["c_hi"]).nan_to_num(0.0).sum()
+            n_kept = n_kept - st["c_hi"].sum()
+        st["n_kept"] = float(n_kept)
+        if loss.reduction == "sum":
+            st["coef"] = 1.0
+        elif loss.reduction == "mean" and loss.mining == "all":
+            st["coef"] = 1.0 / max(float((ctx.n_pos * ctx.n_neg).sum()), 1.0)
+        else:
+            st["coef"] = 1.0 / max(st["n_kept"], 1.0)
+        st["value"] = (total + loss.margin * n_kept) * st["coef"]
+
+    def _finish_hard(self, st: dict, ctx: TileContext) -> None:
+        index, valid = ctx.slots
+        live = (ctx.n_pos > 0) & (ctx.n_neg > 0)
+        st["empty"] = not bool(live.any())
+        if st["empty"]:
+            return
+        Tp = self.T(st["s_pos"]).masked_fill(~valid, float("inf"))
+        hp, arg = Tp.min(1)
+        st["hp_col"], st["hp_s"] = index.gather(1, arg[:, None])[:, 0], \
+            st["s_pos"].gather(1, arg[:, None])[:, 0]
+        pre = torch.where(live, st["hn"] - hp + self.loss.margin, 0.0)
+        losses = torch.relu(pre)
+        n = int(live.sum())
+        red = self.loss.reduction
+        coef = 1.0 if red == "sum" else 1.0 / n if red == "mean" else \
+            1.0 / max(int(((losses > 0) & live).sum()), 1)
+        st["value"] = losses.sum() * coef
+        st["dpre"] = ((pre > 0) & live).to(pre.dtype) * coef
+
+    def value(self, st: dict, ctx: TileContext) -> torch.Tensor:
+        if st["empty"] or (not self.hard and st["n_kept"] == 0):
+            return ctx.zeros(())
+        return st["value"]
+
+    def tile_grad(self, tile: Tile, st: dict) -> torch.Tensor | None:
+        if self.hard or st["empty"] or st["n_kept"] == 0:
+            return None
+        _, b = self._b(tile)
+        C, _, _ = self._tile_counts(tile, st, b)
+        return elementwise_grad(self.T, tile.S, tile.neg, C.mul_(st["coef"]))
+
+    def pair_grads(self, st: dict, ctx: TileContext) -> list:
+        if st["empty"]:
+            return []
+        if self.hard:
+            s = torch.stack([st["hp_s"], st["hn_s"]], 1)
+            sign = torch.tensor([-1.0, 1.0], dtype=s.dtype, device=s.device)
+            keep = torch.ones_like(s, dtype=torch.bool)
+            G = elementwise_grad(self.T, s, keep, st["dpre"][:, None] * sign)
+            return [(torch.stack([st["hp_col"], st["hn_col"]], 1), G)]
+        if st["n_kept"] == 0:
+            return []
+        valid = torch.isfinite(st["t_lo"])
+        out = [(st["cols_lo"], elementwise_grad(self.T, st["s_lo"], valid,
+                                                -st["c_lo"] * st["coef"]))]
+        if self.loss.mining == "semihard":
+            out.append((st["cols_hi"], elementwise_grad(self.T, st["s_hi"], valid,
+                                                        st["c_hi"] * st["coef"])))
+        return out

@@ -54,6 +54,8 @@ class TrainConfig:
         "help": "loss name (dmlkit.losses.available()); from Python also a module"})
     loss_params: dict = field(default_factory=dict, metadata={
         "help": "keyword arguments of the loss given by name"})
+    chunk_size: Any = _option(  # noqa: RUF009 - an int, "auto" or None (str on the CLI)
+        None, "exact tiled pair loss: tiles of at most this many rows / columns, auto or none")
     backbone: str = _option("small_cnn", "backbone name (dmlkit.models.available())")
     embedding_dim: int = _option(64, "size of the embedding")
     pretrained: bool = _option(True, "ImageNet weights for the torchvision backbones")
@@ -64,9 +66,12 @@ class TrainConfig:
         None, "P x K batches per epoch (none: one pass of the sampler)")
     P: int = _option(16, "classes per batch")
     K: int = _option(4, "images per class in a batch (>= 2)")
-    lr: float = _option(1e-3, "learning rate of the head and of the loss parameters")
+    lr: float = _option(1e-3, "learning rate of the head (the loss parameters: loss_lr_mult)")
     backbone_lr_mult: float = _option(
         1.0, "backbone learning rate = lr * backbone_lr_mult (0: frozen backbone)")
+    loss_lr_mult: float = _option(
+        1.0, "learning rate of the loss's parameters (proxies, centres) = lr * loss_lr_mult "
+             "(Proxy-Anchor: 100)")
     weight_decay: float = _option(0.0, "weight decay of the network parameters")
     optimizer: str = _option("adam", "optimiser: adam, adamw or sgd (momentum 0.9)")
     grad_clip: float | None = _option(None, "clip the gradient norm to this value (none: off)")
@@ -138,6 +143,10 @@ def resolve_config(config: TrainConfig | None, overrides: dict) -> TrainConfig:
         raise ValueError(f"unknown fit() option(s) {unknown}; known: {', '.join(sorted(names))}")
     cfg = dataclasses.replace(config or TrainConfig(), **overrides)
     cfg.loss_params = dict(cfg.loss_params or {})
+    if isinstance(cfg.chunk_size, str) and cfg.chunk_size.strip().isdigit():
+        cfg.chunk_size = int(cfg.chunk_size)      # from the command line
+    from ..losses.tiling import check_chunk_size
+    cfg.chunk_size = check_chunk_size(cfg.chunk_size)
     cfg.dataset_kwargs = dict(cfg.dataset_kwargs or {})
     cfg.metrics = tuple(cfg.metrics)
     cfg.final_metrics = tuple(cfg.final_metrics)
@@ -149,6 +158,8 @@ def resolve_config(config: TrainConfig | None, overrides: dict) -> TrainConfig:
     if cfg.iterations_per_epoch is not None and cfg.iterations_per_epoch < 1:
         raise ValueError(f"iterations_per_epoch must be >= 1 or None, "
                          f"got {cfg.iterations_per_epoch}")
+    if not float(cfg.loss_lr_mult) >= 0.0:
+        raise ValueError(f"loss_lr_mult must be >= 0, got {cfg.loss_lr_mult!r}")
     if not 0.0 <= float(cfg.val_fraction) < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
     if cfg.optimizer.lower() not in OPTIMIZERS:

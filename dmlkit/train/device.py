@@ -12,9 +12,14 @@ import torch
 
 __all__ = ["amp_dtype", "select_device"]
 
+#: device messages already printed in this process (each is printed once)
+_ANNOUNCED: set[str] = set()
+
 
 def select_device(device: str | torch.device = "auto", verbose: bool = True) -> torch.device:
-    """``"auto"``: CUDA if available, else Apple MPS, else CPU, with a visible message.
+    """``"auto"``: CUDA if available, else Apple MPS, else CPU, with a visible message
+    (``verbose``), printed once per process: a notebook that selects the device and then
+    trains (which selects it again) says it once.
 
     A device asked for by name that is not there raises ValueError (``"cuda"`` without CUDA).
     """
@@ -32,7 +37,8 @@ def select_device(device: str | torch.device = "auto", verbose: bool = True) -> 
             n = torch.get_num_threads()
             msg = (f"CUDA not available, using CPU ({n} thread{'s' if n > 1 else ''}); "
                    "training the ImageNet backbones will be slow")
-        if verbose:
+        if verbose and msg not in _ANNOUNCED:
+            _ANNOUNCED.add(msg)
             print(msg, flush=True)
         return dev
     dev = torch.device(name)

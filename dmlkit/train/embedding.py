@@ -58,7 +58,7 @@ def _as_loss(loss, task, embedding_dim: int, params: Mapping | None) -> nn.Modul
     if isinstance(loss, nn.Module):
         return loss
     params = dict(params or {})
-    if str(loss) == "osm_caa":
+    if "num_classes" in (_losses.parameters(str(loss)) or ()):   # osm_caa, proxy losses
         params.setdefault("num_classes", task.num_classes)
         params.setdefault("embedding_dim", embedding_dim)
     return _losses.build(loss, **params)
@@ -109,7 +109,9 @@ class EmbeddingTrainer(Trainer):
         """(S, W, pos, neg) of the loss on the probe batch (numpy)."""
         emb = _tasks.embed(self.model, self.probe[0])
         S, W = _weights.pair_weights(self.loss, emb, self.probe[1])
-        b = make_batch(emb, self.probe[1], normalize=self.loss.normalize)
+        refs = (self.loss.references(emb) if hasattr(self.loss, "references")  # proxies
+                else (None, None))
+        b = make_batch(emb, self.probe[1], *refs, normalize=self.loss.normalize)
         self.snapshots[step] = (S.numpy(), W.numpy(), b.pos.numpy(), b.neg.numpy())
 
     def compute_loss(self, x, y) -> dict:
@@ -140,7 +142,8 @@ class EmbeddingTrainer(Trainer):
 
 def train_embedding(task, loss: str | nn.Module = "multi_similarity", *,
                     loss_params: Mapping | None = None, steps: int = 120, P: int = 8,
-                    K: int = 4, lr: float = 2e-3, embedding_dim: int = 32, width: int = 16,
+                    K: int = 4, lr: float = 2e-3, loss_lr_mult: float = 1.0,
+                    embedding_dim: int = 32, width: int = 16,
                     seed: int = 0, labels: torch.Tensor | None = None,
                     model: nn.Module | None = None, sampler=None, track_mining: bool = False,
                     log_every: int = 10, eval_every: int = 0,
@@ -152,7 +155,8 @@ def train_embedding(task, loss: str | nn.Module = "multi_similarity", *,
         task: a :class:`dmlkit.tasks.ImageTask` (images ``X`` (N, C, H, W), labels ``y``
             (N,), and unseen test classes ``X_test`` / ``y_test``).
         loss: a name of :func:`dmlkit.losses.available` (``osm_caa`` gets ``num_classes`` and
-            ``embedding_dim`` from the task) or a loss module; its parameters are trained too.
+            ``embedding_dim`` from the task) or a loss module; its parameters are trained too,
+            with the learning rate ``lr * loss_lr_mult``.
         labels: training labels to use instead of ``task.y`` (e.g. noisy ones).
         model: a network to train (default :func:`dmlkit.tasks.build_net` seeded with
             ``seed``).
@@ -173,8 +177,11 @@ def train_embedding(task, loss: str | nn.Module = "multi_similarity", *,
         net = model if model is not None else _tasks.build_net(task.X.shape[1], embedding_dim,
                                                                width, seed)
         loss_mod = _as_loss(loss, task, embedding_dim, loss_params)
-        params = list(net.parameters()) + [p for p in loss_mod.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=lr)
+        groups = [{"params": list(net.parameters())}]
+        loss_params = [p for p in loss_mod.parameters() if p.requires_grad]
+        if loss_params:   # proxies / centres: lr * loss_lr_mult (Proxy-Anchor: 100)
+            groups.append({"params": loss_params, "lr": lr * loss_lr_mult})
+        opt = torch.optim.Adam(groups, lr=lr)
         batches = _tasks.endless_batches(sampler if sampler is not None
                                          else _data.PKSampler(y.numpy(), P, K, seed=seed))
         torch.manual_seed(seed)

@@ -27,6 +27,7 @@ up to non-deterministic kernels).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -39,6 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import distributed as _distributed
 from .. import models as _models
 from ..atomic import atomic_save, atomic_write_csv, atomic_write_text
 from ..seeding import derived_seed, seed_everything, set_rng_state
@@ -47,6 +49,7 @@ from .batches import EpochBatches
 from .checkpoint import check_resume_config, load_checkpoint, training_state
 from .config import TrainConfig, metric_keys, resolve_config
 from .device import amp_dtype, select_device
+from .epoch_log import EpochLog
 from .engine import Trainer
 
 __all__ = ["FitResult", "FitTrainer", "fit"]
@@ -98,22 +101,40 @@ def fit(config: TrainConfig | None = None, **overrides) -> FitResult:
     return FitTrainer(resolve_config(config, overrides)).run()
 
 
-def _build_loss(cfg: TrainConfig) -> nn.Module:
+def _build_loss(cfg: TrainConfig, classes=None) -> nn.Module:
+    """The loss of the run; a loss by name that owns one parameter per class (proxies,
+    centres: a ``num_classes`` parameter) gets ``num_classes = len(classes)`` (the training
+    classes, whose labels :func:`class_index` maps to 0..C-1) and ``embedding_dim``."""
     if isinstance(cfg.loss, nn.Module):
-        if cfg.loss_params:
-            raise ValueError("loss_params only apply to a loss given by name")
+        if cfg.loss_params or cfg.chunk_size is not None:
+            raise ValueError("loss_params and chunk_size only apply to a loss given by name "
+                             "(set loss.chunk_size on a loss module)")
         return cfg.loss
     from .. import losses
 
-    return losses.build(cfg.loss, **cfg.loss_params)
+    params = dict(cfg.loss_params)
+    if classes is not None and "num_classes" in (losses.parameters(cfg.loss) or ()):
+        params.setdefault("num_classes", len(classes))
+        params.setdefault("embedding_dim", cfg.embedding_dim)
+    if cfg.chunk_size is not None:
+        params["chunk_size"] = cfg.chunk_size        # the exact tiled path
+    return losses.build(cfg.loss, **params)
+
+
+def class_index(classes) -> torch.Tensor:
+    """A lookup tensor mapping each training class id (``classes``, sorted) to 0..C-1."""
+    classes = torch.as_tensor(np.asarray(classes), dtype=torch.long)
+    index = torch.full((int(classes.max()) + 1,), -1, dtype=torch.long)
+    index[classes] = torch.arange(len(classes))
+    return index
 
 
 def _optimizer(cfg: TrainConfig, model: _models.EmbeddingNet, loss: nn.Module):
     groups = model.param_groups(cfg.lr, cfg.backbone_lr_mult, cfg.weight_decay)
     loss_params = [p for p in loss.parameters() if p.requires_grad]
-    if loss_params:  # e.g. class centres / proxies owned by the loss
-        groups.append({"params": loss_params, "lr": cfg.lr, "weight_decay": 0.0,
-                       "name": "loss"})
+    if loss_params:  # class centres / proxies owned by the loss: their own learning rate
+        groups.append({"params": loss_params, "lr": cfg.lr * cfg.loss_lr_mult,
+                       "weight_decay": 0.0, "name": "loss"})
     kw = {"momentum": 0.9} if cfg.optimizer.lower() == "sgd" else {}
     return _OPTIMIZERS[cfg.optimizer.lower()](groups, lr=cfg.lr, **kw)
 
@@ -156,12 +177,10 @@ def _evaluate(model, ds, cfg, device, metrics, gallery=None, amp=None,
         emb, labels, metrics=list(metrics), seed=cfg.seed, ks=cfg.ks, **kw).items()}
 
 
-def _print_row(row: dict, bar=None) -> None:
-    parts = [f"epoch {row['epoch']}"]
-    if not math.isnan(row["loss"]):
-        parts.append(f"loss {row['loss']:.4f}")
-    parts += [f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("val_", "test_"))]
-    (bar.write if bar is not None else print)("  ".join(parts))
+def _print_row(row: dict, log: EpochLog, bar=None) -> None:
+    """One evaluated epoch as a line of the compact epoch table (a header first)."""
+    for line in log.lines(row):
+        (bar.write if bar is not None else print)(line)
 
 
 class FitTrainer(Trainer):
@@ -170,14 +189,24 @@ class FitTrainer(Trainer):
     ``history.csv`` every epoch, resumption, and the final test evaluation."""
 
     def __init__(self, cfg: TrainConfig):
+        # under torchrun: one process per device; only rank 0 prints, logs and writes files
+        self.rank, self.world = _distributed.init_from_env(cfg.device)
+        if self.rank != 0:
+            cfg = dataclasses.replace(cfg, verbose=False, progress=False)
         self.cfg = cfg
-        device = self.device = select_device(cfg.device, verbose=cfg.verbose)
+        device = self.device = _distributed.local_device(
+            select_device(cfg.device, verbose=cfg.verbose))
         self.amp = amp_dtype(cfg.amp, device)
         if cfg.amp == "fp16" and device.type != "cuda" and cfg.verbose:
             print("amp ignored: mixed precision is used on CUDA only")
         seed_everything(cfg.seed)
         self.train_ds, self.val_ds, self.test_ds, self.gallery_ds = datasets.splits(cfg)
-        loss = _build_loss(cfg).to(device)
+        classes = np.unique(np.asarray(self.train_ds.labels))
+        loss = _build_loss(cfg, classes).to(device)
+        # a loss with one parameter per class sees the training classes as 0..C-1
+        self.label_map = (class_index(classes).to(device)
+                          if hasattr(loss, "num_classes") and not isinstance(cfg.loss, nn.Module)
+                          else None)
         model = _models.build_model(cfg.backbone, cfg.embedding_dim, pretrained=cfg.pretrained,
                                     normalize=cfg.normalize, freeze_bn=cfg.freeze_bn,
                                     in_channels=datasets.in_channels(self.train_ds)).to(device)
@@ -188,14 +217,14 @@ class FitTrainer(Trainer):
         optimizer = _optimizer(cfg, model, loss)
         scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
         super().__init__(model, loss, optimizer, scaler=scaler, grad_clip=cfg.grad_clip)
-        from .. import data
-
-        sampler = data.PKSampler(np.asarray(self.train_ds.labels), cfg.P, cfg.K, seed=cfg.seed)
+        # several processes: model gradients averaged in backward, distinct classes per process
+        _distributed.average_gradients_in_backward(model)
+        sampler = _distributed.pk_sampler(self.train_ds.labels, cfg.P, cfg.K, seed=cfg.seed)
         self.epoch_batches = EpochBatches(sampler, cfg.iterations_per_epoch)
         self.train_loader = datasets.loader(self.train_ds, cfg, device,
                                             batch_sampler=self.epoch_batches)
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("runs") / cfg.run_name()
-        self.write = cfg.save_checkpoints
+        self.write = cfg.save_checkpoints and self.rank == 0
         self.paths = {"last": self.out_dir / "last.pt", "best": self.out_dir / "best.pt",
                       "history": self.out_dir / "history.csv",
                       "config": self.out_dir / "config.json"}
@@ -203,6 +232,7 @@ class FitTrainer(Trainer):
         self.best_val: dict = {}
         self.best_state = None
         self.initial_test: dict = {}
+        self.epoch_log = EpochLog()
 
     def _evaluate(self, ds, metrics, gallery=None) -> dict:
         """Metrics of ``ds`` in the training precision / memory format."""
@@ -227,7 +257,7 @@ class FitTrainer(Trainer):
             self.evaluate(0, row)
             self.history.append(row)
             if cfg.verbose:
-                _print_row(row)
+                _print_row(row, self.epoch_log)
 
     def resume(self, path: Path) -> None:
         """Continue from checkpoint ``path`` (a :func:`load_checkpoint` error names a corrupt
@@ -282,15 +312,19 @@ class FitTrainer(Trainer):
         x, y = batch
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
+        if self.label_map is not None:
+            y = self.label_map[y]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
 
     def compute_loss(self, x, y) -> dict:
+        _distributed.broadcast_buffers(self.model)     # several processes: rank 0's buffers
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32,
                             enabled=self.amp is not None):
             emb = self.model(x)
-        value = self.loss(emb.float(), y)
+        # several processes: the loss of the global batch (dmlkit.distributed.gather_batch)
+        value = self.loss(*_distributed.gather_batch(emb.float(), y))
         if not torch.isfinite(value):
             raise FloatingPointError(f"loss became {value.item()} at epoch {self.epoch}, step "
                                      f"{self.steps}: lower lr or use amp='bf16' / None")
@@ -332,7 +366,7 @@ class FitTrainer(Trainer):
     def log(self, row: dict) -> None:
         cfg = self.cfg
         if cfg.verbose and cfg.eval_every > 0 and "val_" + cfg.select_metric in row:
-            _print_row(row, self.bar)
+            _print_row(row, self.epoch_log, self.bar)
         self.bar.set_postfix(loss=f"{row['loss']:.4f}")
 
     def save_checkpoint(self, epoch: int) -> None:

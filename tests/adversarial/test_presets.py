@@ -215,3 +215,16 @@ def test_gradient_routing_term_by_term(preset, method):
         assert _close(part(got, "T"), part(expect_m, "T"))
         assert _nonzero(part(per["adv"], "H"))            # J_adv would reach H, but is not
         assert not _nonzero(part(per["gen"], "T"))        # generator inputs detached
+
+
+def test_pml_warmup_and_metric_alone_train_on_the_real_batch():
+    # PML's metric_alone_epochs train metric_loss on the real batch: so does the pml warm-up,
+    # and the pml metric-only run is the dmlkit one (official: sampled real triples)
+    pml, dml = _run("pml", method="metric", epochs=3), _run("dmlkit", method="metric", epochs=3)
+    assert [h["J_m_real"] for h in pml.history] == [h["J_m"] for h in dml.history]
+    d_pml, d_dml = _run("pml", epochs=3), _run("dmlkit", epochs=3)
+    assert d_pml.history[0]["phase"] == "metric"
+    assert d_pml.history[0]["J_m_real"] == d_dml.history[0]["J_m"]   # weight 1, as PML's
+    assert d_pml.trainer.warmup_triples == "batch" and d_pml.trainer.metric_triples == "sampled"
+    off = _run("official", method="metric", epochs=3)
+    assert off.trainer.warmup_triples == "sampled"

@@ -8,13 +8,18 @@ import torch
 from dmlkit import train
 
 
-def test_select_device_message(capsys):
+def test_select_device_message(capsys, monkeypatch):
+    from dmlkit.train import device
+
+    monkeypatch.setattr(device, "_ANNOUNCED", set())
     dev = train.select_device("auto")
     out = capsys.readouterr().out
     if torch.cuda.is_available():
         assert dev.type == "cuda" and out.startswith("Using CUDA")
     else:
         assert "using CPU" in out or "MPS" in out
+    assert train.select_device("auto") == dev
+    assert capsys.readouterr().out == ""   # said once per process (notebook 00 selects, then fits)
     assert train.select_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):

@@ -1,0 +1,155 @@
+# %% [markdown]
+# # 11 · Batches beyond memory: exact tiled pair losses
+#
+# Every pair-based loss of dmlkit is a function of the similarity matrix $S$ ($B \times M$), and
+# the dense path holds $S$ and several buffers of its size: $O(BM)$ memory, about 20 bytes per
+# pair for multi-similarity (5 GB at $B = 16{,}384$, 75 GB at $65{,}536$). By Theorem 3.1 the
+# gradient only needs the pair weights $W_{ij} = \mp\,\partial L / \partial S_{ij}$, and those are
+# functions of $S_{ij}$ and a few **per-row statistics** (hardest positive / negative,
+# log-sum-exp accumulators, counts, sorted positive thresholds). So a loss can be computed in
+# tiles $S_{IJ} = Q_I R_J^\top$ of at most `chunk_size` rows and columns:
+#
+# 1. stream the tiles once and accumulate the row statistics (no autograd),
+# 2. read the value from them,
+# 3. in the backward pass recompute each tile (as flash attention does), form
+#    $G_{IJ} = \partial L/\partial S_{IJ}$ from $S_{IJ}$ and the statistics, and accumulate
+#    $dQ_I \mathrel{+}= G_{IJ} R_J$, $dR_J \mathrel{+}= G_{IJ}^\top Q_I$.
+#
+# Peak memory is $O(\text{chunk}^2 + (B + M) D)$, and the result is the dense loss and gradient up
+# to summation order (float64: $10^{-15}$; the tests require $10^{-10}$ for every covered loss).
+#
+# ```python
+# loss = losses.build("multi_similarity", chunk_size=4096)    # tiles of <= 4096 x 4096
+# loss = losses.build("multi_similarity", chunk_size="auto")  # dense while it fits the budget
+# python -m dmlkit train --chunk-size 4096 ...                # the same for training
+# ```
+
+# %% tags=["parameters"]
+SEED = 0
+LOSS = "multi_similarity"     # any loss with a tile formulation (see dmlkit.losses.tiling)
+SIZES = [256, 512, 1024]      # batch sizes of the time / memory sweep (one process per method)
+DIM = 64                      # embedding dimension of the sweep
+CHUNK = 256                   # tile side of the sweep's tiled runs
+RUN_PML = True                # also time pytorch-metric-learning (same loss, proven equal)
+WEIGHT_B = 48                 # the batch whose pair weights are compared
+WEIGHT_CHUNK = 10             # tile side there (does not divide B)
+RESULTS_CSV = None            # a CSV of benchmarks/large_batch.py --out to tabulate (optional)
+
+# %%
+from dmlkit import notebook
+nb = notebook.setup("11_batches_beyond_memory", seed=SEED)
+
+# %%
+import importlib.util
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+
+import dmlkit
+from dmlkit import losses, weights
+
+# %% [markdown]
+# ## The tiled weights are the dense ones
+#
+# The weight view (`weights.pair_weights`) of a tiled loss reads $\partial L / \partial S$ from the
+# tiles the engine uses. On a float64 batch with tiles that do not divide $B$, they coincide with
+# the dense autograd weights, and so do the loss and its gradient.
+
+# %%
+g = torch.Generator().manual_seed(SEED)
+emb = torch.randn(WEIGHT_B, 16, generator=g, dtype=torch.float64)
+labels = torch.arange(WEIGHT_B) % 6
+dense = losses.build(LOSS)
+tiled = losses.build(LOSS, chunk_size=WEIGHT_CHUNK)
+S, W_dense = weights.pair_weights(dense, emb, labels)
+_, W_tiled = weights.pair_weights(tiled, emb, labels)
+
+
+def value_and_grad(loss):
+    x = emb.clone().requires_grad_(True)
+    value = loss(x, labels)
+    value.backward()
+    return float(value.detach()), x.grad
+
+
+v_d, g_d = value_and_grad(dense)
+v_t, g_t = value_and_grad(tiled)
+check = {"weight_max_abs_diff": float((W_tiled - W_dense).abs().max()),
+         "weight_max": float(W_dense.abs().max()),
+         "value_rel_diff": abs(v_t - v_d) / abs(v_d),
+         "grad_rel_diff": float((g_t - g_d).abs().max() / g_d.abs().max())}
+nb.record(**{f"weights_{k}": v for k, v in check.items()})
+pd.Series(check).to_frame("tiled vs dense")
+
+# %%
+pos = (labels[:, None] == labels[None, :]) & ~torch.eye(WEIGHT_B, dtype=torch.bool)
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+for ax, (title, W) in zip(axes[:2], [("dense W", W_dense), (f"tiled W (chunk {WEIGHT_CHUNK})",
+                                                           W_tiled)]):
+    im = ax.imshow(W.numpy(), cmap="viridis")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+for kind, mask, marker in (("positive", pos, "o"), ("negative", ~pos, "x")):
+    axes[2].scatter(W_dense[mask].numpy(), W_tiled[mask].numpy(), s=8, marker=marker,
+                    label=kind)
+top = float(W_dense.max())
+axes[2].plot([0, top], [0, top], color="grey", lw=0.8)
+axes[2].set(xlabel="dense weight", ylabel="tiled weight", title="every pair")
+axes[2].legend(fontsize="small")
+fig.tight_layout()
+nb.save_fig("weights", fig)
+plt.show()
+
+# %% [markdown]
+# ## Time and memory against B
+#
+# The benchmark's own functions (`benchmarks/large_batch.py`) at small sizes: one process per
+# implementation runs the sizes in ascending order and reports the forward + backward time
+# and the growth of its peak resident memory. Dense memory grows as $B^2$; the tiled path's as
+# $B \cdot D$ once $B$ exceeds the tile side. The full table (B up to 65,536) is in the README,
+# "Batches beyond memory".
+
+# %% tags=["varies"]
+spec = importlib.util.spec_from_file_location(
+    "large_batch", Path(dmlkit.__file__).resolve().parents[1] / "benchmarks" / "large_batch.py")
+large_batch = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(large_batch)
+
+impls = ["dense", "tiled"] + (["pml"] if RUN_PML and large_batch.CASES[LOSS][1] else [])
+rows = []
+for impl in impls:
+    rows += large_batch.run_series(impl, LOSS, SIZES, dim=DIM, chunk=CHUNK)
+sweep = pd.DataFrame(rows)[["impl", "B", "time_s", "peak_mb"]]
+nb.record(sweep=sweep.to_dict(orient="records"))
+sweep.pivot(index="B", columns="impl", values=["time_s", "peak_mb"]).round(3)
+
+# %% tags=["varies"]
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+for impl, part in sweep.groupby("impl"):
+    axes[0].plot(part["B"], part["time_s"], marker="o", label=impl)
+    axes[1].plot(part["B"], part["peak_mb"].clip(lower=1.0), marker="o", label=impl)
+axes[0].set(xscale="log", yscale="log", xlabel="B", ylabel="seconds (fwd + bwd)",
+            title=f"{LOSS}, D = {DIM}")
+axes[1].set(xscale="log", yscale="log", xlabel="B", ylabel="peak RSS increase (MB)",
+            title=f"tiles of {CHUNK}")
+for ax in axes:
+    ax.legend(fontsize="small")
+fig.tight_layout()
+nb.save_fig("time_memory", fig)
+plt.show()
+
+# %% [markdown]
+# At these small sizes the process's baseline dominates the memory and the tiled path pays for
+# recomputing $S$; its advantage is the slope: the dense buffers grow as $B^2$. With
+# `chunk_size="auto"` a loss stays dense while its estimated buffers fit the budget
+# (`dmlkit.losses.tiling.auto_budget()`, 2 GiB by default, `set_auto_budget`) and tiles beyond.
+
+# %%
+saved = pd.read_csv(RESULTS_CSV) if RESULTS_CSV and Path(RESULTS_CSV).exists() else None
+if saved is None:
+    print("no saved results given (RESULTS_CSV); see the README table")
+else:
+    print(saved.pivot_table(index=["loss", "B", "M"], columns="impl",
+                            values=["time_s", "peak_mb"]).round(2).to_string())
