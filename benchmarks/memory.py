@@ -1,16 +1,18 @@
-"""Cross-batch memory: step time and peak memory against the memory size, dmlkit and PML.
+"""Cross-batch memory: step time and peak memory against the memory size, dmlkit (dense and
+tiled) and PML.
 
     python benchmarks/memory.py                       # B = 128 (32 x 4), D = 512, CPU
     python benchmarks/memory.py --memory 0 1024 8192 --loss contrastive --repeats 5
+    python benchmarks/memory.py --impl dmlkit tiled --memory 65536 262144   # tiles of 1024
 
 One step = forward + backward of the multi-similarity loss (VTHM mining; PML: its
 ``MultiSimilarityMiner``) of a batch against a FULL memory (the ring is filled with random
 embeddings before timing); memory size 0 is the plain in-batch loss. Peak memory: the increase
 of the peak resident set over filling and timing (the ring itself included). Each
 (implementation, size) runs in a fresh subprocess so that the peak resident-memory increase
-(CPU) is its own; on CUDA the peak allocated memory is read from torch. dmlkit computes the
-memory loss densely (the (B, M) S and masks: the self-slot masks are not label masks, which
-the tiled path of dmlkit.losses.tiling needs), so time and memory grow linearly in M.
+(CPU) is its own; on CUDA the peak allocated memory is read from torch. "dmlkit" computes the
+memory loss densely (the (B, M) S and masks), "tiled" in exact tiles of 1024
+(``chunk_size=1024``; each query's own slot leaves its positives through the tiles' slots).
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ LOSSES = {  # dmlkit kwargs, PML factory: the mappings tests/test_memory.py prov
 
 def _build(impl: str, loss_name: str, memory: int, dim: int):
     kwargs, pml_source = LOSSES[loss_name]
-    if impl == "dmlkit":
+    if impl in ("dmlkit", "tiled"):
         from dmlkit import losses
         from dmlkit.memory import CrossBatchMemory
 
-        loss = losses.build(loss_name, **kwargs)
+        loss = losses.build(loss_name, **kwargs,
+                            **({"chunk_size": 1024} if impl == "tiled" else {}))
         return loss if memory == 0 else CrossBatchMemory(loss, dim, memory)
     from pytorch_metric_learning import losses, miners
 
@@ -74,7 +77,7 @@ def worker(impl: str, loss_name: str, memory: int, P: int, K: int, dim: int, rep
     for i in range(memory // B + 1):              # fill the ring directly (no loss steps)
         x = torch.randn(B, dim, device=device)
         y = labels + P * (i % 50)
-        if impl == "dmlkit" and memory:
+        if impl in ("dmlkit", "tiled") and memory:
             fn.enqueue(x, y)
         elif memory:
             fn.add_to_memory(x, y, B)
@@ -111,7 +114,7 @@ def main(argv=None) -> None:
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--impl", nargs="+", default=["dmlkit", "pml"])
+    p.add_argument("--impl", nargs="+", default=["dmlkit", "tiled", "pml"])
     args = p.parse_args(argv)
     print(f"{args.loss}, B = {args.P} x {args.K}, D = {args.dim}, {args.device}, median of "
           f"{args.repeats} steps against a full memory")

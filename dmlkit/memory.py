@@ -69,9 +69,10 @@ class CrossBatchMemory(nn.Module):
     ``s >= 1 - 1e-5`` inside its losses, and on overflow writes the batch into the LAST B
     slots and restarts at 0 (not a modular ring); those details are not reproduced.
 
-    ``chunk_size`` reads / sets the wrapped loss's tile size (when it has one); the memory
-    loss itself is computed densely ((B, M) S and masks) because the self-slot masks cannot
-    be read from the labels, which is what the tiled path needs.
+    ``chunk_size`` reads / sets the wrapped loss's tile size (when it has one): with a
+    chunk size (or "auto" beyond its memory budget) the memory term is computed exactly in
+    tiles (:mod:`dmlkit.losses.tiling`, each query's own slot removed from its positives
+    through ``exclude``), so memories far beyond a dense (B, M) matrix fit; else densely.
 
     Bad input raises ValueError: embeddings of another size than ``embedding_dim``, a batch
     larger than the memory, labels of the wrong shape or type, a proxy loss (its references
@@ -153,8 +154,16 @@ class CrossBatchMemory(nn.Module):
         if int(self.iteration) <= self.start_iteration:
             return self.loss(emb, lab)
         slots = self.enqueue(emb, lab)
-        batch = self.memory_batch(emb, lab, slots)
-        value = self.memory_weight * (self.loss.compute(batch) + self.loss.regularizer(batch))
+        ref, ref_labels = self.memory()
+        chunk = (self.loss.tiled_chunk(len(lab), len(ref_labels), emb.dtype)
+                 if self.chunk_size is not None else None)
+        if chunk is not None:   # exact tiles; the own slot leaves the positives of its query
+            from .losses.tiling import tiled_forward
+            mem = tiled_forward(self.loss, emb, lab, ref, ref_labels, chunk, exclude=slots)
+        else:
+            batch = self.memory_batch(emb, lab, slots)
+            mem = self.loss.compute(batch) + self.loss.regularizer(batch)
+        value = self.memory_weight * mem
         if self.batch_weight:
             value = value + self.batch_weight * self.loss(emb, lab)
         return value

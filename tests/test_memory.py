@@ -200,3 +200,56 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="start_iteration"):
         CrossBatchMemory(losses.build("contrastive"), D, 8, start_iteration=-1)
     assert int(xbm.filled) == 0          # nothing was enqueued by the failed calls
+
+
+TILED = ["multi_similarity", "contrastive", "triplet", "binomial_deviance", "lifted_structure",
+         "generalized_lifted_structure", "npair", "vthm", "ddml"]
+
+
+@pytest.mark.parametrize("name", TILED)
+@pytest.mark.parametrize("chunk", [3, 7])
+def test_tiled_memory_equals_dense_step_by_step(name, chunk):
+    # the memory term in tiles (the own slot excluded through the tiles' positive slots)
+    # equals the dense masks, value and gradient, the ring wrapping included
+    dense = CrossBatchMemory(losses.build(name), D, MEMORY)
+    tiled = CrossBatchMemory(losses.build(name, chunk_size=chunk), D, MEMORY)
+    for step, (x, y) in enumerate(batches(3, classes=3)):
+        xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        va, vb = dense(xa, y), tiled(xb, y)
+        va.backward()
+        vb.backward()
+        assert vb.item() == pytest.approx(va.item(), rel=1e-10, abs=1e-12), f"step {step}"
+        torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-9, atol=1e-12)
+    assert torch.equal(dense.embeddings, tiled.embeddings)
+
+
+def test_tiled_exclude_is_checked():
+    from dmlkit.losses.tiling import tiled_forward
+
+    loss = losses.build("multi_similarity", chunk_size=4)
+    x, y = next(batches(4))
+    with pytest.raises(ValueError, match="query-vs-reference"):
+        tiled_forward(loss, x, y, exclude=torch.zeros(B, dtype=torch.long))
+    with pytest.raises(ValueError, match="exclude must be"):
+        tiled_forward(loss, x, y, x, y, exclude=torch.zeros(B - 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="outside"):
+        tiled_forward(loss, x, y, x, y, exclude=torch.full((B,), B, dtype=torch.long))
+
+
+def test_tiled_memory_with_wide_positive_rows():
+    # few classes in a large memory: more positives per row than the tiles gather directly
+    from dmlkit.losses import tiling
+
+    g = torch.Generator().manual_seed(5)
+    dense = CrossBatchMemory(losses.build("multi_similarity"), D, 300)
+    tiled = CrossBatchMemory(losses.build("multi_similarity", chunk_size=16), D, 300)
+    for _ in range(4):
+        x = torch.randn(50, D, generator=g, dtype=torch.float64)
+        y = torch.randint(0, 2, (50,), generator=g)
+        xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        va, vb = dense(xa, y), tiled(xb, y)
+        va.backward()
+        vb.backward()
+        assert vb.item() == pytest.approx(va.item(), rel=1e-10)
+        torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-9, atol=1e-12)
+    assert int(tiled.filled) == 200 and int((tiled.labels[:200] == 0).sum()) > tiling.WIDE_SLOTS

@@ -139,12 +139,19 @@ class TileContext:
     embeddings: torch.Tensor            # the (promoted, normalised) queries, no grad
     ref_embeddings: torch.Tensor
     extra: dict = field(default_factory=dict)   # loss-specific inputs (e.g. attention)
+    #: (B,) long or None: for each query one reference column that is not its positive although
+    #: it has its label (a cross-batch memory's copy of the query itself); never a negative
+    exclude: torch.Tensor | None = None
 
     @cached_property
     def slots(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The positives of every row, ``(index, valid)`` (B, w): :attr:`PairBatch.pos_slots`."""
-        from .base import _slots_from_labels
-        return _slots_from_labels(self.labels, self.ref_labels, self.in_batch)
+        from .base import _left_align, _slots_from_labels
+        index, valid = _slots_from_labels(self.labels, self.ref_labels, self.in_batch)
+        if self.exclude is not None:
+            valid = valid & (index != self.exclude[:, None])
+            index, valid = _left_align(index, valid)
+        return index, valid
 
     @cached_property
     def n_pos(self) -> torch.Tensor:
@@ -154,7 +161,10 @@ class TileContext:
     @cached_property
     def n_neg(self) -> torch.Tensor:
         """(B,) number of negatives of each row (neither a positive nor, in-batch, itself)."""
-        return self.M - self.n_pos - (1 if self.in_batch else 0)
+        n = self.M - self.n_pos - (1 if self.in_batch else 0)
+        if self.exclude is not None:     # the excluded column: same label, not a positive
+            n = n - (self.ref_labels[self.exclude] == self.labels).long()
+        return n
 
     def zeros(self, *shape, dtype=None) -> torch.Tensor:
         return torch.zeros(*shape, dtype=dtype or self.dtype, device=self.device)
@@ -227,8 +237,12 @@ def _slot_similarities(q, r, ctx: TileContext, chunk: int) -> torch.Tensor:
             if ctx.in_batch:                                   # rows == cols: drop i itself
                 keep = ~torch.eye(len(rows), dtype=torch.bool, device=block.device)
                 block = block[keep].view(len(rows), len(rows) - 1)
+            elif ctx.exclude is not None:      # drop each row's excluded column, keep order
+                keep = cols[None, :] != ctx.exclude[rows][:, None]
+                order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)
+                block = block.gather(1, order)[:, :int(keep.sum(1).max())]
             out[rows, :block.shape[1]] = block
-        return out
+        return out.masked_fill_(~valid, 0.0)
     for i0, i1 in _blocks(ctx.B, _slot_rows(chunk, index.shape[1], q.shape[1])):
         out[i0:i1] = torch.einsum("rd,rkd->rk", q[i0:i1], r[index[i0:i1]])
     return out.masked_fill_(~valid, 0.0)
@@ -378,8 +392,9 @@ def _pair_grad_into(dq, dr, q, r, pairs, chunk: int) -> None:
         for i0, i1 in _blocks(index.shape[0], _slot_rows(chunk, index.shape[1], q.shape[1])):
             idx, g = index[i0:i1], G[i0:i1].to(q.dtype)
             dq[i0:i1] += torch.einsum("rk,rkd->rd", g, r[idx])
-            dr.index_add_(0, idx.reshape(-1), (g[:, :, None] * q[i0:i1, None, :]).reshape(
-                -1, q.shape[1]))
+            if dr is not None:    # None: the references need no gradient (a memory bank)
+                dr.index_add_(0, idx.reshape(-1), (g[:, :, None] * q[i0:i1, None, :])
+                              .reshape(-1, q.shape[1]))
 
 
 class _TiledPairLoss(torch.autograd.Function):
@@ -400,7 +415,8 @@ class _TiledPairLoss(torch.autograd.Function):
         form, state, ctx, chunk = fctx.form, fctx.state, fctx.tctx, fctx.chunk
         with torch.no_grad():
             dq = torch.zeros_like(q)
-            dr = dq if ctx.in_batch else torch.zeros_like(r)
+            want_r = ctx.in_batch or fctx.needs_input_grad[1]
+            dr = dq if ctx.in_batch else (torch.zeros_like(r) if want_r else None)
             slot_G, pairs = _split_slot_grads(form.pair_grads(state, ctx), ctx)
             if ctx.in_batch:
                 _symmetric_backward(form, state, q, ctx, chunk, dq, slot_G)
@@ -409,12 +425,13 @@ class _TiledPairLoss(torch.autograd.Function):
                     G = _tile_grad(form, tile, state, slot_G)
                     if G is not None:
                         dq[tile.rows] += G @ r[tile.cols]
-                        dr[tile.cols] += G.t() @ q[tile.rows]
+                        if dr is not None:
+                            dr[tile.cols] += G.t() @ q[tile.rows]
             _pair_grad_into(dq, dr, q, r, pairs, chunk)
         dq.mul_(grad)
         if ctx.in_batch:   # q and r are the same tensor: its whole gradient goes once
             return dq, None, None, None, None
-        return dq, dr.mul_(grad), None, None, None
+        return dq, (dr.mul_(grad) if dr is not None else None), None, None, None
 
 
 def _symmetric_backward(form, state, q, ctx, chunk, dq, slot_G=None) -> None:
@@ -439,7 +456,7 @@ def _symmetric_backward(form, state, q, ctx, chunk, dq, slot_G=None) -> None:
                 dq[i0:i1] += G @ q[i0:i1]
 
 
-def _inputs(loss, embeddings, labels, ref_embeddings, ref_labels):
+def _inputs(loss, embeddings, labels, ref_embeddings, ref_labels, exclude=None):
     """Validated, promoted (and normalised) Q, R with labels: the input of the engine."""
     from .base import check_batch_inputs
     emb, lab, ref, ref_lab, in_batch = check_batch_inputs(embeddings, labels, ref_embeddings,
@@ -457,16 +474,32 @@ def _inputs(loss, embeddings, labels, ref_embeddings, ref_labels):
     ctx = TileContext(B=q.shape[0], M=r.shape[0], in_batch=in_batch, labels=lab,
                       ref_labels=ref_lab, dtype=q.dtype, device=q.device,
                       normalized=loss.normalize, embeddings=q.detach(),
-                      ref_embeddings=r.detach())
+                      ref_embeddings=r.detach(), exclude=_check_exclude(exclude, lab, r))
     return emb, lab, ref, ref_lab, q, r, ctx
 
 
+def _check_exclude(exclude, labels, r):
+    if exclude is None:
+        return None
+    ex = torch.as_tensor(exclude, device=labels.device)
+    if ex.shape != labels.shape or ex.dtype != torch.long:
+        raise ValueError(f"exclude must be a (B,) int64 tensor of reference columns, got "
+                         f"{tuple(ex.shape)} {ex.dtype}")
+    if ex.numel() and (int(ex.min()) < 0 or int(ex.max()) >= r.shape[0]):
+        raise ValueError(f"exclude holds columns outside 0..{r.shape[0] - 1}")
+    return ex
+
+
 def tiled_forward(loss, embeddings, labels, ref_embeddings=None, ref_labels=None,
-                  chunk: int = 1024) -> torch.Tensor:
+                  chunk: int = 1024, exclude=None) -> torch.Tensor:
     """The loss of a :class:`~dmlkit.losses.PairLoss` computed in tiles of ``chunk`` (its
-    ``tile_formulation()``), plus its non-S terms (``tiled_regularizer``)."""
+    ``tile_formulation()``), plus its non-S terms (``tiled_regularizer``). exclude: (B,)
+    reference columns removed from each query's positives (query-vs-reference only; the
+    cross-batch memory's own slot of each query)."""
+    if exclude is not None and ref_embeddings is None:
+        raise ValueError("exclude applies to query-vs-reference batches only")
     emb, lab, ref, ref_lab, q, r, ctx = _inputs(loss, embeddings, labels, ref_embeddings,
-                                                ref_labels)
+                                                ref_labels, exclude)
     form = loss.tile_formulation(ctx)
     value = _TiledPairLoss.apply(q, r, form, ctx, int(chunk))
     return value + loss.tiled_regularizer(emb, lab, ref, ref_lab, ctx)
