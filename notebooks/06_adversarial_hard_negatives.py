@@ -228,22 +228,15 @@ bench_summary[["run", "negatives", "recall@1", "recall@1 sd", "recall@1 vs contr
 # control on every seed.
 
 # %%
-def verdicts(s, where):
-    return [f"{where}: {row['run']:14s} R@1 {row['recall@1 vs control']:+5.1f} "
-            f"(sd {row['recall@1 vs control sd']:.1f}) vs its control, "
-            f"MAP@R {row['map@r vs control']:+5.1f}: R@1 {row['recall@1 verdict']}"
-            for row in s.to_dict(orient="records") if row["recall@1 verdict"]]
-
-
-for line in verdicts(summary, "this run") + verdicts(bench_summary, "benchmark"):
+for line in (comparison.verdict_lines(summary, "this run")
+             + comparison.verdict_lines(bench_summary, "benchmark")):
     print(line)
 reference = bench_summary.set_index("run")
 print(f"benchmark: the reference (every batch negative) R@1 {reference.loc['metric/every negative', 'recall@1']:.1f}; "
       f"control/dmlkit (1 real negative per anchor) {reference.loc['control/dmlkit', 'recall@1']:.1f}")
 
 # %%
-nb.record(seeds=SEEDS, common={k: v for k, v in common.items()},
-          summary=summary.drop(columns=["config"], errors="ignore").to_dict(orient="records"),
+nb.record(seeds=SEEDS, common=common, summary=summary.to_dict(orient="records"),
           benchmark=bench_summary.to_dict(orient="records"),
           recorded_preset=RECORDED_PRESET,
           share_harder=float(adversarial.hardness_summary(hardness, by=None).iloc[0]["harder"]))

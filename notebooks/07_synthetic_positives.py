@@ -139,11 +139,9 @@ bench[["run", "negatives", "alpha_sign", "recall@1", "recall@1 sd", "recall@1 vs
 # head and generator updates, lambda2 = 50) is not one of the presets.
 
 # %%
-for where, s in (("this run", summary), ("benchmark", bench)):
-    for row in s.to_dict(orient="records"):
-        if row["recall@1 verdict"]:
-            print(f"{where}: {row['run']:16s} R@1 {row['recall@1 vs control']:+5.1f} "
-                  f"(sd {row['recall@1 vs control sd']:.1f}) vs its control: {row['recall@1 verdict']}")
+for line in (comparison.verdict_lines(summary, "this run")
+             + comparison.verdict_lines(bench, "benchmark")):
+    print(line)
 nb.record(seeds=SEEDS, common=common, summary=summary.to_dict(orient="records"),
           benchmark=bench.to_dict(orient="records"), recorded_preset=RECORDED_PRESET,
           feature_d_positive=float(d_pos.mean()), feature_d_synthetic_positive=float(d_syn_pos.mean()))

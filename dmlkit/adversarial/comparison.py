@@ -43,7 +43,7 @@ from .presets import PRESETS
 
 __all__ = ["BENCHMARK_RESOURCE", "CONFIG_COLUMNS", "DIAGNOSTIC_COLUMNS", "RunSpec",
            "fair_runs", "load_benchmark", "negatives_in_metric_loss", "run_comparison",
-           "summarize"]
+           "summarize", "verdict_lines"]
 
 #: the diagnostics of the last epoch kept per run (``fit_adversarial(..., diagnostics=True)``)
 DIAGNOSTIC_COLUMNS = ("collapse_same", "collapse_different", "probe_accuracy",
@@ -249,6 +249,24 @@ def summarize(frame: pd.DataFrame, metrics: Sequence[str] | None = None,
             row[k] = part[k].iloc[0]
         out.append(row)
     return pd.DataFrame(out)
+
+
+def verdict_lines(summary: pd.DataFrame, where: str = "",
+                  metrics: Sequence[str] = ("recall@1", "map@r")) -> list[str]:
+    """One line per compared run of a :func:`summarize` table: the paired difference to its
+    control (and its sd) for the first metric, the mean difference for the others, and the
+    first metric's verdict; ``where`` prefixes each line (e.g. "benchmark")."""
+    first, *rest = metrics
+    prefix = f"{where}: " if where else ""
+    lines = []
+    for row in summary.to_dict(orient="records"):
+        if not row[f"{first} verdict"]:
+            continue
+        others = "".join(f", {m} {row[f'{m} vs control']:+5.1f}" for m in rest)
+        lines.append(f"{prefix}{row['run']:16s} {first} {row[f'{first} vs control']:+5.1f} "
+                     f"(sd {row[f'{first} vs control sd']:.1f}) vs its control{others}: "
+                     f"{first} {row[f'{first} verdict']}")
+    return lines
 
 
 def load_benchmark(path: str | Path | None = None) -> pd.DataFrame:

@@ -209,3 +209,15 @@ def test_run_comparison_collects_every_epoch_of_every_run():
                     for e in range(3)}
     joint = [h for h in hist if h["phase"] == "joint"]
     assert joint and all("collapse_same" in h and "probe_accuracy" in h for h in joint)
+
+
+def test_verdict_lines_one_per_compared_run(small_frame):
+    s = comparison.summarize(small_frame, ["recall@1", "map@r"])
+    lines = comparison.verdict_lines(s, "here")
+    compared = s[s["recall@1 verdict"] != ""]
+    assert len(lines) == len(compared) == 2
+    for line, row in zip(lines, compared.to_dict(orient="records")):
+        assert line.startswith(f"here: {row['run']}")
+        assert f"recall@1 {row['recall@1 vs control']:+5.1f}" in line
+        assert f"map@r {row['map@r vs control']:+5.1f}" in line
+        assert line.endswith(f"recall@1 {row['recall@1 verdict']}")
