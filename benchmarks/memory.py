@@ -8,7 +8,8 @@ tiled) and PML.
 One step = forward + backward of the multi-similarity loss (VTHM mining; PML: its
 ``MultiSimilarityMiner``) of a batch against a FULL memory (the ring is filled with random
 embeddings before timing); memory size 0 is the plain in-batch loss. Peak memory: the increase
-of the peak resident set over filling and timing (the ring itself included). Each
+of the peak resident set over filling and timing (the ring itself included;
+:func:`dmlkit.scaling.reset_peak_rss`). Each
 (implementation, size) runs in a fresh subprocess so that the peak resident-memory increase
 (CPU) is its own; on CUDA the peak allocated memory is read from torch. "dmlkit" computes the
 memory loss densely (the (B, M) S and masks), "tiled" in exact tiles of 1024
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -58,8 +58,10 @@ def worker(impl: str, loss_name: str, memory: int, P: int, K: int, dim: int, rep
 
     torch.manual_seed(0)
     B = P * K
+    from dmlkit.scaling import peak_rss_kb, reset_peak_rss
+
     _build(impl, loss_name, 0, dim)     # imports and first kernels before the baseline
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = reset_peak_rss()
     fn = _build(impl, loss_name, memory, dim)
     if hasattr(fn, "to"):
         fn = fn.to(device)
@@ -88,7 +90,7 @@ def worker(impl: str, loss_name: str, memory: int, P: int, K: int, dim: int, rep
         step()
         times.append(time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda"
-            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024)
+            else (peak_rss_kb() - rss0) / 1024)
     return {"impl": impl, "memory": memory, "ms": 1e3 * statistics.median(times),
             "peak_mb": peak}
 

@@ -27,6 +27,8 @@
 # %% tags=["parameters"]
 SEED = 0
 LOSS = "multi_similarity"     # any loss with a tile formulation (see dmlkit.losses.tiling)
+ANGULAR_ALPHA = 40.0          # the angular loss's angle bound (degrees)
+SWEEP_LOSSES = ["multi_similarity", "angular"]   # losses of dmlkit.scaling.CASES to time
 SIZES = [256, 512, 1024]      # batch sizes of the time / memory sweep (one process per method)
 DIM = 64                      # embedding dimension of the sweep
 CHUNK = 256                   # tile side of the sweep's tiled runs
@@ -40,15 +42,14 @@ from dmlkit import notebook
 nb = notebook.setup("11_batches_beyond_memory", seed=SEED)
 
 # %%
-import importlib.util
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-import dmlkit
-from dmlkit import losses, weights
+from dmlkit import scaling
+from dmlkit.losses import tiling
 
 # %% [markdown]
 # ## The tiled weights are the dense ones
@@ -61,25 +62,7 @@ from dmlkit import losses, weights
 g = torch.Generator().manual_seed(SEED)
 emb = torch.randn(WEIGHT_B, 16, generator=g, dtype=torch.float64)
 labels = torch.arange(WEIGHT_B) % 6
-dense = losses.build(LOSS)
-tiled = losses.build(LOSS, chunk_size=WEIGHT_CHUNK)
-S, W_dense = weights.pair_weights(dense, emb, labels)
-_, W_tiled = weights.pair_weights(tiled, emb, labels)
-
-
-def value_and_grad(loss):
-    x = emb.clone().requires_grad_(True)
-    value = loss(x, labels)
-    value.backward()
-    return float(value.detach()), x.grad
-
-
-v_d, g_d = value_and_grad(dense)
-v_t, g_t = value_and_grad(tiled)
-check = {"weight_max_abs_diff": float((W_tiled - W_dense).abs().max()),
-         "weight_max": float(W_dense.abs().max()),
-         "value_rel_diff": abs(v_t - v_d) / abs(v_d),
-         "grad_rel_diff": float((g_t - g_d).abs().max() / g_d.abs().max())}
+W_dense, W_tiled, check = tiling.dense_agreement(LOSS, emb, labels, WEIGHT_CHUNK)
 nb.record(**{f"weights_{k}": v for k, v in check.items()})
 pd.Series(check).to_frame("tiled vs dense")
 
@@ -103,35 +86,55 @@ nb.save_fig("weights", fig)
 plt.show()
 
 # %% [markdown]
+# ## The angular loss: every positive meets every negative
+#
+# The angular loss (Wang et al. 2017) couples each positive pair $(a, p)$ with every negative
+# $n$ of the anchor through the similarity of the *positive* to the negative:
+#
+# $$\ell_{ap} = \log\Big(1 + \sum_{n \in N_a} e^{4t(s_{an} + s_{pn}) - 2(1+t)s_{ap}}\Big),
+# \qquad t = \tan^2\alpha .$$
+#
+# Its dense path forms the inner sums of all pairs as one $(B, M) \times (M, M)$ product:
+# $O(BM^2)$ work and $(M, M)$ memory. In tiles, each tile also brings the similarities of
+# every row's $w$ positives to the tile's columns, $s_{pn}$, and a log-sum-exp per positive
+# pair streams over the tiles: $O(BwMD)$ work. The gradient of a term reaches three entries
+# of $S$: $s_{ap}$, $s_{an}$ and $s_{pn}$, and the tiled weights are again the dense ones.
+
+# %%
+_, _, angular_check = tiling.dense_agreement("angular", emb, labels, WEIGHT_CHUNK,
+                                              alpha=ANGULAR_ALPHA)
+nb.record(**{f"angular_{k}": v for k, v in angular_check.items()})
+pd.Series(angular_check).to_frame("angular: tiled vs dense")
+
+# %% [markdown]
 # ## Time and memory against B
 #
-# The benchmark's own functions (`benchmarks/large_batch.py`) at small sizes: one process per
-# implementation runs the sizes in ascending order and reports the forward + backward time
-# and the growth of its peak resident memory. Dense memory grows as $B^2$; the tiled path's as
+# The benchmark's own functions (`dmlkit.scaling`, which `benchmarks/large_batch.py` runs) at
+# small sizes: one process per implementation runs the sizes in ascending order and reports
+# the forward + backward time and the growth of its peak resident memory. Dense memory grows as $B^2$; the tiled path's as
 # $B \cdot D$ once $B$ exceeds the tile side. The full table (B up to 65,536) is in the README,
 # "Batches beyond memory".
 
 # %% tags=["varies"]
-spec = importlib.util.spec_from_file_location(
-    "large_batch", Path(dmlkit.__file__).resolve().parents[1] / "benchmarks" / "large_batch.py")
-large_batch = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(large_batch)
-
-impls = ["dense", "tiled"] + (["pml"] if RUN_PML and large_batch.CASES[LOSS][1] else [])
 rows = []
-for impl in impls:
-    rows += large_batch.run_series(impl, LOSS, SIZES, dim=DIM, chunk=CHUNK)
-sweep = pd.DataFrame(rows)[["impl", "B", "time_s", "peak_mb"]]
+for name in SWEEP_LOSSES:
+    impls = ["dense", "tiled"] + (["pml"] if RUN_PML and scaling.CASES[name][1] else [])
+    for impl in impls:
+        rows += scaling.run_series(impl, name, SIZES, dim=DIM, chunk=CHUNK)
+sweep = pd.DataFrame(rows)[["loss", "impl", "B", "time_s", "peak_mb"]]
 nb.record(sweep=sweep.to_dict(orient="records"))
-sweep.pivot(index="B", columns="impl", values=["time_s", "peak_mb"]).round(3)
+sweep.pivot(index="B", columns=["loss", "impl"], values="time_s").round(3)
 
 # %% tags=["varies"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-for impl, part in sweep.groupby("impl"):
-    axes[0].plot(part["B"], part["time_s"], marker="o", label=impl)
-    axes[1].plot(part["B"], part["peak_mb"].clip(lower=1.0), marker="o", label=impl)
+colors = {impl: f"C{i}" for i, impl in enumerate(["dense", "tiled", "pml"])}
+for (name, impl), part in sweep.groupby(["loss", "impl"]):
+    style = dict(marker="o", color=colors[impl], label=f"{name} {impl}",
+                 linestyle="-" if name == SWEEP_LOSSES[0] else "--")
+    axes[0].plot(part["B"], part["time_s"], **style)
+    axes[1].plot(part["B"], part["peak_mb"].clip(lower=1.0), **style)
 axes[0].set(xscale="log", yscale="log", xlabel="B", ylabel="seconds (fwd + bwd)",
-            title=f"{LOSS}, D = {DIM}")
+            title=f"D = {DIM}")
 axes[1].set(xscale="log", yscale="log", xlabel="B", ylabel="peak RSS increase (MB)",
             title=f"tiles of {CHUNK}")
 for ax in axes:
@@ -141,8 +144,11 @@ nb.save_fig("time_memory", fig)
 plt.show()
 
 # %% [markdown]
-# At these small sizes the process's baseline dominates the memory and the tiled path pays for
-# recomputing $S$; its advantage is the slope: the dense buffers grow as $B^2$. With
+# At these small sizes the tiled path pays for its many small tiles (each a few Python-level
+# operations) and is slower than dense; its advantage is the slope of the memory: the dense
+# buffers grow as $B^2$ (the angular loss's dense path also holds $(M, M)$ buffers). The
+# forward pass keeps its first tiles for the backward pass (up to
+# `tiling.cache_budget()`, 512 MiB), so here no tile is computed twice. With
 # `chunk_size="auto"` a loss stays dense while its estimated buffers fit the budget
 # (`dmlkit.losses.tiling.auto_budget()`, 2 GiB by default, `set_auto_budget`) and tiles beyond.
 

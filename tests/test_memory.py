@@ -203,7 +203,7 @@ def test_bad_input_is_named():
 
 
 TILED = ["multi_similarity", "contrastive", "triplet", "binomial_deviance", "lifted_structure",
-         "generalized_lifted_structure", "npair", "vthm", "ddml"]
+         "generalized_lifted_structure", "npair", "vthm", "ddml", "angular"]
 
 
 @pytest.mark.parametrize("name", TILED)

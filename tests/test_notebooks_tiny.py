@@ -253,6 +253,11 @@ def test_11_batches_beyond_memory(tmp_path):
     assert r["weights_weight_max"] > 0
     assert r["weights_weight_max_abs_diff"] <= 1e-12 * r["weights_weight_max"]
     assert r["weights_value_rel_diff"] <= 1e-12 and r["weights_grad_rel_diff"] <= 1e-12
-    assert {(row["impl"], row["B"]) for row in r["sweep"]} == {
-        (i, b) for i in ("dense", "tiled") for b in (64, 128)}
+    # and so are the angular loss's, whose terms also reach s_pn
+    assert r["angular_weight_max"] > 0
+    assert r["angular_weight_max_abs_diff"] <= 1e-12 * r["angular_weight_max"]
+    assert r["angular_value_rel_diff"] <= 1e-12 and r["angular_grad_rel_diff"] <= 1e-12
+    assert {(row["loss"], row["impl"], row["B"]) for row in r["sweep"]} == {
+        (n, i, b) for n in ("multi_similarity", "angular") for i in ("dense", "tiled")
+        for b in (64, 128)}
     assert all(row["time_s"] > 0 for row in r["sweep"])

@@ -278,7 +278,14 @@ class PairLoss(nn.Module):
         if self.chunk_size is None:
             return None
         from .tiling import resolve_chunk_size
-        return resolve_chunk_size(self.chunk_size, B, M, _promote_dtype(dtype))
+        return resolve_chunk_size(self.chunk_size, B, M, _promote_dtype(dtype),
+                                  self.dense_elements(B, M))
+
+    def dense_elements(self, B: int, M: int) -> int:
+        """Elements the dense path holds at its peak on a (B, M) problem, for ``"auto"``
+        (default :data:`~dmlkit.losses.tiling.DENSE_BUFFERS` (B, M) buffers)."""
+        from .tiling import DENSE_BUFFERS
+        return DENSE_BUFFERS * B * M
 
     def forward(self, embeddings, labels, ref_embeddings=None, ref_labels=None) -> torch.Tensor:
         if self.chunk_size is not None:

@@ -399,12 +399,16 @@ class KeptPairTiles(TileFormulation):
         elif self.mining == "none":
             st["pos_keep"] = valid
 
-    def _neg_keep(self, tile: Tile, st: dict, X: torch.Tensor) -> torch.Tensor:
-        """Bool (r, c) kept negatives; X is the tile with -inf off its negatives."""
+    def _neg_keep(self, tile: Tile, st: dict, X: torch.Tensor,
+                  as_float: bool = False) -> torch.Tensor:
+        """(r, c) kept negatives, bool (or 0 / 1 in S's dtype where ``as_float`` saves a
+        conversion); X is the tile with -inf off its negatives."""
         S, rows = tile.S, tile.rows
         if self.mining == "none":
             return tile.neg
         if self.mining == "vthm":
+            if as_float:                 # the same comparison, written into X + epsilon
+                return torch.add(X, self.epsilon).gt_(st["pos_min"][rows, None])
             return torch.gt(X + self.epsilon, st["pos_min"][rows, None])
         if self.mining == "hard":
             hit = tile.col_ids()[None, :] == st["neg_arg"][rows, None]
@@ -426,20 +430,31 @@ class KeptPairTiles(TileFormulation):
 
     def accumulate(self, k: int, tile: Tile, st: dict) -> None:
         rows, S = tile.rows, tile.S
-        X = tile.fill_non_negatives_(S.clone(), float("-inf"))
+        X = tile.negatives_only()
         if self.mining == "hard" and k == 0:
             self._hardest_negative(tile, st, X)
             return
+        x_max = X.amax(1) if self.mining == "vthm" or self.top_kept else None
         if self.mining == "vthm":
-            torch.maximum(st["neg_max"][rows], X.amax(1), out=st["neg_max"][rows])
+            torch.maximum(st["neg_max"][rows], x_max, out=st["neg_max"][rows])
         elif self.mining == "semihard":
             prev = st["prev"][rows]
             for j in range(prev.shape[1]):
                 below = X.masked_fill(st["s_pos"][rows, j:j + 1] <= X, float("-inf"))
                 torch.maximum(prev[:, j], below.amax(1), out=prev[:, j])
-        keep = self._neg_keep(tile, st, X).to(S.dtype)
+        keep = self._neg_keep(tile, st, X, as_float=True).to(S.dtype)
         st["n_keep"][rows] += keep.sum(1)
-        if self.weighting == "raw":
+        if self.weighting == "raw" and self.top_kept and self.beta > 0:
+            # z = beta (x - lam): its row maximum is beta (max x - lam), and z - shift is one
+            # pass, beta x - (beta lam + shift); -inf off the negatives gives exp 0
+            m, acc = st["m"][rows], st["acc"][rows]
+            new = torch.maximum(m, (x_max - self.lam) * self.beta)   # >= 0: the zero logit
+            E = torch.add(-(self.beta * self.lam + new)[:, None], X, alpha=self.beta).exp_()
+            if self.mining != "none":
+                E.mul_(keep)
+            acc.mul_(torch.exp(m - new)).add_(E.sum(1))
+            m.copy_(new)
+        elif self.weighting == "raw":
             z = X.sub_(self.lam).mul_(self.beta)          # -inf off the negatives
             if not self.top_kept:
                 z.masked_fill_(keep == 0, float("-inf"))
@@ -505,12 +520,15 @@ class KeptPairTiles(TileFormulation):
 
     def tile_grad(self, tile: Tile, st: dict) -> torch.Tensor:
         rows, S = tile.rows, tile.S
-        X = tile.fill_non_negatives_(S.clone(), float("-inf"))
-        keep = self._neg_keep(tile, st, X)
+        X = tile.negatives_only()
+        keep = self._neg_keep(tile, st, X, as_float=self.weighting != "binomial")
         coef = st["coef"][rows, None]
         if self.weighting == "raw":   # softmax weights; <= 1 on kept pairs (clamp: rounding)
-            G = X.sub_(self.lam).mul_(self.beta).sub_(st["lse_neg"][rows, None])
-            return G.clamp_max_(0.0).exp_().mul_(keep).mul_(coef)
+            shift = (self.beta * self.lam + st["lse_neg"][rows])[:, None]
+            G = torch.add(-shift, X, alpha=self.beta).clamp_max_(0.0).exp_()
+            if self.mining != "none":     # off the negatives exp(-inf) is 0 already
+                G.mul_(keep)
+            return G.mul_(coef)
         if self.weighting == "binomial":
             return elementwise_grad(lambda s: F.softplus(self.beta * (s - self.lam)), S, keep,
                                     coef / st["n_neg_c"][rows, None])

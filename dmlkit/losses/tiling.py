@@ -14,15 +14,22 @@ A loss states (a)-(c) in a :class:`TileFormulation` (its method ``tile_formulati
 ``compute`` in its own module). :class:`_TiledPairLoss` (a ``torch.autograd.Function``)
 runs them: the forward pass streams the tiles ``S_IJ = Q_I R_J^T``; the backward pass
 recomputes each tile, as flash attention does, and accumulates ``dQ_I += G_IJ R_J`` and
-``dR_J += G_IJ^T Q_I``. Peak memory is O(chunk^2 + (B + M) D + B w) instead of O(B M); in-batch
-(R = Q) each off-diagonal tile product serves both tiles (I, J) and (J, I).
+``dR_J += G_IJ^T Q_I``. Peak memory is O(chunk^2 + (B + M) D + B w) instead of O(B M), plus
+the tile cache: the forward's last pass keeps its first S tiles for the backward up to
+:func:`cache_budget` bytes (default 512 MiB, :func:`set_cache_budget` or the environment
+variable ``DMLKIT_TILE_CACHE``; 0 recomputes every tile, with the same result), and the
+backward releases each as it uses it. In-batch (R = Q) each off-diagonal tile product serves
+both tiles (I, J) and (J, I) (the mirror is a transposed view).
 
 The positives of a row are few (w, read from the labels as :attr:`PairBatch.pos_slots`): the
 engine computes their similarities ``s_pos`` (B, w) first, as row-wise dot products, and a
 formulation handles every positive-pair term on these slots (so the hardest positive, the
 sorted thresholds of the triplet counts, ... are known before the first tile pass, and most
 losses need a single pass); the tiles only carry the negatives (``tile.neg``) and never the
-diagonal (a sample is its own positive by label, excluded from the slots).
+diagonal (a sample is its own positive by label, excluded from the slots). A loss whose terms
+couple a row's positives with the columns (angular: ``s_pn``) reads the slots' similarities to
+the tile's columns through :func:`slot_tile_blocks` and records their gradient in
+``tile.slot_grads``, which the engine sends to both references.
 
 Exactness: the tiled value and gradient equal the dense ones up to floating-point summation
 order (float64: relative 1e-15 in the tests, which require 1e-10). The one difference of
@@ -63,8 +70,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "DENSE_BUFFERS", "SlotGradTiles", "Tile", "TileContext", "TileFormulation", "auto_budget",
-    "auto_chunk",
-    "check_chunk_size", "lse_update_", "resolve_chunk_size", "set_auto_budget",
+    "auto_chunk", "cache_budget", "check_chunk_size", "dense_agreement", "lse_update_",
+    "resolve_chunk_size", "set_auto_budget", "set_cache_budget", "slot_tile_blocks",
     "tiled_forward", "tiled_pair_grad",
 ]
 
@@ -85,6 +92,23 @@ def set_auto_budget(nbytes: int) -> None:
 def auto_budget() -> int:
     """The memory budget (bytes) of ``chunk_size="auto"`` (default 2 GiB)."""
     return _budget[0]
+
+
+_DEFAULT_CACHE = 512 * 1024 ** 2
+_cache_budget = [int(os.environ.get("DMLKIT_TILE_CACHE", _DEFAULT_CACHE))]
+
+
+def set_cache_budget(nbytes: int) -> None:
+    """Set the bytes of S tiles the forward pass may keep for the backward pass (0: recompute
+    every tile; the results are the same either way)."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, numbers.Integral) or nbytes < 0:
+        raise ValueError(f"the tile cache budget must be a number of bytes >= 0, got {nbytes!r}")
+    _cache_budget[0] = int(nbytes)
+
+
+def cache_budget() -> int:
+    """The bytes of S tiles kept from the forward for the backward pass (default 512 MiB)."""
+    return _cache_budget[0]
 
 
 def check_chunk_size(value):
@@ -113,12 +137,15 @@ def auto_chunk(itemsize: int = 4, budget: int | None = None) -> int:
     return min(AUTO_CHUNK, max(256, side // 256 * 256))
 
 
-def resolve_chunk_size(chunk_size, B: int, M: int, dtype: torch.dtype) -> int | None:
-    """The tile side for a (B, M) problem: None (dense) or an int."""
+def resolve_chunk_size(chunk_size, B: int, M: int, dtype: torch.dtype,
+                       dense_elements: int | None = None) -> int | None:
+    """The tile side for a (B, M) problem: None (dense) or an int. ``dense_elements``: the
+    elements the dense path holds at its peak (default :data:`DENSE_BUFFERS` B M)."""
     if chunk_size is None or not isinstance(chunk_size, str):
         return chunk_size
     size = _itemsize(dtype)
-    if DENSE_BUFFERS * B * M * size <= auto_budget():
+    elements = DENSE_BUFFERS * B * M if dense_elements is None else dense_elements
+    if elements * size <= auto_budget():
         return None
     return auto_chunk(size)
 
@@ -154,6 +181,13 @@ class TileContext:
         return index, valid
 
     @cached_property
+    def slot_columns(self) -> torch.Tensor:
+        """(B, w) the positive columns of every row, ascending, padded with M (sorted rows
+        for binary search)."""
+        index, valid = self.slots
+        return torch.where(valid, index, self.M).contiguous()
+
+    @cached_property
     def n_pos(self) -> torch.Tensor:
         """(B,) number of positives of each row."""
         return self.slots[1].sum(1)
@@ -181,6 +215,11 @@ class Tile:
     r0: int
     c0: int
     ctx: TileContext
+    #: ``[(lo, hi, Gp)]``: dL/ds_pn (hi - lo, w, c) between the positive slots p of the tile's
+    #: rows lo:hi (tile-local) and its columns n, for a formulation whose terms couple a row's
+    #: positives with the columns (angular's s_pn, see :func:`slot_tile_blocks`); the
+    #: formulation's :meth:`TileFormulation.tile_grad` appends, the engine applies them
+    slot_grads: list = field(default_factory=list)
 
     @property
     def rows(self) -> slice:
@@ -192,8 +231,16 @@ class Tile:
 
     @cached_property
     def not_neg(self) -> torch.Tensor:
-        """(r, c) bool: the pair is not a negative (same label; the diagonal in-batch)."""
-        return self.ctx.labels[self.rows, None] == self.ctx.ref_labels[None, self.cols]
+        """(r, c) bool: the pair is not a negative (same label; the diagonal in-batch), laid
+        out as S (a mirror tile's S is a transposed view, and so is its mask)."""
+        labels, ref_labels = self.ctx.labels, self.ctx.ref_labels
+        if self.S.stride(0) == 1 and self.S.shape[1] > 1 and self.S.shape[0] > 1:
+            return (ref_labels[self.cols, None] == labels[None, self.rows]).t()
+        return labels[self.rows, None] == ref_labels[None, self.cols]
+
+    def negatives_only(self) -> torch.Tensor:
+        """A new (r, c) copy of S with -inf on every pair that is not a negative."""
+        return torch.where(self.not_neg, float("-inf"), self.S)
 
     @cached_property
     def neg(self) -> torch.Tensor:
@@ -206,6 +253,37 @@ class Tile:
 
     def col_ids(self) -> torch.Tensor:
         return torch.arange(self.c0, self.c0 + self.S.shape[1], device=self.S.device)
+
+
+def slot_tile_blocks(tile: Tile):
+    """Yield ``(lo, hi, Sp)``: the similarities ``Sp`` (hi - lo, w, c) between the positive
+    slots p of the tile's rows lo:hi (tile-local) and the tile's columns n, the reference-
+    reference ``s_pn`` (in-batch: entries of S). Row blocks of about one tile's elements;
+    padding slots (``ctx.slots[1]`` False) hold meaningless values for the caller to mask."""
+    index = tile.ctx.slots[0][tile.rows]
+    rows, w = index.shape
+    if w == 0:
+        return
+    r = tile.ctx.ref_embeddings
+    cols = r[tile.cols].t()
+    step = max(1, rows // w)
+    for lo in range(0, rows, step):
+        hi = min(lo + step, rows)
+        yield lo, hi, (r[index[lo:hi].reshape(-1)] @ cols).view(hi - lo, w, -1)
+
+
+def _apply_slot_grads(tile: Tile, r: torch.Tensor, d_ref: torch.Tensor | None) -> None:
+    """The gradient of the tile's ``slot_grads`` (dL/ds_pn): d r_p += Gp r_n, d r_n += Gp^T r_p
+    (p and n are references; in-batch both are queries and ``d_ref`` is dQ)."""
+    if d_ref is None or not tile.slot_grads:
+        return
+    index = tile.ctx.slots[0][tile.rows]
+    rc = r[tile.cols]
+    for lo, hi, Gp in tile.slot_grads:
+        idx = index[lo:hi].reshape(-1)
+        flat = Gp.reshape(-1, Gp.shape[-1]).to(r.dtype)
+        d_ref.index_add_(0, idx, flat @ rc)
+        d_ref[tile.cols] += flat.t() @ r[idx]
 
 
 def _blocks(n: int, chunk: int):
@@ -248,13 +326,23 @@ def _slot_similarities(q, r, ctx: TileContext, chunk: int) -> torch.Tensor:
     return out.masked_fill_(~valid, 0.0)
 
 
-def _slot_local(tile: Tile) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tile's columns of its rows' positive slots (clamped) and which lie in the tile."""
-    index, valid = tile.ctx.slots
+def _slot_range(tile: Tile) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The positive slots of the tile's rows that fall in its columns: ``(slot, local, here)``
+    (r, k) with k <= the tile width: slot positions, their tile-local columns (clamped) and
+    which are real. A row's valid slots are its positive columns in ascending order, so
+    those in [c0, c1) are one run of slots, found by binary search (O(r k) per tile, not
+    O(r w) for rows with w positives)."""
+    cols = tile.ctx.slot_columns[tile.rows]
     c = tile.S.shape[1]
-    local = index[tile.rows] - tile.c0
-    here = valid[tile.rows] & (local >= 0) & (local < c)
-    return local.clamp_(0, c - 1), here
+    bounds = torch.tensor([tile.c0, tile.c0 + c], device=cols.device, dtype=cols.dtype)
+    lo_hi = torch.searchsorted(cols, bounds.expand(cols.shape[0], 2).contiguous())
+    start, end = lo_hi[:, 0], lo_hi[:, 1]
+    width = int((end - start).max()) if cols.shape[0] else 0
+    slot = start[:, None] + torch.arange(width, device=cols.device)[None, :]
+    here = slot < end[:, None]
+    slot = slot.clamp_max_(max(cols.shape[1] - 1, 0))
+    local = (cols.gather(1, slot) - tile.c0).clamp_(0, max(c - 1, 0))
+    return slot, local, here
 
 
 def _split_slot_grads(pairs: list, ctx: TileContext):
@@ -273,27 +361,64 @@ def _tile_grad(form, tile: Tile, state: dict, slot_G) -> torch.Tensor | None:
     G = form.tile_grad(tile, state)
     if slot_G is None:
         return G
-    local, here = _slot_local(tile)
+    slot, local, here = _slot_range(tile)
     G = torch.zeros_like(tile.S) if G is None else G
-    return G.scatter_add_(1, local, torch.where(here, slot_G[tile.rows], 0.0).to(G.dtype))
+    if slot.shape[1] == 0:
+        return G
+    values = torch.where(here, slot_G[tile.rows].gather(1, slot), 0.0).to(G.dtype)
+    return G.scatter_add_(1, local, values)
 
 
-def _tile_pairs(q: torch.Tensor, r: torch.Tensor, ctx: TileContext, chunk: int):
+class _TileCache:
+    """S tiles of the forward's last pass, kept for the backward pass up to a byte budget
+    (the first tiles of the sweep; the backward takes each once, so its memory is released as
+    it goes, and recomputes the others)."""
+
+    def __init__(self, budget: int):
+        self.budget, self.used, self.tiles, self.reading = budget, 0, {}, False
+
+    def product(self, a: torch.Tensor, b: torch.Tensor, key: tuple) -> torch.Tensor:
+        if self.reading:
+            S = self.tiles.pop(key, None)
+            return a @ b.t() if S is None else S
+        S = a @ b.t()
+        size = S.numel() * S.element_size()
+        if self.used + size <= self.budget:
+            self.tiles[key] = S
+            self.used += size
+        return S
+
+
+def _product(a, b, key, cache: _TileCache | None) -> torch.Tensor:
+    return a @ b.t() if cache is None else cache.product(a, b, key)
+
+
+def _mirror(tile: Tile) -> Tile:
+    """In-batch, the tile (J, I) as a transposed view of (I, J), with its mask if known."""
+    mirror = Tile(tile.S.t(), tile.c0, tile.r0, tile.ctx)
+    if "not_neg" in tile.__dict__:
+        mirror.__dict__["not_neg"] = tile.not_neg.t()
+    return mirror
+
+
+def _tile_pairs(q: torch.Tensor, r: torch.Tensor, ctx: TileContext, chunk: int,
+                cache: _TileCache | None = None):
     """Yield ``(tile, mirror)``: every tile once; in-batch the tile (J, I) is the transpose of
-    (I, J) and comes from the same product (``mirror`` True)."""
+    (I, J) and comes from the same product (``mirror`` True). ``cache``: keep (forward) or
+    reuse (backward) the products."""
     if ctx.in_batch:
         blocks = _blocks(ctx.B, chunk)
         for a, (i0, i1) in enumerate(blocks):
             for (j0, j1) in blocks[a:]:
-                S = q[i0:i1] @ q[j0:j1].t()
-                St = S.t().contiguous() if j0 != i0 else None   # before S is handed out
-                yield Tile(S, i0, j0, ctx), False
-                if St is not None:
-                    yield Tile(St, j0, i0, ctx), True
+                S = _product(q[i0:i1], q[j0:j1], (i0, j0), cache)
+                tile = Tile(S, i0, j0, ctx)
+                yield tile, False
+                if j0 != i0:     # a transposed view: formulations never write into tile.S
+                    yield _mirror(tile), True
         return
     for i0, i1 in _blocks(ctx.B, chunk):
         for j0, j1 in _blocks(ctx.M, chunk):
-            S = q[i0:i1] @ r[j0:j1].t()
+            S = _product(q[i0:i1], r[j0:j1], (i0, j0), cache)
             yield Tile(S, i0, j0, ctx), False
 
 
@@ -373,12 +498,15 @@ def slot_grad(fn, s: torch.Tensor, keep: torch.Tensor, scale) -> torch.Tensor:
 
 
 # =========================================================================== the engine
-def _run_passes(form: TileFormulation, q, r, ctx: TileContext, chunk: int) -> dict:
+def _run_passes(form: TileFormulation, q, r, ctx: TileContext, chunk: int,
+                cache: _TileCache | None = None) -> dict:
+    """The formulation's streaming passes; the last one fills ``cache``."""
     state = form.start(ctx)
     state["s_pos"] = _slot_similarities(q, r, ctx, chunk)
     form.prepare(state, ctx)
     for k in range(form.passes):
-        for tile, _ in _tile_pairs(q, r, ctx, chunk):
+        last = cache if k == form.passes - 1 else None
+        for tile, _ in _tile_pairs(q, r, ctx, chunk, last):
             form.accumulate(k, tile, state)
         form.finish(k, state, ctx)
     return state
@@ -402,31 +530,38 @@ class _TiledPairLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(fctx, q, r, form, ctx, chunk):
+        needs_grad = any(fctx.needs_input_grad[:2])
+        cache = _TileCache(cache_budget()) if needs_grad and cache_budget() > 0 else None
         with torch.no_grad():
-            state = _run_passes(form, q, r, ctx, chunk)
+            state = _run_passes(form, q, r, ctx, chunk, cache)
             value = form.value(state, ctx)
         fctx.save_for_backward(q, r)
         fctx.form, fctx.state, fctx.tctx, fctx.chunk = form, state, ctx, chunk
+        fctx.cache = cache
         return value
 
     @staticmethod
     def backward(fctx, grad):
         q, r = fctx.saved_tensors
         form, state, ctx, chunk = fctx.form, fctx.state, fctx.tctx, fctx.chunk
+        cache, fctx.cache = fctx.cache, None      # taken once (retain_graph: recomputed)
+        if cache is not None:
+            cache.reading = True
         with torch.no_grad():
             dq = torch.zeros_like(q)
             want_r = ctx.in_batch or fctx.needs_input_grad[1]
             dr = dq if ctx.in_batch else (torch.zeros_like(r) if want_r else None)
             slot_G, pairs = _split_slot_grads(form.pair_grads(state, ctx), ctx)
             if ctx.in_batch:
-                _symmetric_backward(form, state, q, ctx, chunk, dq, slot_G)
+                _symmetric_backward(form, state, q, ctx, chunk, dq, slot_G, cache)
             else:
-                for tile, _ in _tile_pairs(q, r, ctx, chunk):
+                for tile, _ in _tile_pairs(q, r, ctx, chunk, cache):
                     G = _tile_grad(form, tile, state, slot_G)
                     if G is not None:
-                        dq[tile.rows] += G @ r[tile.cols]
+                        dq[tile.rows].addmm_(G, r[tile.cols])
                         if dr is not None:
-                            dr[tile.cols] += G.t() @ q[tile.rows]
+                            dr[tile.cols].addmm_(G.t(), q[tile.rows])
+                    _apply_slot_grads(tile, r, dr)
             _pair_grad_into(dq, dr, q, r, pairs, chunk)
         dq.mul_(grad)
         if ctx.in_batch:   # q and r are the same tensor: its whole gradient goes once
@@ -434,26 +569,30 @@ class _TiledPairLoss(torch.autograd.Function):
         return dq, (dr.mul_(grad) if dr is not None else None), None, None, None
 
 
-def _symmetric_backward(form, state, q, ctx, chunk, dq, slot_G=None) -> None:
-    """In-batch: per block pair I <= J one product S_IJ, H = G_IJ + G_JI^T, and
-    dQ_I += H Q_J, dQ_J += H^T Q_I (the symmetric Gram's backward, tile by tile)."""
+def _symmetric_backward(form, state, q, ctx, chunk, dq, slot_G=None, cache=None) -> None:
+    """In-batch: per block pair I <= J one product S_IJ (or the forward's, from ``cache``),
+    H = G_IJ + G_JI^T, and dQ_I += H Q_J, dQ_J += H^T Q_I (the symmetric Gram's backward, tile
+    by tile)."""
     blocks = _blocks(ctx.B, chunk)
     for a, (i0, i1) in enumerate(blocks):
         for (j0, j1) in blocks[a:]:
-            S = q[i0:i1] @ q[j0:j1].t()
-            St = S.t().contiguous() if j0 != i0 else None
-            G = _tile_grad(form, Tile(S, i0, j0, ctx), state, slot_G)
-            if St is not None:
-                Gt = _tile_grad(form, Tile(St, j0, i0, ctx), state, slot_G)
+            S = _product(q[i0:i1], q[j0:j1], (i0, j0), cache)
+            tile = Tile(S, i0, j0, ctx)
+            G = _tile_grad(form, tile, state, slot_G)
+            _apply_slot_grads(tile, q, dq)
+            if j0 != i0:
+                tile = _mirror(tile)                 # a view: the mirror tile's G is laid
+                Gt = _tile_grad(form, tile, state, slot_G)   # out as S^T, so Gt^T is S's
+                _apply_slot_grads(tile, q, dq)
                 if Gt is not None:
-                    Gt = Gt.t().contiguous()
+                    Gt = Gt.t()
                     G = Gt if G is None else G.add_(Gt)
                 if G is not None:
-                    dq[i0:i1] += G @ q[j0:j1]
-                    dq[j0:j1] += G.t() @ q[i0:i1]
+                    dq[i0:i1].addmm_(G, q[j0:j1])
+                    dq[j0:j1].addmm_(G.t(), q[i0:i1])
             elif G is not None:
                 G = G.t().contiguous().add_(G)       # a blocked copy beats a strided add
-                dq[i0:i1] += G @ q[i0:i1]
+                dq[i0:i1].addmm_(G, q[i0:i1])
 
 
 def _inputs(loss, embeddings, labels, ref_embeddings, ref_labels, exclude=None):
@@ -517,10 +656,41 @@ def tiled_pair_grad(loss, embeddings, labels, ref_embeddings=None, ref_labels=No
     if ctx.in_batch and ctx.normalized:
         S.fill_diagonal_(1.0)
     G = torch.zeros_like(S)
+    index = ctx.slots[0]
     for tile, _ in _tile_pairs(q, r, ctx, int(chunk)):
         g = form.tile_grad(tile, state)
         if g is not None:
             G[tile.rows, tile.cols] += g
+        if ctx.in_batch:     # s_pn terms are entries of S in-batch (query-vs-reference: not S)
+            for lo, hi, Gp in tile.slot_grads:
+                rows = index[tile.r0 + lo:tile.r0 + hi].reshape(-1, 1)
+                G.index_put_((rows, tile.col_ids()[None, :]), Gp.reshape(rows.shape[0], -1)
+                             .to(G.dtype), accumulate=True)
     for index, g in form.pair_grads(state, ctx):
         G.scatter_add_(1, index, g.to(G.dtype))
     return S, G
+
+
+def dense_agreement(name: str, embeddings, labels, chunk: int, **params):
+    """How far the tiled loss ``name`` (tiles of ``chunk``) is from its dense path on one
+    in-batch problem: ``(W_dense, W_tiled, diffs)`` with the pair weights of both
+    (:func:`dmlkit.weights.pair_weights`) and ``diffs`` = the largest absolute weight
+    difference, the largest weight, and the relative differences of the value and of the
+    gradient with respect to the embeddings (notebook 11's check)."""
+    from .. import weights
+    from .registry import build
+
+    dense, tiled = build(name, **params), build(name, chunk_size=chunk, **params)
+    results = []
+    for loss in (dense, tiled):
+        _, W = weights.pair_weights(loss, embeddings, labels)
+        x = embeddings.detach().clone().requires_grad_(True)
+        value = loss(x, labels)
+        value.backward()
+        results.append((W, float(value.detach()), x.grad))
+    (W_d, v_d, g_d), (W_t, v_t, g_t) = results
+    diffs = {"weight_max_abs_diff": float((W_t - W_d).abs().max()),
+             "weight_max": float(W_d.abs().max()),
+             "value_rel_diff": abs(v_t - v_d) / max(abs(v_d), 1e-300),
+             "grad_rel_diff": float((g_t - g_d).abs().max() / g_d.abs().max().clamp_min(1e-300))}
+    return W_d, W_t, diffs

@@ -53,6 +53,9 @@ COVERED = [
     ("tuplet", {}),
     ("tuplet", dict(form="hinge", margin=0.3)),
     ("tuplet", dict(normalize=True, l2_reg=0.0)),
+    ("angular", {}),
+    ("angular", dict(alpha=30.0)),
+    ("angular", dict(alpha=20.0, normalize=False)),
     ("osm_caa", dict(num_classes=12, embedding_dim=5)),
     ("osm_caa", dict(num_classes=12, embedding_dim=5, attention="gaussian")),
     ("osm_caa", dict(num_classes=12, embedding_dim=5, attention="none", alpha=0.5)),
@@ -63,7 +66,6 @@ IDS = [f"{n}-{i}" for i, (n, _) in enumerate(COVERED)]
 UNCOVERED = [
     ("raw+distance_weighted", {}),
     ("weighted_pair", dict(mining="distance_weighted")),
-    ("angular", {}),
     ("osm_caa", dict(num_classes=4, embedding_dim=3, detach_weights=False)),
     ("contrastive", dict(normalize=False)),
     ("triplet", dict(normalize=False)),
@@ -271,8 +273,8 @@ def test_tiles_never_hold_a_full_matrix(monkeypatch):
     seen = []
     real = tiling._tile_pairs
 
-    def spy(q, r, ctx, chunk):
-        for tile, mirror in real(q, r, ctx, chunk):
+    def spy(q, r, ctx, chunk, *cache):
+        for tile, mirror in real(q, r, ctx, chunk, *cache):
             seen.append(tuple(tile.S.shape))
             yield tile, mirror
 
@@ -289,14 +291,90 @@ def test_train_option_reaches_the_loss():
     assert resolve_config(None, {"chunk_size": "auto"}).chunk_size == "auto"
     assert resolve_config(None, {}).chunk_size is None
     with pytest.raises(ValueError, match="cannot be computed in tiles"):
-        _build_loss(resolve_config(None, {"chunk_size": 64, "loss": "angular"}))
+        _build_loss(resolve_config(None, {"chunk_size": 64, "loss": "raw+distance_weighted"}))
 
 
-def test_query_vs_reference_with_a_large_bank_in_tiles():
-    """B = 4 queries against M = 300 references in tiles of 32 (the memory-bank case)."""
+@pytest.mark.parametrize("wide", [False, True])
+def test_query_vs_reference_with_a_large_bank_in_tiles(monkeypatch, wide):
+    """B = 4 queries against M = 300 references in tiles of 32 (the memory-bank case); wide:
+    the ~43 positives of each row reach the tiles as runs of slots found by binary search,
+    some tiles holding none of a row's positives."""
+    if wide:
+        monkeypatch.setattr(tiling, "WIDE_SLOTS", 8)
     g = torch.Generator().manual_seed(9)
     q = F.normalize(torch.randn(4, 6, generator=g, dtype=torch.float64), dim=1)
     r = torch.randn(300, 6, generator=g, dtype=torch.float64)
-    args = (q, torch.arange(4) % 3, r, torch.arange(300) % 7)
-    for name in ("multi_similarity", "contrastive", "triplet"):
-        assert_tiled_equals_dense(name, {}, args, (32,))
+    ref_labels = torch.where(torch.arange(300) < 150, torch.arange(300) % 7, 5)
+    args = (q, torch.arange(4) % 3, r, ref_labels)
+    for name in ("multi_similarity", "contrastive", "triplet", "lifted_structure"):
+        assert_tiled_equals_dense(name, {}, args, (32, 7))
+
+
+@pytest.mark.parametrize("in_batch", [True, False])
+@pytest.mark.parametrize("budget", [0, 3 * 4 * 4 * 8, 10 ** 9])
+def test_forward_tiles_kept_for_the_backward_change_nothing(monkeypatch, in_batch, budget):
+    """The tile cache (none, a budget of three 4 x 4 float64 tiles, all tiles) gives the
+    recomputing path's value and gradients; the backward takes each kept tile once and
+    recomputes the rest, and a second backward (retain_graph) recomputes them all."""
+    made = []
+    real = tiling._TileCache
+
+    class Spy(real):
+        def __init__(self, nbytes):
+            super().__init__(nbytes)
+            made.append(self)
+
+    monkeypatch.setattr(tiling, "_TileCache", Spy)
+    args = _batch(13, 14) if in_batch else _batch(14, 9, M=11)
+    before = tiling.cache_budget()
+    try:
+        tiling.set_cache_budget(0)
+        want_v, want_g = _value_grads(_build("multi_similarity", {}, 4), *args)
+        assert made == []
+        tiling.set_cache_budget(budget)
+        leaves = [a.detach().clone().requires_grad_(True) if a.is_floating_point() else a
+                  for a in args]
+        value = _build("multi_similarity", {}, 4)(*leaves)
+        if budget:
+            (cache,) = made
+            assert 0 < cache.used <= budget
+            assert cache.used == sum(t.numel() * t.element_size() for t in cache.tiles.values())
+        value.backward(retain_graph=True)
+        grads = [a.grad.clone() for a in leaves if a.is_floating_point()]
+        if budget:
+            assert cache.tiles == {}          # every kept tile was taken
+        for a in leaves:
+            if a.is_floating_point():
+                a.grad = None
+        value.backward()
+        again = [a.grad for a in leaves if a.is_floating_point()]
+    finally:
+        tiling.set_cache_budget(before)
+    assert_same(value.detach(), want_v, rel=1e-14)
+    for got, second, want in zip(grads, again, want_g):
+        assert_same(got, want, rel=1e-14)
+        assert_same(second, want, rel=1e-14)
+
+
+def test_no_tiles_are_kept_without_a_gradient(monkeypatch):
+    monkeypatch.setattr(tiling, "_TileCache", lambda *a: pytest.fail("a cache was made"))
+    x, y = _batch(15, 12)
+    with torch.no_grad():
+        assert torch.isfinite(losses.build("triplet", chunk_size=5)(x, y))
+    assert torch.isfinite(losses.build("triplet", chunk_size=5)(x, y))   # x needs no grad
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "1GB", True])
+def test_bad_cache_budget_is_named(bad):
+    with pytest.raises(ValueError, match="cache budget"):
+        tiling.set_cache_budget(bad)
+
+
+def test_dense_agreement_reports_the_differences():
+    x, y = _batch(16, 13)
+    W_d, W_t, diffs = tiling.dense_agreement("angular", x, y, 4, alpha=35.0)
+    _, want = weights.pair_weights(losses.build("angular", alpha=35.0), x, y)
+    assert torch.equal(W_d, want)
+    assert diffs["weight_max"] == float(want.abs().max()) > 0
+    assert diffs["weight_max_abs_diff"] == float((W_t - W_d).abs().max()) <= 1e-15
+    assert 0 <= diffs["value_rel_diff"] <= 1e-14 and 0 <= diffs["grad_rel_diff"] <= 1e-14

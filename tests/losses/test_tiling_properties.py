@@ -37,6 +37,7 @@ LOSSES = {
     "tuplet": dict(form=st.sampled_from(["softplus", "hinge"]), margin=unit),
     "npair": dict(normalize=st.booleans(), l2_reg=st.floats(0.0, 0.1)),
     "npair_ovo": dict(normalize=st.booleans(), l2_reg=st.floats(0.0, 0.1)),
+    "angular": dict(alpha=st.floats(10.0, 50.0)),
 }
 
 
