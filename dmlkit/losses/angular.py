@@ -69,8 +69,8 @@ class AngularLoss(PairLoss):
         return AngularTiles(*self._coefficients())
 
     def dense_elements(self, B: int, M: int) -> int:
-        """The dense path also holds (M, M) buffers (R, V, E) query-vs-reference."""
-        return DENSE_BUFFERS * B * M + (0 if B == M else 3 * M * M)
+        """The dense path also holds (M, M) buffers (R or S, V, E)."""
+        return DENSE_BUFFERS * B * M + 3 * M * M
 
     def compute(self, batch: PairBatch) -> torch.Tensor:
         S, pos, neg = batch.S, batch.pos, batch.neg

@@ -24,6 +24,8 @@ mean over all anchors.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -352,6 +354,10 @@ class RAWDistanceWeightedLoss(WeightedPairLoss):
 
 
 # =========================================================================== tiled form
+#: log2(e): the tiles' softmax terms are exp2(log2(e) z) = exp(z), with the factor folded into
+#: the coefficients of the one pass that forms z (exp2 is about 3.5x faster than exp on CPU)
+LOG2E = 1.0 / math.log(2.0)
+
 #: the minings with an exact tile formulation (row statistics of the tiles)
 TILED_MININGS = ("none", "vthm", "hard", "semihard")
 
@@ -367,7 +373,12 @@ class KeptPairTiles(TileFormulation):
     ``raw`` a streaming log-sum-exp with the "1" as a zero logit; ``binomial`` sums of
     softplus terms and counts; ``uniform`` sums and counts. Positives live on the (B, w) slots.
     With vthm or no mining the kept negatives of a row are its largest ones, so the raw
-    weighting's shift is the running maximum over all negatives (no masked pass).
+    weighting's shift is the running maximum over all negatives (no masked pass), and the
+    tiles need not count the kept negatives (a row keeps any iff it keeps its hardest).
+
+    Deviation from the dense path (floating point only): on the tiles the raw weighting's
+    exponentials are ``exp2(log2(e) z)`` (the factor folded into the one pass that forms z;
+    exp2 is about 3.5x faster than exp on CPU), equal to ``exp(z)`` to about |z| ulp.
     """
 
     def __init__(self, weighting: str, mining: str, alpha: float, beta: float, lam: float,
@@ -406,10 +417,13 @@ class KeptPairTiles(TileFormulation):
         S, rows = tile.S, tile.rows
         if self.mining == "none":
             return tile.neg
-        if self.mining == "vthm":
-            if as_float:                 # the same comparison, written into X + epsilon
-                return torch.add(X, self.epsilon).gt_(st["pos_min"][rows, None])
-            return torch.gt(X + self.epsilon, st["pos_min"][rows, None])
+        if self.mining == "vthm":        # X + epsilon is shared with the mirror tile
+            shifted = tile.elementwise(f"negatives+{self.epsilon!r}",
+                                       lambda t: t.negatives_only() + self.epsilon)
+            if as_float:                 # 0 / 1 in S's dtype: a float multiplier
+                return torch.gt(shifted, st["pos_min"][rows, None],
+                                out=torch.empty_like(shifted))
+            return torch.gt(shifted, st["pos_min"][rows, None])
         if self.mining == "hard":
             hit = tile.col_ids()[None, :] == st["neg_arg"][rows, None]
             return hit & st["live"][rows, None]
@@ -442,20 +456,23 @@ class KeptPairTiles(TileFormulation):
             for j in range(prev.shape[1]):
                 below = X.masked_fill(st["s_pos"][rows, j:j + 1] <= X, float("-inf"))
                 torch.maximum(prev[:, j], below.amax(1), out=prev[:, j])
+        fast = self.weighting == "raw" and self.top_kept and self.beta > 0
         keep = self._neg_keep(tile, st, X, as_float=True).to(S.dtype)
-        st["n_keep"][rows] += keep.sum(1)
-        if self.weighting == "raw" and self.top_kept and self.beta > 0:
+        if not fast:    # (raw, vthm / none: only whether a row keeps any, read in finish)
+            st["n_keep"][rows] += keep.sum(1)
+        if fast:
             # z = beta (x - lam): its row maximum is beta (max x - lam), and z - shift is one
             # pass, beta x - (beta lam + shift); -inf off the negatives gives exp 0
             m, acc = st["m"][rows], st["acc"][rows]
             new = torch.maximum(m, (x_max - self.lam) * self.beta)   # >= 0: the zero logit
-            E = torch.add(-(self.beta * self.lam + new)[:, None], X, alpha=self.beta).exp_()
+            E = torch.add(-(self.beta * self.lam + new)[:, None] * LOG2E, X,
+                          alpha=self.beta * LOG2E).exp2_()
             if self.mining != "none":
                 E.mul_(keep)
             acc.mul_(torch.exp(m - new)).add_(E.sum(1))
             m.copy_(new)
         elif self.weighting == "raw":
-            z = X.sub_(self.lam).mul_(self.beta)          # -inf off the negatives
+            z = X.sub(self.lam).mul_(self.beta)           # -inf off the negatives
             if not self.top_kept:
                 z.masked_fill_(keep == 0, float("-inf"))
             m, acc = st["m"][rows], st["acc"][rows]
@@ -482,6 +499,12 @@ class KeptPairTiles(TileFormulation):
             st["pos_keep"] = valid & (s_pos - self.epsilon < st["neg_max"][:, None])
         elif self.mining == "semihard":
             st["pos_keep"] = valid & (s_pos - self.margin < st["prev"])
+        if self.weighting == "raw" and self.top_kept and self.beta > 0:
+            # the tiles did not count the kept negatives; whether a row keeps any is all the
+            # raw weighting needs: under vthm its hardest negative is kept iff any is
+            # (x + epsilon rounds monotonically), without mining every negative is kept
+            st["n_keep"] = (ctx.n_neg.to(s_pos.dtype) if self.mining == "none" else
+                            (st["neg_max"] + self.epsilon > st["pos_min"]).to(s_pos.dtype))
         self._finish_weighting(st, ctx)
 
     # ------------------------------------------------------------------ weighting
@@ -525,7 +548,7 @@ class KeptPairTiles(TileFormulation):
         coef = st["coef"][rows, None]
         if self.weighting == "raw":   # softmax weights; <= 1 on kept pairs (clamp: rounding)
             shift = (self.beta * self.lam + st["lse_neg"][rows])[:, None]
-            G = torch.add(-shift, X, alpha=self.beta).clamp_max_(0.0).exp_()
+            G = torch.add(-shift * LOG2E, X, alpha=self.beta * LOG2E).clamp_max_(0.0).exp2_()
             if self.mining != "none":     # off the negatives exp(-inf) is 0 already
                 G.mul_(keep)
             return G.mul_(coef)

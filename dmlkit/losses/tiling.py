@@ -19,7 +19,9 @@ the tile cache: the forward's last pass keeps its first S tiles for the backward
 :func:`cache_budget` bytes (default 512 MiB, :func:`set_cache_budget` or the environment
 variable ``DMLKIT_TILE_CACHE``; 0 recomputes every tile, with the same result), and the
 backward releases each as it uses it. In-batch (R = Q) each off-diagonal tile product serves
-both tiles (I, J) and (J, I) (the mirror is a transposed view).
+both tiles (I, J) and (J, I) (the mirror is a transposed view, and elementwise functions of a
+tile that a formulation marks with :meth:`Tile.elementwise`, such as S with -inf off the
+negatives, are computed once for both).
 
 The positives of a row are few (w, read from the labels as :attr:`PairBatch.pos_slots`): the
 engine computes their similarities ``s_pos`` (B, w) first, as row-wise dot products, and a
@@ -238,9 +240,21 @@ class Tile:
             return (ref_labels[self.cols, None] == labels[None, self.rows]).t()
         return labels[self.rows, None] == ref_labels[None, self.cols]
 
+    def elementwise(self, key: str, fn) -> torch.Tensor:
+        """``fn(tile)`` (r, c), computed once per key and shared with the in-batch mirror
+        tile as its transpose: for elementwise functions of S and the label masks only, which
+        no caller may write into."""
+        cached = self.__dict__.setdefault("_elementwise", {})
+        if key not in cached:
+            cached[key] = fn(self)
+        return cached[key]
+
     def negatives_only(self) -> torch.Tensor:
-        """A new (r, c) copy of S with -inf on every pair that is not a negative."""
-        return torch.where(self.not_neg, float("-inf"), self.S)
+        """S with -inf on every pair that is not a negative, (r, c), shared with the mirror
+        tile (:meth:`elementwise`: never write into it). Written as a copy of S with -inf
+        put on the few non-negative pairs (the rows' positive slots in the tile, the diagonal
+        in-batch, the excluded column): O(r w) index writes instead of a masked pass."""
+        return self.elementwise("negatives_only", _negatives_only)
 
     @cached_property
     def neg(self) -> torch.Tensor:
@@ -253,6 +267,30 @@ class Tile:
 
     def col_ids(self) -> torch.Tensor:
         return torch.arange(self.c0, self.c0 + self.S.shape[1], device=self.S.device)
+
+
+def _negatives_only(tile: Tile) -> torch.Tensor:
+    ctx, (r, c) = tile.ctx, tile.S.shape
+    X = tile.S.clone()
+    ninf = float("-inf")
+    if ctx.slots[0].shape[1] > WIDE_SLOTS:
+        _, local, here = _slot_range(tile)
+    else:
+        index, valid = ctx.slots
+        local = index[tile.rows] - tile.c0
+        here = valid[tile.rows] & (local >= 0) & (local < c)
+    rows, k = here.nonzero(as_tuple=True)
+    X[rows, local[rows, k]] = ninf
+    if ctx.in_batch:        # the diagonal: i == j inside the tile
+        lo, hi = max(tile.r0, tile.c0), min(tile.r0 + r, tile.c0 + c)
+        if lo < hi:
+            i = torch.arange(lo, hi, device=X.device)
+            X[i - tile.r0, i - tile.c0] = ninf
+    elif ctx.exclude is not None:
+        ex = ctx.exclude[tile.rows] - tile.c0
+        rows = ((ex >= 0) & (ex < c)).nonzero()[:, 0]
+        X[rows, ex[rows]] = ninf
+    return X
 
 
 def slot_tile_blocks(tile: Tile):
@@ -398,6 +436,9 @@ def _mirror(tile: Tile) -> Tile:
     mirror = Tile(tile.S.t(), tile.c0, tile.r0, tile.ctx)
     if "not_neg" in tile.__dict__:
         mirror.__dict__["not_neg"] = tile.not_neg.t()
+    if "_elementwise" in tile.__dict__:
+        mirror.__dict__["_elementwise"] = {k: v.t() for k, v in
+                                           tile.__dict__["_elementwise"].items()}
     return mirror
 
 
