@@ -238,7 +238,7 @@ def test_tiled_exclude_is_checked():
 
 def test_tiled_memory_with_wide_positive_rows():
     # few classes in a large memory: more positives per row than the tiles gather directly
-    from dmlkit.losses import tiling
+    from dmlkit.losses import tiles
 
     g = torch.Generator().manual_seed(5)
     dense = CrossBatchMemory(losses.build("multi_similarity"), D, 300)
@@ -252,4 +252,4 @@ def test_tiled_memory_with_wide_positive_rows():
         vb.backward()
         assert vb.item() == pytest.approx(va.item(), rel=1e-10)
         torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-9, atol=1e-12)
-    assert int(tiled.filled) == 200 and int((tiled.labels[:200] == 0).sum()) > tiling.WIDE_SLOTS
+    assert int(tiled.filled) == 200 and int((tiled.labels[:200] == 0).sum()) > tiles.WIDE_SLOTS

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from ..similarity import similarity_matrix
 from .base import PairBatch, PairLoss, zero_loss
 from .registry import register
-from .tiling import DENSE_BUFFERS, SlotGradTiles, Tile, TileContext, lse_update_, slot_tile_blocks
+from .tiles import SlotGradTiles, Tile, TileContext, lse_update_, slot_tile_blocks
+from .tiling import DENSE_BUFFERS
 
 __all__ = ["AngularLoss", "AngularTiles"]
 
@@ -103,7 +104,7 @@ class AngularTiles(SlotGradTiles):
     """:class:`AngularLoss` in tiles. Per positive slot (a, k) with p = p_k(a), the inner
     log-sum-exp ``lse_ak = logsumexp_{n in N_a} c1 (s_an + s_pn)`` (c1 = 4t) streams over the
     column tiles: each tile brings ``s_an`` (the tile) and ``s_pn`` (the slots' rows against
-    the tile's columns, :func:`~dmlkit.losses.tiling.slot_tile_blocks`). The value and
+    the tile's columns, :func:`~dmlkit.losses.tiles.slot_tile_blocks`). The value and
     ``dL/ds_ap``, ``dL/dlse`` come by autograd on the (B, w) slots (softplus as the dense
     path). A negative n then gets ``dL/ds_an = sum_k dL/dlse_ak c1 softmax_ak(n)`` on the
     tile, and ``dL/ds_pn`` is the same term per slot (``tile.slot_grads``), which the engine

@@ -266,7 +266,7 @@ class PairLoss(nn.Module):
         return None
 
     def tile_formulation(self, ctx):  # pragma: no cover - abstract
-        """The :class:`~dmlkit.losses.tiling.TileFormulation` of this loss for a batch."""
+        """The :class:`~dmlkit.losses.tiles.TileFormulation` of this loss for a batch."""
         raise NotImplementedError
 
     def tiled_regularizer(self, embeddings, labels, ref_embeddings, ref_labels, ctx):

@@ -8,7 +8,7 @@ from ..similarity import distances_from_similarity, mask_any
 from ._fused import fused_loss, hinge_of_distance, relu_of_shift, slot_terms
 from .base import PairBatch, PairLoss, zero_loss
 from .registry import register
-from .tiling import Tile, TileContext, TileFormulation, slot_grad
+from .tiles import Tile, TileContext, TileFormulation, slot_grad
 
 __all__ = ["ContrastiveLoss", "reduce_pair_terms"]
 

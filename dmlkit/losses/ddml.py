@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from .base import PairBatch, PairLoss, zero_loss
 from .registry import register
-from .tiling import Tile, TileContext, TileFormulation, elementwise_grad
+from .tiles import Tile, TileContext, TileFormulation, elementwise_grad
 
 __all__ = ["DDMLLoss", "DDMLTiles"]
 

@@ -13,7 +13,7 @@ import torch
 from ..similarity import distances_from_similarity, unit_distances
 from .base import PairBatch, PairLoss, zero_loss
 from .registry import register
-from .tiling import SlotGradTiles, Tile, TileContext, elementwise_grad, lse_update_
+from .tiles import SlotGradTiles, Tile, TileContext, elementwise_grad, lse_update_
 
 __all__ = ["GeneralizedLiftedStructureLoss", "GeneralizedLiftedTiles", "LiftedStructureLoss",
            "LiftedTiles", "masked_logsumexp"]

@@ -39,7 +39,7 @@ from .binomial import (
     reduce_anchors,
 )
 from .registry import register
-from .tiling import Tile, TileContext, TileFormulation, elementwise_grad
+from .tiles import Tile, TileContext, TileFormulation, elementwise_grad
 
 __all__ = [
     "PAIR_WEIGHTS", "TILED_MININGS", "WEIGHTINGS", "BinomialVTHMLoss", "KeptPairTiles",
@@ -448,7 +448,7 @@ class KeptPairTiles(TileFormulation):
         if self.mining == "hard" and k == 0:
             self._hardest_negative(tile, st, X)
             return
-        x_max = X.amax(1) if self.mining == "vthm" or self.top_kept else None
+        x_max = X.amax(1) if self.top_kept else None       # vthm or no mining
         if self.mining == "vthm":
             torch.maximum(st["neg_max"][rows], x_max, out=st["neg_max"][rows])
         elif self.mining == "semihard":

@@ -14,7 +14,7 @@ from .._checks import check_embeddings_labels
 from .base import PairBatch, PairLoss, zero_loss
 from .lifted import masked_logsumexp
 from .registry import register
-from .tiling import (
+from .tiles import (
     SlotGradTiles,
     Tile,
     TileContext,

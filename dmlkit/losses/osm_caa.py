@@ -11,7 +11,7 @@ from torch import nn
 from .base import PairBatch, PairLoss
 from ..similarity import distances_from_similarity
 from .registry import register
-from .tiling import Tile, TileContext, TileFormulation, elementwise_grad
+from .tiles import Tile, TileContext, TileFormulation, elementwise_grad
 
 __all__ = ["ATTENTIONS", "OSMCAALoss", "OSMCAATiles"]
 

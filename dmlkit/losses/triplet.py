@@ -19,7 +19,7 @@ import torch
 from ..similarity import distances_from_similarity, mask_any
 from .base import PairBatch, PairLoss, positive_slots, zero_loss
 from .registry import register
-from .tiling import Tile, TileContext, TileFormulation, elementwise_grad
+from .tiles import Tile, TileContext, TileFormulation, elementwise_grad
 
 __all__ = ["TripletLoss", "TripletTiles", "triplet_counts"]
 

@@ -7,10 +7,10 @@ tiles; chunk_size validation, "auto", uncovered losses and the training option."
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build_loss
+from conftest import build_loss, value_and_grads
 
 from dmlkit import losses, weights
-from dmlkit.losses import tiling
+from dmlkit.losses import tiles, tiling
 from dmlkit.train.config import resolve_config
 
 #: (loss name, parameters): every setting with a tile formulation
@@ -80,23 +80,15 @@ def _build(name, kw, chunk=None):
                                                                        **kw)
 
 
-def _value_grads(loss, *args):
-    leaves = [a.detach().clone().requires_grad_(True) if a.is_floating_point() else a
-              for a in args]
-    value = loss(*leaves)
-    value.backward()
-    return value.detach(), [a.grad for a in leaves if a.is_floating_point()]
-
-
 def assert_same(got, want, rel=1e-10):
     scale = float(want.abs().max()) if want.numel() else 0.0
     torch.testing.assert_close(got, want, rtol=rel, atol=rel * scale + 1e-300)
 
 
 def assert_tiled_equals_dense(name, kw, args, chunks):
-    v_dense, g_dense = _value_grads(_build(name, kw), *args)
+    v_dense, g_dense = value_and_grads(_build(name, kw), *args)
     for chunk in chunks:
-        v, g = _value_grads(_build(name, kw, chunk), *args)
+        v, g = value_and_grads(_build(name, kw, chunk), *args)
         assert torch.isfinite(v)
         assert_same(v, v_dense)
         for a, b in zip(g, g_dense):
@@ -168,7 +160,7 @@ class TestTiledEqualsDense:
 def test_wide_rows_read_and_write_their_positives_through_the_tiles(monkeypatch, name, kw):
     """Rows with many positives (a memory bank of few classes) take the tile path for their
     positive slots; force it with a width limit of 1."""
-    monkeypatch.setattr(tiling, "WIDE_SLOTS", 1)
+    monkeypatch.setattr(tiles, "WIDE_SLOTS", 1)
     assert_tiled_equals_dense(name, kw, _batch(11, 12), (5,))
     assert_tiled_equals_dense(name, kw, _batch(12, 8, M=10), (3,))
 
@@ -178,8 +170,8 @@ def test_wide_rows_read_and_write_their_positives_through_the_tiles(monkeypatch,
 def test_lower_precision_is_computed_in_float32(name, kw, dtype):
     x, y = _batch(5, 16, D=8)
     xh = (3 * x).to(dtype)
-    v_dense, (g_dense,) = _value_grads(_build(name, kw), xh, y)
-    v, (g,) = _value_grads(_build(name, kw, 5), xh, y)
+    v_dense, (g_dense,) = value_and_grads(_build(name, kw), xh, y)
+    v, (g,) = value_and_grads(_build(name, kw, 5), xh, y)
     assert v.dtype == v_dense.dtype == torch.float32
     assert torch.isfinite(v) and torch.isfinite(g.float()).all()
     torch.testing.assert_close(v, v_dense, rtol=1e-5, atol=1e-6)
@@ -238,13 +230,13 @@ def test_auto_is_dense_within_the_budget_and_tiled_beyond(monkeypatch):
     real = tiling.tiled_forward
     monkeypatch.setattr(tiling, "tiled_forward", lambda *a: calls.append(a[-1]) or real(*a))
     auto = losses.build("multi_similarity", chunk_size="auto")
-    v_dense, (g_dense,) = _value_grads(losses.build("multi_similarity"), x, y)
-    v, (g,) = _value_grads(auto, x, y)
+    v_dense, (g_dense,) = value_and_grads(losses.build("multi_similarity"), x, y)
+    v, (g,) = value_and_grads(auto, x, y)
     assert calls == [] and torch.equal(v, v_dense) and torch.equal(g, g_dense)
     before = tiling.auto_budget()
     try:
         tiling.set_auto_budget(tiling.DENSE_BUFFERS * 40 * 40 * 8 - 1)   # just too small
-        v, (g,) = _value_grads(auto, x, y)
+        v, (g,) = value_and_grads(auto, x, y)
         assert calls == [tiling.auto_chunk(8)]
         assert_same(v, v_dense)
         assert_same(g, g_dense)
@@ -280,7 +272,7 @@ def test_tiles_never_hold_a_full_matrix(monkeypatch):
 
     monkeypatch.setattr(tiling, "_tile_pairs", spy)
     x, y = _batch(8, 30)
-    _value_grads(losses.build("triplet", chunk_size=7), x, y)
+    value_and_grads(losses.build("triplet", chunk_size=7), x, y)
     assert seen and max(max(s) for s in seen) <= 7
 
 
@@ -300,7 +292,7 @@ def test_query_vs_reference_with_a_large_bank_in_tiles(monkeypatch, wide):
     the ~43 positives of each row reach the tiles as runs of slots found by binary search,
     some tiles holding none of a row's positives."""
     if wide:
-        monkeypatch.setattr(tiling, "WIDE_SLOTS", 8)
+        monkeypatch.setattr(tiles, "WIDE_SLOTS", 8)
     g = torch.Generator().manual_seed(9)
     q = F.normalize(torch.randn(4, 6, generator=g, dtype=torch.float64), dim=1)
     r = torch.randn(300, 6, generator=g, dtype=torch.float64)
@@ -329,7 +321,7 @@ def test_forward_tiles_kept_for_the_backward_change_nothing(monkeypatch, in_batc
     before = tiling.cache_budget()
     try:
         tiling.set_cache_budget(0)
-        want_v, want_g = _value_grads(_build("multi_similarity", {}, 4), *args)
+        want_v, want_g = value_and_grads(_build("multi_similarity", {}, 4), *args)
         assert made == []
         tiling.set_cache_budget(budget)
         leaves = [a.detach().clone().requires_grad_(True) if a.is_floating_point() else a

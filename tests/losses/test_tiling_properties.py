@@ -6,6 +6,7 @@ its 1/d = 1e6 amplifies rounding in both paths; exact ties are tested in test_ti
 
 import pytest
 import torch
+from conftest import value_and_grads
 
 from dmlkit import losses
 
@@ -54,14 +55,6 @@ def problems(draw):
     return name, params, B, M, D, classes, chunk, seed
 
 
-def _value_grads(loss, args):
-    leaves = [a.detach().clone().requires_grad_(True) if a.is_floating_point() else a
-              for a in args]
-    value = loss(*leaves)
-    value.backward()
-    return value.detach(), [a.grad for a in leaves if a.is_floating_point()]
-
-
 @hypothesis.settings(max_examples=300, deadline=None, derandomize=True,
                      suppress_health_check=[hypothesis.HealthCheck.too_slow])
 @hypothesis.given(problems())
@@ -73,8 +66,8 @@ def test_tiled_equals_dense(problem):
     if M is not None:
         args += [torch.randn(M, D, generator=g, dtype=torch.float64),
                  torch.randint(0, classes, (M,), generator=g)]
-    v_dense, g_dense = _value_grads(losses.build(name, **params), args)
-    v, grads = _value_grads(losses.build(name, chunk_size=chunk, **params), args)
+    v_dense, g_dense = value_and_grads(losses.build(name, **params), *args)
+    v, grads = value_and_grads(losses.build(name, chunk_size=chunk, **params), *args)
     assert torch.isfinite(v) and all(torch.isfinite(x).all() for x in grads)
     scale = max(1.0, float(v_dense.abs()))
     assert abs(float(v - v_dense)) <= 1e-9 * scale
