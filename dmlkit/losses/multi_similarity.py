@@ -43,6 +43,7 @@ from .tiles import Tile, TileContext, TileFormulation, elementwise_grad
 
 __all__ = [
     "PAIR_WEIGHTS", "TILED_MININGS", "WEIGHTINGS", "BinomialVTHMLoss", "KeptPairTiles",
+    "keep_threshold",
     "MultiSimilarityLoss",
     "RAWDistanceWeightedLoss", "RAWLoss", "RAWSemiHardLoss", "VTHMLoss", "WeightedPairLoss",
     "raw_anchor_terms", "raw_pair_weights", "uniform_anchor_terms", "uniform_pair_weights",
@@ -362,6 +363,35 @@ LOG2E = 1.0 / math.log(2.0)
 TILED_MININGS = ("none", "vthm", "hard", "semihard")
 
 
+def _ordered_keys(x: torch.Tensor) -> torch.Tensor:
+    """The floats x as integers in the same order (their bits, the magnitude of a negative
+    one flipped); the map is its own inverse on the integers (:func:`_from_keys`)."""
+    bits = x.view(torch.int64 if x.dtype == torch.float64 else torch.int32)
+    mask = (1 << (bits.element_size() * 8 - 1)) - 1
+    return bits ^ ((bits >> (bits.element_size() * 8 - 1)) & mask)
+
+
+def _from_keys(keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return _ordered_keys(keys.view(dtype)).view(dtype)
+
+
+def keep_threshold(p: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """The largest t (in p's dtype) with ``t + epsilon <= p`` as rounded, per entry: then
+    ``x > t`` iff ``x + epsilon > p`` for every x of that dtype (rounding is monotone), the
+    VTHM test without the pass that adds epsilon. Found by bisection on the floats' bits (32
+    or 64 steps; many consecutive floats x can share one rounded x + epsilon). p = +inf gives
+    +inf (nothing is kept)."""
+    finite = torch.isfinite(p)
+    q = torch.where(finite, p, 0.0)
+    room = q.abs() + abs(epsilon) + 1.0
+    lo, hi = _ordered_keys(q - epsilon - room), _ordered_keys(q - epsilon + room)
+    for _ in range(p.element_size() * 8):          # invariant: lo passes, hi does not
+        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)
+        passes = (_from_keys(mid, p.dtype) + epsilon) <= q
+        lo, hi = torch.where(passes, mid, lo), torch.where(passes, hi, mid)
+    return torch.where(finite, _from_keys(lo, p.dtype), p)
+
+
 class KeptPairTiles(TileFormulation):
     """The tile formulation of :class:`WeightedPairLoss` (and of the binomial deviance loss):
     a mining as row statistics, a weighting as per-row accumulators over the kept pairs.
@@ -376,9 +406,25 @@ class KeptPairTiles(TileFormulation):
     weighting's shift is the running maximum over all negatives (no masked pass), and the
     tiles need not count the kept negatives (a row keeps any iff it keeps its hardest).
 
+    VTHM keeps a negative x of row i iff ``x + epsilon > min positive`` (the miner's
+    expression, rounding included); the tiles compare x with the row's exact threshold
+    :func:`keep_threshold` instead, which is the same test without the pass that adds epsilon.
+
+    The raw weighting with vthm / no mining reads the tiles only through their negatives
+    (``masked_tiles``: the engine writes -inf into the products in place) and, when the
+    exponentials cannot overflow or underflow (:meth:`direct_exponentials`: normalised
+    embeddings and beta, lam, B, M within the dtype's range, e.g. beta <= 80 in float32 at the
+    defaults), computes ``P = exp2(beta log2(e) s)`` ONCE per tile product: in-batch the tile
+    (I, J) and its mirror (J, I) share it, each row scales it by its own factor
+    (``e^{-beta lam}`` in the sums, ``e^{-beta lam - lse_i} / m`` in dL/dS), so no running
+    maximum is needed. Otherwise the rows' running maximum shifts the exponent, as in a
+    streaming log-sum-exp.
+
     Deviation from the dense path (floating point only): on the tiles the raw weighting's
     exponentials are ``exp2(log2(e) z)`` (the factor folded into the one pass that forms z;
-    exp2 is about 3.5x faster than exp on CPU), equal to ``exp(z)`` to about |z| ulp.
+    exp2 is about 3.5x faster than exp on CPU), equal to ``exp(z)`` to about |z| ulp, and the
+    direct form multiplies ``exp2(beta log2(e) s)`` by a row factor instead of shifting the
+    exponent (a few ulp more).
     """
 
     def __init__(self, weighting: str, mining: str, alpha: float, beta: float, lam: float,
@@ -388,15 +434,44 @@ class KeptPairTiles(TileFormulation):
         self.reduction, self.epsilon, self.margin = reduction, epsilon, margin
         self.passes = 2 if mining == "hard" else 1
         self.top_kept = mining in ("none", "vthm")     # the kept negatives are the largest
+        #: raw weighting over the largest negatives: the tiles are read as negatives only
+        self.fast = weighting == "raw" and self.top_kept and beta > 0
+        self.masked_tiles = self.fast
+        self.direct = False                            # set by start(): direct_exponentials
 
     # ------------------------------------------------------------------ mining
+    def direct_exponentials(self, ctx: TileContext) -> bool:
+        """Whether ``P = exp2(beta' s)`` (beta' = beta log2(e)) and the row factors stay within
+        the dtype's normal range (exponents of 2 below 120 in float32, 1000 in float64), so
+        the raw weighting needs no running maximum: |s| <= 1 (normalised, with 1e-3 for
+        rounding), so |log2 P| <= beta'; the rows' sums of P stay below 2^(beta' + log2(M + 1));
+        the factor ``e^{-beta lam - lse} / m`` has |log2| <= log2 B + beta' (|lam| +
+        max(0, 1 - lam)) + log2(M + 1)."""
+        if not (self.fast and ctx.normalized):
+            return False
+        limit = 1000.0 if ctx.dtype == torch.float64 else 120.0
+        b = self.beta * LOG2E * (1.0 + 1e-3)
+        log_m = math.log2(ctx.M + 1)
+        factor = (math.log2(max(ctx.B, 1)) + b * (abs(self.lam) + max(0.0, 1.0 - self.lam))
+                  + log_m)
+        return b + log_m < limit and factor < limit
+
     def start(self, ctx: TileContext) -> dict:
         B, inf = ctx.B, float("inf")
+        self.direct = self.direct_exponentials(ctx)
         st = {"neg_max": ctx.full((B,), -inf), "neg_arg": ctx.zeros(B, dtype=torch.long),
               "n_keep": ctx.zeros(B), "acc": ctx.zeros(B), "m": ctx.zeros(B)}
         if self.weighting == "raw":
             st["acc"] = ctx.full((B,), 1.0)      # the "1" of log(1 + sum): a zero logit
+        if self.direct:
+            st["p_sum"] = ctx.zeros(B)           # sum of the kept exp2(beta' s) of each row
         return st
+
+    def _exponentials(self, tile: Tile) -> torch.Tensor:
+        """``P = exp2(beta log2(e) x)`` on the tile's negatives (0 elsewhere), computed once
+        for a tile and its in-batch mirror (:meth:`Tile.elementwise`)."""
+        return tile.elementwise("exp2(beta' s)", lambda t: torch.mul(
+            t.negatives_only(), self.beta * LOG2E, out=t.buffer("exp2")).exp2_())
 
     def prepare(self, st: dict, ctx: TileContext) -> None:
         index, valid = ctx.slots
@@ -404,6 +479,7 @@ class KeptPairTiles(TileFormulation):
         if self.mining == "vthm":
             st["pos_min"] = s_pos.masked_fill(~valid, inf).amin(1) if index.shape[1] \
                 else ctx.full((ctx.B,), inf)
+            st["keep_above"] = keep_threshold(st["pos_min"], self.epsilon)
         elif self.mining == "semihard":
             st["a_sorted"] = s_pos.masked_fill(~valid, inf).sort(1).values
             st["prev"] = torch.full_like(s_pos, -inf)
@@ -417,13 +493,11 @@ class KeptPairTiles(TileFormulation):
         S, rows = tile.S, tile.rows
         if self.mining == "none":
             return tile.neg
-        if self.mining == "vthm":        # X + epsilon is shared with the mirror tile
-            shifted = tile.elementwise(f"negatives+{self.epsilon!r}",
-                                       lambda t: t.negatives_only() + self.epsilon)
+        if self.mining == "vthm":        # x > t  <=>  x + epsilon > min positive
+            t = st["keep_above"][rows, None]
             if as_float:                 # 0 / 1 in S's dtype: a float multiplier
-                return torch.gt(shifted, st["pos_min"][rows, None],
-                                out=torch.empty_like(shifted))
-            return torch.gt(shifted, st["pos_min"][rows, None])
+                return torch.gt(X, t, out=tile.buffer("keep"))
+            return torch.gt(X, t)
         if self.mining == "hard":
             hit = tile.col_ids()[None, :] == st["neg_arg"][rows, None]
             return hit & st["live"][rows, None]
@@ -448,7 +522,8 @@ class KeptPairTiles(TileFormulation):
         if self.mining == "hard" and k == 0:
             self._hardest_negative(tile, st, X)
             return
-        x_max = X.amax(1) if self.top_kept else None       # vthm or no mining
+        need_max = self.mining == "vthm" or (self.top_kept and not self.direct)
+        x_max = X.amax(1) if need_max else None
         if self.mining == "vthm":
             torch.maximum(st["neg_max"][rows], x_max, out=st["neg_max"][rows])
         elif self.mining == "semihard":
@@ -456,7 +531,14 @@ class KeptPairTiles(TileFormulation):
             for j in range(prev.shape[1]):
                 below = X.masked_fill(st["s_pos"][rows, j:j + 1] <= X, float("-inf"))
                 torch.maximum(prev[:, j], below.amax(1), out=prev[:, j])
-        fast = self.weighting == "raw" and self.top_kept and self.beta > 0
+        if self.direct:       # one exp2 per product, each row's sum of its kept entries
+            P = self._exponentials(tile)
+            if self.mining == "none":         # P is 0 off the negatives
+                st["p_sum"][rows] += P.sum(1)
+            else:
+                st["p_sum"][rows] += self._neg_keep(tile, st, X, as_float=True).mul_(P).sum(1)
+            return
+        fast = self.fast
         keep = self._neg_keep(tile, st, X, as_float=True).to(S.dtype)
         if not fast:    # (raw, vthm / none: only whether a row keeps any, read in finish)
             st["n_keep"][rows] += keep.sum(1)
@@ -499,13 +581,17 @@ class KeptPairTiles(TileFormulation):
             st["pos_keep"] = valid & (s_pos - self.epsilon < st["neg_max"][:, None])
         elif self.mining == "semihard":
             st["pos_keep"] = valid & (s_pos - self.margin < st["prev"])
-        if self.weighting == "raw" and self.top_kept and self.beta > 0:
+        if self.direct:       # m = 0: the sum itself, 1 + sum_kept e^{beta (s - lam)}
+            st["acc"] = st["p_sum"].mul(math.exp(-self.beta * self.lam)).add_(1.0)
+        if self.fast:
             # the tiles did not count the kept negatives; whether a row keeps any is all the
             # raw weighting needs: under vthm its hardest negative is kept iff any is
             # (x + epsilon rounds monotonically), without mining every negative is kept
             st["n_keep"] = (ctx.n_neg.to(s_pos.dtype) if self.mining == "none" else
                             (st["neg_max"] + self.epsilon > st["pos_min"]).to(s_pos.dtype))
         self._finish_weighting(st, ctx)
+        if self.direct:       # dL/dS_ij = P_ij e^{-beta lam - lse_i} coef_i on kept pairs
+            st["row_factor"] = torch.exp(-self.beta * self.lam - st["lse_neg"]).mul_(st["coef"])
 
     # ------------------------------------------------------------------ weighting
     def _pos_fn(self, s):
@@ -546,6 +632,12 @@ class KeptPairTiles(TileFormulation):
         X = tile.negatives_only()
         keep = self._neg_keep(tile, st, X, as_float=self.weighting != "binomial")
         coef = st["coef"][rows, None]
+        if self.direct:
+            P = self._exponentials(tile)
+            factor = st["row_factor"][rows, None]
+            if self.mining == "none":
+                return torch.mul(P, factor, out=tile.buffer("keep"))
+            return self._neg_keep(tile, st, X, as_float=True).mul_(P).mul_(factor)
         if self.weighting == "raw":   # softmax weights; <= 1 on kept pairs (clamp: rounding)
             shift = (self.beta * self.lam + st["lse_neg"][rows])[:, None]
             G = torch.add(-shift * LOG2E, X, alpha=self.beta * LOG2E).clamp_max_(0.0).exp2_()

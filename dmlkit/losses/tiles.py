@@ -14,7 +14,8 @@ from functools import cached_property
 import torch
 
 __all__ = ["WIDE_SLOTS", "SlotGradTiles", "Tile", "TileContext", "TileFormulation",
-           "elementwise_grad", "lse_update_", "slot_grad", "slot_tile_blocks"]
+           "elementwise_grad", "lse_update_", "mask_non_negatives_", "slot_grad",
+           "slot_tile_blocks"]
 
 #: rows with more positives than this (a memory bank with few classes) read and write their
 #: positive slots through the tiles instead of gathering (B, w, D) reference rows
@@ -96,6 +97,13 @@ class Tile:
     #: positives with the columns (angular's s_pn, see :func:`slot_tile_blocks`); the
     #: formulation's :meth:`TileFormulation.tile_grad` appends, the engine applies them
     slot_grads: list = field(default_factory=list)
+    #: S already holds -inf on every pair that is not a negative (the engine wrote it in place
+    #: for a formulation with :attr:`TileFormulation.masked_tiles`): S is the negatives only
+    masked: bool = False
+    #: the engine's scratch tensors of one sweep (:meth:`buffer`), None: fresh allocations
+    workspace: dict | None = None
+    #: the in-batch mirror (J, I) of a product (I, J): its buffers are not the tile's
+    mirrored: bool = False
 
     @property
     def rows(self) -> slice:
@@ -120,12 +128,29 @@ class Tile:
             cached[key] = fn(self)
         return cached[key]
 
+    def buffer(self, name: str) -> torch.Tensor:
+        """An uninitialised tensor laid out as S (the mirror's transposed), for a result the
+        formulation writes with ``out=``: one scratch tensor per name, reused by every tile of
+        the sweep (so valid until the engine moves to the next tile; the tile and its mirror
+        have their own). Reuse spares a fresh allocation, and its page faults, per tile."""
+        if self.workspace is None:
+            return torch.empty_like(self.S)
+        n = self.S.numel()
+        base = self.workspace.get((name, self.mirrored))
+        if base is None or base.numel() < n or base.dtype != self.S.dtype:
+            base = self.workspace[(name, self.mirrored)] = torch.empty(
+                n, dtype=self.S.dtype, device=self.S.device)
+        return base[:n].as_strided(self.S.shape, self.S.stride())
+
     def negatives_only(self) -> torch.Tensor:
         """S with -inf on every pair that is not a negative, (r, c), shared with the mirror
         tile (:meth:`elementwise`: never write into it). Written as a copy of S with -inf
         put on the few non-negative pairs (the rows' positive slots in the tile, the diagonal
-        in-batch, the excluded column): O(r w) index writes instead of a masked pass."""
-        return self.elementwise("negatives_only", _negatives_only)
+        in-batch, the excluded column): O(r w) index writes instead of a masked pass. A
+        :attr:`masked` tile is its own negatives only (no copy)."""
+        if self.masked:
+            return self.S
+        return self.elementwise("negatives_only", lambda t: mask_non_negatives_(t.S.clone(), t))
 
     @property
     def neg(self) -> torch.Tensor:
@@ -140,9 +165,10 @@ class Tile:
         return torch.arange(self.c0, self.c0 + self.S.shape[1], device=self.S.device)
 
 
-def _negatives_only(tile: Tile) -> torch.Tensor:
+def mask_non_negatives_(X: torch.Tensor, tile: Tile) -> torch.Tensor:
+    """Write -inf into X (the tile's shape) on every pair of the tile that is not a negative,
+    in place, by index writes; returns X."""
     ctx, (r, c) = tile.ctx, tile.S.shape
-    X = tile.S.clone()
     ninf = float("-inf")
     if ctx.wide:
         _, local, here = _slot_range(tile)
@@ -213,6 +239,10 @@ class TileFormulation:
     """
 
     passes: int = 1
+    #: True: the formulation reads a tile's S only through :meth:`Tile.negatives_only`, so the
+    #: engine writes -inf on the tile's non-negative pairs into the product itself (before the
+    #: tile cache keeps it), which spares a copy of every tile in both passes
+    masked_tiles: bool = False
 
     def start(self, ctx: TileContext) -> dict:
         return {}

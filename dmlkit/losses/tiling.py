@@ -17,11 +17,14 @@ recomputes each tile, as flash attention does, and accumulates ``dQ_I += G_IJ R_
 ``dR_J += G_IJ^T Q_I``. Peak memory is O(chunk^2 + (B + M) D + B w) instead of O(B M), plus
 the tile cache: the forward's last pass keeps its first S tiles for the backward up to
 :func:`cache_budget` bytes (default 512 MiB, :func:`set_cache_budget` or the environment
-variable ``DMLKIT_TILE_CACHE``; 0 recomputes every tile, with the same result), and the
-backward releases each as it uses it. In-batch (R = Q) each off-diagonal tile product serves
-both tiles (I, J) and (J, I) (the mirror is a transposed view, and elementwise functions of a
-tile that a formulation marks with :meth:`Tile.elementwise`, such as S with -inf off the
-negatives, are computed once for both).
+variable ``DMLKIT_TILE_CACHE``; 0 recomputes every tile, with the same result), on CPU in
+one slab of memory kept from call to call (:func:`release_cache_memory` frees it). In-batch
+(R = Q) each off-diagonal tile product serves both tiles (I, J) and (J, I) (the mirror is a
+transposed view, and elementwise functions of a tile that a formulation marks with
+:meth:`Tile.elementwise`, such as S with -inf off the negatives, are computed once for
+both). A formulation that reads tiles only through their negatives
+(:attr:`TileFormulation.masked_tiles`) gets the products with -inf written in place, and
+tile-shaped results can go into scratch tensors reused by every tile (:meth:`Tile.buffer`).
 
 The positives of a row are few (w, read from the labels as :attr:`PairBatch.pos_slots`): the
 engine computes their similarities ``s_pos`` (B, w) first, as row-wise dot products, and a
@@ -64,15 +67,17 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import weakref
 
 import torch
 import torch.nn.functional as F
 
-from .tiles import Tile, TileContext, TileFormulation, _slot_range
+from .tiles import Tile, TileContext, TileFormulation, _slot_range, mask_non_negatives_
 
 __all__ = [
     "DENSE_BUFFERS", "auto_budget", "auto_chunk", "cache_budget", "check_chunk_size",
-    "dense_agreement", "resolve_chunk_size", "set_auto_budget", "set_cache_budget",
+    "dense_agreement", "release_cache_memory", "resolve_chunk_size", "set_auto_budget",
+    "set_cache_budget",
     "tiled_forward", "tiled_pair_grad",
 ]
 
@@ -105,6 +110,7 @@ def set_cache_budget(nbytes: int) -> None:
     if isinstance(nbytes, bool) or not isinstance(nbytes, numbers.Integral) or nbytes < 0:
         raise ValueError(f"the tile cache budget must be a number of bytes >= 0, got {nbytes!r}")
     _cache_budget[0] = int(nbytes)
+    _SLABS.clear()                   # a cache in use keeps its own reference
 
 
 def cache_budget() -> int:
@@ -224,33 +230,88 @@ def _tile_grad(form, tile: Tile, state: dict, slot_G) -> torch.Tensor | None:
     return G.scatter_add_(1, local, values)
 
 
+#: CPU memory of the tile cache, kept from one call to the next: ``{dtype: flat tensor}``
+#: (a fresh 512 MiB would be page-faulted in again at every step; CUDA's caching allocator
+#: reuses memory by itself). :func:`release_cache_memory` frees it.
+_SLABS: dict = {}
+_slab_owner: list = [None]          # a weak reference to the cache using the slab, or None
+
+
+def release_cache_memory() -> None:
+    """Free the CPU memory the tile cache keeps between calls (it is allocated again, up to
+    :func:`cache_budget`, by the next tiled call that needs a gradient)."""
+    _SLABS.clear()
+    _slab_owner[0] = None
+
+
 class _TileCache:
     """S tiles of the forward's last pass, kept for the backward pass up to a byte budget
-    (the first tiles of the sweep; the backward takes each once, so its memory is released as
-    it goes, and recomputes the others)."""
+    (the first tiles of the sweep; the backward takes each once, and recomputes the others).
+    On CPU the tiles are written into one slab of memory kept between calls (so a training
+    step does not fault in fresh pages for them); a second cache alive at the same time (two
+    tiled losses in one graph) allocates its own tiles."""
 
     def __init__(self, budget: int):
         self.budget, self.used, self.tiles, self.reading = budget, 0, {}, False
+        self.slab: torch.Tensor | None = None
+
+    def _slab_view(self, a: torch.Tensor, rows: int, cols: int) -> torch.Tensor | None:
+        if a.device.type != "cpu":
+            return None
+        if self.slab is None:
+            owner = _slab_owner[0]
+            if owner is not None and owner() is not None:
+                return None                       # in use by another live cache
+            numel = self.budget // a.element_size()
+            slab = _SLABS.get(a.dtype)
+            if slab is None or slab.numel() < numel:
+                _SLABS.pop(a.dtype, None)
+                slab = _SLABS[a.dtype] = torch.empty(numel, dtype=a.dtype)
+            self.slab = slab
+            _slab_owner[0] = weakref.ref(self)
+        start = self.used // a.element_size()
+        return self.slab[start:start + rows * cols].view(rows, cols)
 
     def product(self, a: torch.Tensor, b: torch.Tensor, key: tuple) -> torch.Tensor:
         if self.reading:
             S = self.tiles.pop(key, None)
             return a @ b.t() if S is None else S
-        S = a @ b.t()
-        size = S.numel() * S.element_size()
-        if self.used + size <= self.budget:
-            self.tiles[key] = S
-            self.used += size
+        size = a.shape[0] * b.shape[0] * a.element_size()
+        if self.used + size > self.budget:
+            return a @ b.t()
+        out = self._slab_view(a, a.shape[0], b.shape[0])
+        S = a @ b.t() if out is None else torch.mm(a, b.t(), out=out)
+        self.tiles[key] = S
+        self.used += size
         return S
+
+    def release(self) -> None:
+        """The backward is done with the tiles: the slab is free for the next call."""
+        self.tiles = {}
+        if self.slab is not None and _slab_owner[0] is not None and _slab_owner[0]() is self:
+            _slab_owner[0] = None
+        self.slab = None
 
 
 def _product(a, b, key, cache: _TileCache | None) -> torch.Tensor:
     return a @ b.t() if cache is None else cache.product(a, b, key)
 
 
+def _new_tile(S: torch.Tensor, r0: int, c0: int, ctx: TileContext, masked: bool,
+              workspace: dict | None = None) -> Tile:
+    """The tile of the product S at (r0, c0); ``masked``: -inf written on its non-negative
+    pairs in place (again on a cached product: the same index writes, harmless);
+    ``workspace``: the sweep's scratch tensors (:meth:`Tile.buffer`)."""
+    tile = Tile(S, r0, c0, ctx, masked=masked, workspace=workspace)
+    if masked:
+        mask_non_negatives_(S, tile)
+    return tile
+
+
 def _mirror(tile: Tile) -> Tile:
     """In-batch, the tile (J, I) as a transposed view of (I, J), with its mask if known."""
-    mirror = Tile(tile.S.t(), tile.c0, tile.r0, tile.ctx)
+    mirror = Tile(tile.S.t(), tile.c0, tile.r0, tile.ctx, masked=tile.masked,
+                  workspace=tile.workspace, mirrored=True)
     if "_elementwise" in tile.__dict__:
         mirror.__dict__["_elementwise"] = {k: v.t() for k, v in
                                            tile.__dict__["_elementwise"].items()}
@@ -258,16 +319,19 @@ def _mirror(tile: Tile) -> Tile:
 
 
 def _tile_pairs(q: torch.Tensor, r: torch.Tensor, ctx: TileContext, chunk: int,
-                cache: _TileCache | None = None):
+                cache: _TileCache | None = None, masked: bool = False):
     """Yield ``(tile, mirror)``: every tile once; in-batch the tile (J, I) is the transpose of
     (I, J) and comes from the same product (``mirror`` True). ``cache``: keep (forward) or
-    reuse (backward) the products."""
+    reuse (backward) the products; ``masked``: tiles of the negatives only
+    (:attr:`TileFormulation.masked_tiles`). The tiles share one workspace: a consumer
+    finishes with a tile before it takes the next."""
+    workspace = {}
     if ctx.in_batch:
         blocks = _blocks(ctx.B, chunk)
         for a, (i0, i1) in enumerate(blocks):
             for (j0, j1) in blocks[a:]:
                 S = _product(q[i0:i1], q[j0:j1], (i0, j0), cache)
-                tile = Tile(S, i0, j0, ctx)
+                tile = _new_tile(S, i0, j0, ctx, masked, workspace)
                 yield tile, False
                 if j0 != i0:     # a transposed view: formulations never write into tile.S
                     yield _mirror(tile), True
@@ -275,7 +339,7 @@ def _tile_pairs(q: torch.Tensor, r: torch.Tensor, ctx: TileContext, chunk: int,
     for i0, i1 in _blocks(ctx.B, chunk):
         for j0, j1 in _blocks(ctx.M, chunk):
             S = _product(q[i0:i1], r[j0:j1], (i0, j0), cache)
-            yield Tile(S, i0, j0, ctx), False
+            yield _new_tile(S, i0, j0, ctx, masked, workspace), False
 
 
 # =========================================================================== the engine
@@ -287,7 +351,7 @@ def _run_passes(form: TileFormulation, q, r, ctx: TileContext, chunk: int,
     form.prepare(state, ctx)
     for k in range(form.passes):
         last = cache if k == form.passes - 1 else None
-        for tile, _ in _tile_pairs(q, r, ctx, chunk, last):
+        for tile, _ in _tile_pairs(q, r, ctx, chunk, last, form.masked_tiles):
             form.accumulate(k, tile, state)
         form.finish(k, state, ctx)
     return state
@@ -336,7 +400,7 @@ class _TiledPairLoss(torch.autograd.Function):
             if ctx.in_batch:
                 _symmetric_backward(form, state, q, ctx, chunk, dq, slot_G, cache)
             else:
-                for tile, _ in _tile_pairs(q, r, ctx, chunk, cache):
+                for tile, _ in _tile_pairs(q, r, ctx, chunk, cache, form.masked_tiles):
                     G = _tile_grad(form, tile, state, slot_G)
                     if G is not None:
                         dq[tile.rows].addmm_(G, r[tile.cols])
@@ -344,6 +408,8 @@ class _TiledPairLoss(torch.autograd.Function):
                             dr[tile.cols].addmm_(G.t(), q[tile.rows])
                     _apply_slot_grads(tile, r, dr)
             _pair_grad_into(dq, dr, q, r, pairs, chunk)
+        if cache is not None:
+            cache.release()
         dq.mul_(grad)
         if ctx.in_batch:   # q and r are the same tensor: its whole gradient goes once
             return dq, None, None, None, None
@@ -354,11 +420,11 @@ def _symmetric_backward(form, state, q, ctx, chunk, dq, slot_G=None, cache=None)
     """In-batch: per block pair I <= J one product S_IJ (or the forward's, from ``cache``),
     H = G_IJ + G_JI^T, and dQ_I += H Q_J, dQ_J += H^T Q_I (the symmetric Gram's backward, tile
     by tile)."""
-    blocks = _blocks(ctx.B, chunk)
+    blocks, workspace = _blocks(ctx.B, chunk), {}
     for a, (i0, i1) in enumerate(blocks):
         for (j0, j1) in blocks[a:]:
             S = _product(q[i0:i1], q[j0:j1], (i0, j0), cache)
-            tile = Tile(S, i0, j0, ctx)
+            tile = _new_tile(S, i0, j0, ctx, form.masked_tiles, workspace)
             G = _tile_grad(form, tile, state, slot_G)
             _apply_slot_grads(tile, q, dq)
             if j0 != i0:
@@ -438,7 +504,7 @@ def tiled_pair_grad(loss, embeddings, labels, ref_embeddings=None, ref_labels=No
         S.fill_diagonal_(1.0)
     G = torch.zeros_like(S)
     index = ctx.slots[0]
-    for tile, _ in _tile_pairs(q, r, ctx, int(chunk)):
+    for tile, _ in _tile_pairs(q, r, ctx, int(chunk), masked=form.masked_tiles):
         g = form.tile_grad(tile, state)
         if g is not None:
             G[tile.rows, tile.cols] += g

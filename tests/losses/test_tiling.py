@@ -302,12 +302,8 @@ def test_query_vs_reference_with_a_large_bank_in_tiles(monkeypatch, wide):
         assert_tiled_equals_dense(name, {}, args, (32, 7))
 
 
-@pytest.mark.parametrize("in_batch", [True, False])
-@pytest.mark.parametrize("budget", [0, 3 * 4 * 4 * 8, 10 ** 9])
-def test_forward_tiles_kept_for_the_backward_change_nothing(monkeypatch, in_batch, budget):
-    """The tile cache (none, a budget of three 4 x 4 float64 tiles, all tiles) gives the
-    recomputing path's value and gradients; the backward takes each kept tile once and
-    recomputes the rest, and a second backward (retain_graph) recomputes them all."""
+def _spy_on_tile_caches(monkeypatch) -> list:
+    """Every tile cache the engine makes from now on, in order."""
     made = []
     real = tiling._TileCache
 
@@ -317,6 +313,16 @@ def test_forward_tiles_kept_for_the_backward_change_nothing(monkeypatch, in_batc
             made.append(self)
 
     monkeypatch.setattr(tiling, "_TileCache", Spy)
+    return made
+
+
+@pytest.mark.parametrize("in_batch", [True, False])
+@pytest.mark.parametrize("budget", [0, 3 * 4 * 4 * 8, 10 ** 9])
+def test_forward_tiles_kept_for_the_backward_change_nothing(monkeypatch, in_batch, budget):
+    """The tile cache (none, a budget of three 4 x 4 float64 tiles, all tiles) gives the
+    recomputing path's value and gradients; the backward takes each kept tile once and
+    recomputes the rest, and a second backward (retain_graph) recomputes them all."""
+    made = _spy_on_tile_caches(monkeypatch)
     args = _batch(13, 14) if in_batch else _batch(14, 9, M=11)
     before = tiling.cache_budget()
     try:
@@ -370,3 +376,147 @@ def test_dense_agreement_reports_the_differences():
     assert diffs["weight_max"] == float(want.abs().max()) > 0
     assert diffs["weight_max_abs_diff"] == float((W_t - W_d).abs().max()) <= 1e-15
     assert 0 <= diffs["value_rel_diff"] <= 1e-14 and 0 <= diffs["grad_rel_diff"] <= 1e-14
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.3, 1e-9])
+def test_keep_threshold_is_the_vthm_test_bit_for_bit(dtype, epsilon):
+    """x > keep_threshold(p, eps) iff x + eps > p (as rounded), at the threshold's float
+    neighbours and on random values around p - eps; p = +inf keeps nothing."""
+    from dmlkit.losses.multi_similarity import keep_threshold
+    g = torch.Generator().manual_seed(16)
+    p = torch.cat([torch.rand(400, generator=g, dtype=torch.float64) * 2 - 1,
+                   torch.tensor([0.0, 1.0, -1.0, 1e-30, float("inf")], dtype=torch.float64)])
+    p = p.to(dtype)
+    t = keep_threshold(p, epsilon)
+    inf = torch.full_like(t, float("inf"))
+    below, above = torch.nextafter(t, -inf), torch.nextafter(t, inf)
+    noise = (torch.rand(p.shape[0], 50, generator=g, dtype=torch.float64) - 0.5) * 1e-6
+    near = (p.to(torch.float64)[:, None] - epsilon + noise).to(dtype)
+    x = torch.cat([below[:, None], t[:, None], above[:, None], near,
+                   torch.full_like(t, float("-inf"))[:, None]], dim=1)
+    assert torch.equal(x > t[:, None], (x + epsilon) > p[:, None])
+    finite = torch.isfinite(p)
+    assert ((t[finite] + epsilon) <= p[finite]).all()
+    assert ((above[finite] + epsilon) > p[finite]).all()       # t is the largest such value
+    assert t[~finite].eq(float("inf")).all()
+
+
+def test_both_exponential_forms_of_multi_similarity_equal_the_dense_path(monkeypatch):
+    """The raw weighting over vthm / no mining: P = exp2(beta' s) shared by a tile and its
+    mirror (the direct form), and the rows' running maximum (the shifted form, used when the
+    direct one could leave the dtype's range) both equal the dense path."""
+    from dmlkit.losses.multi_similarity import KeptPairTiles
+    cases = [("multi_similarity", {}), ("raw", {}),
+             ("multi_similarity", dict(beta=20.0, lam=0.3, epsilon=0.3, reduction="sum"))]
+    for direct in (True, False):
+        monkeypatch.setattr(KeptPairTiles, "direct_exponentials",
+                            lambda self, ctx, d=direct: self.fast and d)
+        for name, kw in cases:
+            assert_tiled_equals_dense(name, kw, _batch(17, 13), (4, 6))
+            assert_tiled_equals_dense(name, kw, _batch(18, 7, M=11), (3, 11))
+
+
+def test_direct_exponentials_only_within_the_dtype_range():
+    from dmlkit.losses.multi_similarity import KeptPairTiles
+
+    def ctx(B, M, dtype=torch.float32, normalized=True):
+        z = torch.zeros(1)
+        return tiles.TileContext(B=B, M=M, in_batch=False, labels=z, ref_labels=z, dtype=dtype,
+                                 device=z.device, normalized=normalized, embeddings=z,
+                                 ref_embeddings=z)
+
+    def form(beta=50.0, lam=0.5, mining="vthm", weighting="raw"):
+        return KeptPairTiles(weighting, mining, 2.0, beta, lam, "mean")
+
+    assert form().direct_exponentials(ctx(65536, 65536))               # the defaults
+    assert form().direct_exponentials(ctx(256, 262144))                # a memory bank
+    assert form(mining="none").direct_exponentials(ctx(4096, 4096))
+    assert not form().direct_exponentials(ctx(4096, 4096, normalized=False))
+    assert not form(beta=100.0).direct_exponentials(ctx(4096, 4096))   # 2^144 > float32
+    assert form(beta=100.0).direct_exponentials(ctx(4096, 4096, torch.float64))
+    assert not form(lam=2.0).direct_exponentials(ctx(4096, 4096))      # e^{-beta lam}
+    assert not form(mining="semihard").direct_exponentials(ctx(64, 64))
+    assert not form(weighting="binomial").direct_exponentials(ctx(64, 64))
+
+
+def test_direct_form_in_float32_at_a_real_batch_size():
+    """float32, B = 2,048 unit vectors in 8-image classes (the benchmark's layout): the tiled
+    multi-similarity loss in its direct form is the dense one to float32 rounding."""
+    g = torch.Generator().manual_seed(19)
+    x = F.normalize(torch.randn(2048, 64, generator=g), dim=1)
+    y = torch.arange(2048) % 256
+    v_d, (g_d,) = value_and_grads(losses.build("multi_similarity"), x, y)
+    v_t, (g_t,) = value_and_grads(losses.build("multi_similarity", chunk_size=512), x, y)
+    assert_same(v_t, v_d, rel=1e-5)
+    assert_same(g_t, g_d, rel=1e-4)
+    assert g_d.abs().max() > 0
+
+
+def test_masked_tiles_hold_minus_inf_off_the_negatives():
+    """For a formulation with masked_tiles the engine writes -inf on every non-negative pair
+    (the positives by label, the diagonal) into the product itself; the negatives keep S."""
+    x, y = _batch(20, 11)
+    q = F.normalize(x, dim=1)
+    ctx = tiling._inputs(losses.build("multi_similarity"), x, y, None, None)[-1]
+    S = q @ q.t()
+    not_neg = (y[:, None] == y[None, :])
+    seen = torch.zeros_like(S, dtype=torch.bool)
+    for tile, _ in tiling._tile_pairs(q, q, ctx, 4, masked=True):
+        assert tile.negatives_only() is tile.S
+        want = S[tile.rows, tile.cols].masked_fill(not_neg[tile.rows, tile.cols], float("-inf"))
+        torch.testing.assert_close(tile.S, want, rtol=1e-14, atol=1e-14)
+        seen[tile.rows, tile.cols] = True
+    assert seen.all()
+
+
+def test_tile_buffers_are_reused_per_name_and_laid_out_as_the_tile():
+    x, y = _batch(21, 10)
+    q = F.normalize(x, dim=1)
+    ctx = tiling._inputs(losses.build("multi_similarity"), x, y, None, None)[-1]
+    first = {}
+    for tile, mirrored in tiling._tile_pairs(q, q, ctx, 4):
+        buf = tile.buffer("keep")
+        assert buf.shape == tile.S.shape and buf.stride() == tile.S.stride()
+        first.setdefault(mirrored, buf.data_ptr())
+        assert buf.data_ptr() == first[mirrored]          # one scratch tensor per name
+    assert first[True] != first[False]                    # the mirror has its own
+    lone = tiles.Tile(torch.zeros(2, 3), 0, 0, ctx)
+    assert lone.buffer("keep").shape == (2, 3)           # no workspace: a fresh tensor
+
+
+def test_tile_cache_memory_is_reused_across_calls_and_never_shared_by_live_graphs(monkeypatch):
+    """Consecutive tiled calls write their kept tiles into the same CPU slab; two graphs
+    alive at once (both forwards before either backward) do not share it, and both
+    gradients are the recomputing path's."""
+    made = _spy_on_tile_caches(monkeypatch)
+
+    def kept_storage(cache):
+        return {t.untyped_storage().data_ptr() for t in cache.tiles.values()}
+
+    (x1, y1), (x2, y2) = _batch(22, 12), _batch(23, 12)
+    loss = losses.build("multi_similarity", chunk_size=4)
+    before = tiling.cache_budget()
+    try:
+        tiling.set_cache_budget(0)
+        want = [value_and_grads(loss, x, y)[1][0] for x, y in ((x1, y1), (x2, y2))]
+        tiling.set_cache_budget(10 ** 6)
+        a = x1.clone().requires_grad_(True)
+        loss(a, y1).backward()
+        b = x2.clone().requires_grad_(True)
+        vb = loss(b, y2)
+        first_slab = kept_storage(made[1])
+        vb.backward()
+        a2, b2 = x1.clone().requires_grad_(True), x2.clone().requires_grad_(True)
+        va, vb = loss(a2, y1), loss(b2, y2)            # both alive: separate memory
+        assert len(first_slab) == 1 and kept_storage(made[2]) == first_slab
+        assert kept_storage(made[3]).isdisjoint(first_slab)
+        vb.backward()
+        va.backward()
+    finally:
+        tiling.set_cache_budget(before)
+    for got, w in ((a.grad, want[0]), (b.grad, want[1]), (a2.grad, want[0]),
+                   (b2.grad, want[1])):
+        assert_same(got, w, rel=1e-14)
+    tiling.release_cache_memory()
+    assert tiling._SLABS == {}
