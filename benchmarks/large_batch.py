@@ -7,6 +7,7 @@
     python benchmarks/large_batch.py --sizes 256 --refs 262144 --impls tiled   # memory bank
     python benchmarks/large_batch.py ... --out results.csv        # also save the rows
     python benchmarks/large_batch.py --sizes 1024 4096 --impls dense auto --interleave --repeats 9
+    python benchmarks/large_batch.py --sizes 16384 --impls pml tiled --rounds 3 --max-gb 21
 
 The measuring code is :mod:`dmlkit.scaling` (notebook 11 calls it too): each (loss,
 implementation, size) runs forward + backward in a fresh subprocess, so that the peak
@@ -15,12 +16,15 @@ torch. Implementations: ``dense`` (chunk_size=None, the reference), ``tiled`` (c
 ``--chunk``), ``auto`` (chunk_size="auto": dense within the budget of
 ``dmlkit.losses.tiling.auto_budget``) and ``pml`` (pytorch-metric-learning under the mapping
 the tests prove equal). A run whose estimated memory exceeds ``--max-gb`` is skipped (the
-development machine is shared); ratios are PML / dmlkit.
+development machine is shared); ratios are PML / dmlkit. ``--rounds N`` runs the whole grid N
+times, one process after another, and prints the PML / tiled ratio of every round (its
+spread across moments of a noisy host).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 
 from dmlkit import scaling
 
@@ -45,6 +49,9 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true",
                    help="B = 256, 1024, D = 128, one repeat: a smoke run")
     p.add_argument("--out", default=None, help="also write the rows as CSV to this path")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the grid this many times and print each round's PML / tiled "
+                        "time ratio (default 1)")
     p.add_argument("--interleave", action="store_true",
                    help="time the implementations in ONE process, their runs alternating "
                         "(ratios without process-to-process noise; no memory)")
@@ -72,10 +79,23 @@ def main(argv=None) -> None:
                       + " | ".join(f"{t[i] / t[impls[0]]:.2f}" for i in impls[1:]) + " |",
                       flush=True)
         return
-    rows = scaling.run_grid(args.losses, args.sizes, args.impls, args.refs, args.dim,
-                            args.chunk, args.repeats, device, args.max_gb)
-    print()
-    print(scaling.format_table(rows))
+    if args.rounds < 1:
+        p.error(f"--rounds must be >= 1, got {args.rounds}")
+    rounds = []
+    for k in range(args.rounds):
+        if args.rounds > 1:
+            print(f"round {k + 1} of {args.rounds}")
+        rounds.append(scaling.run_grid(args.losses, args.sizes, args.impls, args.refs,
+                                       args.dim, args.chunk, args.repeats, device,
+                                       args.max_gb))
+        print()
+        print(scaling.format_table(rounds[-1]))
+    rows = [r for rows in rounds for r in rows]
+    if args.rounds > 1:
+        print("\nPML / tiled time per round:")
+        for (name, B, M), ratios in scaling.round_ratios(rounds).items():
+            print(f"  {name} B={B} M={M}: " + ", ".join(f"{x:.1f}x" for x in ratios)
+                  + f" (median {statistics.median(ratios):.1f}x, min {min(ratios):.1f}x)")
     if args.out:
         scaling.save_csv(rows, args.out)
         print(f"\nwrote {args.out}")

@@ -36,8 +36,8 @@ import sys
 import time
 
 __all__ = ["CASES", "IMPLS", "estimated_gb", "format_table", "measure", "measure_interleaved",
-           "peak_rss_kb", "reset_peak_rss", "run_grid", "run_interleaved", "run_one",
-           "run_series", "save_csv"]
+           "peak_rss_kb", "reset_peak_rss", "round_ratios", "run_grid", "run_interleaved",
+           "run_one", "run_series", "save_csv"]
 
 #: loss -> (dmlkit kwargs, PML factory source or None). The mappings are those the tests prove
 #: (tests/losses/test_*.py against PML); "MS" = PML's multi-similarity loss with its miner.
@@ -289,6 +289,27 @@ def run_grid(losses, sizes, impls=IMPLS, refs=None, dim=512, chunk=1024, repeats
                     what = row["error"] or f"{row['time_s']:.3f} s, {row['peak_mb']:.0f} MB"
                     progress(f"  {name} {impl} B={B} M={row['M']}: {what}")
     return rows
+
+
+def round_ratios(rounds: list[list[dict]], num: str = "pml", den: str = "tiled") -> dict:
+    """Per (loss, B, M): the time ratio ``num / den`` of each round of a repeated grid (rows
+    of :func:`run_grid`, one list per round), so that a ratio comes with its spread across
+    moments instead of one pair of runs. Rounds missing either time are left out.
+
+    >>> row = {"loss": "triplet", "B": 8, "M": 8, "device": "cpu"}
+    >>> rounds = [[{**row, "impl": "pml", "time_s": 30.0}, {**row, "impl": "tiled", "time_s": 2.0}],
+    ...           [{**row, "impl": "pml", "time_s": 32.0}, {**row, "impl": "tiled", "time_s": 2.5}]]
+    >>> round_ratios(rounds)
+    {('triplet', 8, 8): [15.0, 12.8]}
+    """
+    out: dict = {}
+    for rows in rounds:
+        times = {(r["loss"], r["B"], r["M"], r["impl"]): r["time_s"] for r in rows}
+        for key in dict.fromkeys((r["loss"], r["B"], r["M"]) for r in rows):
+            a, b = times.get((*key, num)), times.get((*key, den))
+            if a is not None and b:
+                out.setdefault(key, []).append(a / b)
+    return out
 
 
 def format_table(rows: list[dict]) -> str:

@@ -70,3 +70,24 @@ def test_csv_has_date_and_machine(tmp_path):
                        "error": ""}], str(path))
     head, row = path.read_text().splitlines()
     assert head.startswith("date,machine,loss,impl,B,M") and ",triplet,dense,8,8,4," in row
+
+
+def test_benchmark_rounds_print_each_rounds_ratio(capsys):
+    """benchmarks/large_batch.py --rounds 2: the grid twice, then one PML / tiled ratio per
+    round with the median and the minimum."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "large_batch.py"
+    spec = importlib.util.spec_from_file_location("large_batch", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--sizes", "64", "--dim", "8", "--chunk", "16", "--repeats", "1",
+                "--impls", "tiled", "pml", "--rounds", "2", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert out.count("| multi_similarity | 64 | 64 |") == 2
+    line = next(ln for ln in out.splitlines() if "multi_similarity B=64 M=64:" in ln)
+    ratios = line.split(":", 1)[1].split("(")[0].split(",")
+    assert len(ratios) == 2 and all(r.strip().endswith("x") for r in ratios)
+    assert "median" in line and "min" in line
+    with pytest.raises(SystemExit):
+        bench.main(["--rounds", "0"])
