@@ -67,6 +67,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import threading
 import weakref
 
 import torch
@@ -110,7 +111,8 @@ def set_cache_budget(nbytes: int) -> None:
     if isinstance(nbytes, bool) or not isinstance(nbytes, numbers.Integral) or nbytes < 0:
         raise ValueError(f"the tile cache budget must be a number of bytes >= 0, got {nbytes!r}")
     _cache_budget[0] = int(nbytes)
-    _SLABS.clear()                   # a cache in use keeps its own reference
+    with _slab_lock:
+        _SLABS.clear()               # a cache in use keeps its own reference
 
 
 def cache_budget() -> int:
@@ -235,13 +237,15 @@ def _tile_grad(form, tile: Tile, state: dict, slot_G) -> torch.Tensor | None:
 #: reuses memory by itself). :func:`release_cache_memory` frees it.
 _SLABS: dict = {}
 _slab_owner: list = [None]          # a weak reference to the cache using the slab, or None
+_slab_lock = threading.Lock()       # taking and giving back the slab (threads calling losses)
 
 
 def release_cache_memory() -> None:
     """Free the CPU memory the tile cache keeps between calls (it is allocated again, up to
     :func:`cache_budget`, by the next tiled call that needs a gradient)."""
-    _SLABS.clear()
-    _slab_owner[0] = None
+    with _slab_lock:
+        _SLABS.clear()
+        _slab_owner[0] = None
 
 
 class _TileCache:
@@ -259,16 +263,17 @@ class _TileCache:
         if a.device.type != "cpu":
             return None
         if self.slab is None:
-            owner = _slab_owner[0]
-            if owner is not None and owner() is not None:
-                return None                       # in use by another live cache
-            numel = self.budget // a.element_size()
-            slab = _SLABS.get(a.dtype)
-            if slab is None or slab.numel() < numel:
-                _SLABS.pop(a.dtype, None)
-                slab = _SLABS[a.dtype] = torch.empty(numel, dtype=a.dtype)
-            self.slab = slab
-            _slab_owner[0] = weakref.ref(self)
+            with _slab_lock:
+                owner = _slab_owner[0]
+                if owner is not None and owner() is not None:
+                    return None                   # in use by another live cache
+                numel = self.budget // a.element_size()
+                slab = _SLABS.get(a.dtype)
+                if slab is None or slab.numel() < numel:
+                    _SLABS.pop(a.dtype, None)
+                    slab = _SLABS[a.dtype] = torch.empty(numel, dtype=a.dtype)
+                self.slab = slab
+                _slab_owner[0] = weakref.ref(self)
         start = self.used // a.element_size()
         return self.slab[start:start + rows * cols].view(rows, cols)
 
@@ -288,8 +293,10 @@ class _TileCache:
     def release(self) -> None:
         """The backward is done with the tiles: the slab is free for the next call."""
         self.tiles = {}
-        if self.slab is not None and _slab_owner[0] is not None and _slab_owner[0]() is self:
-            _slab_owner[0] = None
+        with _slab_lock:
+            if self.slab is not None and _slab_owner[0] is not None \
+                    and _slab_owner[0]() is self:
+                _slab_owner[0] = None
         self.slab = None
 
 

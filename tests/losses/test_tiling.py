@@ -520,3 +520,27 @@ def test_tile_cache_memory_is_reused_across_calls_and_never_shared_by_live_graph
         assert_same(got, w, rel=1e-14)
     tiling.release_cache_memory()
     assert tiling._SLABS == {}
+
+
+def test_threads_calling_tiled_losses_get_their_own_tiles():
+    """Two threads running tiled forward + backward at once: each gradient is the one of a
+    single-threaded run (the cache slab is taken and given back under a lock)."""
+    import threading
+    batches = [_batch(24 + k, 24) for k in range(2)]
+    loss = losses.build("multi_similarity", chunk_size=4)
+    want = [value_and_grads(loss, x, y)[1][0] for x, y in batches]
+    errors = []
+
+    def work(k):
+        x, y = batches[k]
+        for _ in range(10):
+            got = value_and_grads(loss, x, y)[1][0]
+            if not torch.allclose(got, want[k], rtol=1e-13, atol=1e-15):
+                errors.append(k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
