@@ -48,6 +48,7 @@ __all__ = [
     "parameters",
     "semihard",
     "vthm",
+    "vthm_negative_threshold",
 ]
 
 Masks = tuple[torch.Tensor, torch.Tensor]
@@ -99,6 +100,36 @@ def vthm(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, epsilon: float =
     pos_keep = pos & (S - epsilon < neg_max)
     neg_keep = neg & (S + epsilon > pos_min)
     return pos_keep, neg_keep
+
+
+def _ordered_keys(x: torch.Tensor) -> torch.Tensor:
+    """The floats x as integers in the same order (their bits, the magnitude of a negative
+    one flipped); the map is its own inverse on the integers (:func:`_from_keys`)."""
+    bits = x.view(torch.int64 if x.dtype == torch.float64 else torch.int32)
+    mask = (1 << (bits.element_size() * 8 - 1)) - 1
+    return bits ^ ((bits >> (bits.element_size() * 8 - 1)) & mask)
+
+
+def _from_keys(keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return _ordered_keys(keys.view(dtype)).view(dtype)
+
+
+def vthm_negative_threshold(p: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """VTHM's negative test as a threshold: per entry of p (each anchor's hardest positive),
+    the largest t (in p's dtype) with ``t + epsilon <= p`` as rounded; then ``x > t`` iff
+    ``x + epsilon > p`` (:func:`vthm`'s expression) for every x of that dtype, since rounding
+    is monotone, so a tiled pass tests its negatives without adding epsilon. Found by
+    bisection on the floats' bits (32 or 64 steps; many consecutive floats x can share one
+    rounded x + epsilon). p = +inf gives +inf (nothing is kept)."""
+    finite = torch.isfinite(p)
+    q = torch.where(finite, p, 0.0)
+    room = q.abs() + abs(epsilon) + 1.0
+    lo, hi = _ordered_keys(q - epsilon - room), _ordered_keys(q - epsilon + room)
+    for _ in range(p.element_size() * 8):          # invariant: lo passes, hi does not
+        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)
+        passes = (_from_keys(mid, p.dtype) + epsilon) <= q
+        lo, hi = torch.where(passes, mid, lo), torch.where(passes, hi, mid)
+    return torch.where(finite, _from_keys(lo, p.dtype), p)
 
 
 @MINERS.register("semihard")

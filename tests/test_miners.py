@@ -197,3 +197,26 @@ def test_registry_spellings_and_parameters():
         miners.build("vthn")
     with pytest.raises(ValueError, match=r"its parameters are \['margin'\]"):
         miners.build("semihard", epsilon=0.1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.3, 1e-9])
+def test_vthm_negative_threshold_is_the_vthm_test_bit_for_bit(dtype, epsilon):
+    """x > vthm_negative_threshold(p, eps) iff x + eps > p (as rounded), at the threshold's float
+    neighbours and on random values around p - eps; p = +inf keeps nothing."""
+    g = torch.Generator().manual_seed(16)
+    p = torch.cat([torch.rand(400, generator=g, dtype=torch.float64) * 2 - 1,
+                   torch.tensor([0.0, 1.0, -1.0, 1e-30, float("inf")], dtype=torch.float64)])
+    p = p.to(dtype)
+    t = miners.vthm_negative_threshold(p, epsilon)
+    inf = torch.full_like(t, float("inf"))
+    below, above = torch.nextafter(t, -inf), torch.nextafter(t, inf)
+    noise = (torch.rand(p.shape[0], 50, generator=g, dtype=torch.float64) - 0.5) * 1e-6
+    near = (p.to(torch.float64)[:, None] - epsilon + noise).to(dtype)
+    x = torch.cat([below[:, None], t[:, None], above[:, None], near,
+                   torch.full_like(t, float("-inf"))[:, None]], dim=1)
+    assert torch.equal(x > t[:, None], (x + epsilon) > p[:, None])
+    finite = torch.isfinite(p)
+    assert ((t[finite] + epsilon) <= p[finite]).all()
+    assert ((above[finite] + epsilon) > p[finite]).all()       # t is the largest such value
+    assert t[~finite].eq(float("inf")).all()

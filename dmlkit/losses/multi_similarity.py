@@ -43,7 +43,6 @@ from .tiles import Tile, TileContext, TileFormulation, elementwise_grad
 
 __all__ = [
     "PAIR_WEIGHTS", "TILED_MININGS", "WEIGHTINGS", "BinomialVTHMLoss", "KeptPairTiles",
-    "keep_threshold",
     "MultiSimilarityLoss",
     "RAWDistanceWeightedLoss", "RAWLoss", "RAWSemiHardLoss", "VTHMLoss", "WeightedPairLoss",
     "raw_anchor_terms", "raw_pair_weights", "uniform_anchor_terms", "uniform_pair_weights",
@@ -363,35 +362,6 @@ LOG2E = 1.0 / math.log(2.0)
 TILED_MININGS = ("none", "vthm", "hard", "semihard")
 
 
-def _ordered_keys(x: torch.Tensor) -> torch.Tensor:
-    """The floats x as integers in the same order (their bits, the magnitude of a negative
-    one flipped); the map is its own inverse on the integers (:func:`_from_keys`)."""
-    bits = x.view(torch.int64 if x.dtype == torch.float64 else torch.int32)
-    mask = (1 << (bits.element_size() * 8 - 1)) - 1
-    return bits ^ ((bits >> (bits.element_size() * 8 - 1)) & mask)
-
-
-def _from_keys(keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return _ordered_keys(keys.view(dtype)).view(dtype)
-
-
-def keep_threshold(p: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """The largest t (in p's dtype) with ``t + epsilon <= p`` as rounded, per entry: then
-    ``x > t`` iff ``x + epsilon > p`` for every x of that dtype (rounding is monotone), the
-    VTHM test without the pass that adds epsilon. Found by bisection on the floats' bits (32
-    or 64 steps; many consecutive floats x can share one rounded x + epsilon). p = +inf gives
-    +inf (nothing is kept)."""
-    finite = torch.isfinite(p)
-    q = torch.where(finite, p, 0.0)
-    room = q.abs() + abs(epsilon) + 1.0
-    lo, hi = _ordered_keys(q - epsilon - room), _ordered_keys(q - epsilon + room)
-    for _ in range(p.element_size() * 8):          # invariant: lo passes, hi does not
-        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)
-        passes = (_from_keys(mid, p.dtype) + epsilon) <= q
-        lo, hi = torch.where(passes, mid, lo), torch.where(passes, hi, mid)
-    return torch.where(finite, _from_keys(lo, p.dtype), p)
-
-
 class KeptPairTiles(TileFormulation):
     """The tile formulation of :class:`WeightedPairLoss` (and of the binomial deviance loss):
     a mining as row statistics, a weighting as per-row accumulators over the kept pairs.
@@ -408,7 +378,8 @@ class KeptPairTiles(TileFormulation):
 
     VTHM keeps a negative x of row i iff ``x + epsilon > min positive`` (the miner's
     expression, rounding included); the tiles compare x with the row's exact threshold
-    :func:`keep_threshold` instead, which is the same test without the pass that adds epsilon.
+    (:func:`dmlkit.miners.vthm_negative_threshold`) instead: the same test, without the pass
+    that adds epsilon.
 
     The raw weighting with vthm / no mining reads the tiles only through their negatives
     (``masked_tiles``: the engine writes -inf into the products in place) and, when the
@@ -479,7 +450,8 @@ class KeptPairTiles(TileFormulation):
         if self.mining == "vthm":
             st["pos_min"] = s_pos.masked_fill(~valid, inf).amin(1) if index.shape[1] \
                 else ctx.full((ctx.B,), inf)
-            st["keep_above"] = keep_threshold(st["pos_min"], self.epsilon)
+            st["keep_above"] = _miners.vthm_negative_threshold(st["pos_min"],
+                                                                self.epsilon)
         elif self.mining == "semihard":
             st["a_sorted"] = s_pos.masked_fill(~valid, inf).sort(1).values
             st["prev"] = torch.full_like(s_pos, -inf)
@@ -538,11 +510,10 @@ class KeptPairTiles(TileFormulation):
             else:
                 st["p_sum"][rows] += self._neg_keep(tile, st, X, as_float=True).mul_(P).sum(1)
             return
-        fast = self.fast
         keep = self._neg_keep(tile, st, X, as_float=True).to(S.dtype)
-        if not fast:    # (raw, vthm / none: only whether a row keeps any, read in finish)
+        if not self.fast:    # (raw, vthm / none: only whether a row keeps any, read in finish)
             st["n_keep"][rows] += keep.sum(1)
-        if fast:
+        if self.fast:
             # z = beta (x - lam): its row maximum is beta (max x - lam), and z - shift is one
             # pass, beta x - (beta lam + shift); -inf off the negatives gives exp 0
             m, acc = st["m"][rows], st["acc"][rows]

@@ -378,30 +378,6 @@ def test_dense_agreement_reports_the_differences():
     assert 0 <= diffs["value_rel_diff"] <= 1e-14 and 0 <= diffs["grad_rel_diff"] <= 1e-14
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.3, 1e-9])
-def test_keep_threshold_is_the_vthm_test_bit_for_bit(dtype, epsilon):
-    """x > keep_threshold(p, eps) iff x + eps > p (as rounded), at the threshold's float
-    neighbours and on random values around p - eps; p = +inf keeps nothing."""
-    from dmlkit.losses.multi_similarity import keep_threshold
-    g = torch.Generator().manual_seed(16)
-    p = torch.cat([torch.rand(400, generator=g, dtype=torch.float64) * 2 - 1,
-                   torch.tensor([0.0, 1.0, -1.0, 1e-30, float("inf")], dtype=torch.float64)])
-    p = p.to(dtype)
-    t = keep_threshold(p, epsilon)
-    inf = torch.full_like(t, float("inf"))
-    below, above = torch.nextafter(t, -inf), torch.nextafter(t, inf)
-    noise = (torch.rand(p.shape[0], 50, generator=g, dtype=torch.float64) - 0.5) * 1e-6
-    near = (p.to(torch.float64)[:, None] - epsilon + noise).to(dtype)
-    x = torch.cat([below[:, None], t[:, None], above[:, None], near,
-                   torch.full_like(t, float("-inf"))[:, None]], dim=1)
-    assert torch.equal(x > t[:, None], (x + epsilon) > p[:, None])
-    finite = torch.isfinite(p)
-    assert ((t[finite] + epsilon) <= p[finite]).all()
-    assert ((above[finite] + epsilon) > p[finite]).all()       # t is the largest such value
-    assert t[~finite].eq(float("inf")).all()
-
-
 def test_both_exponential_forms_of_multi_similarity_equal_the_dense_path(monkeypatch):
     """The raw weighting over vthm / no mining: P = exp2(beta' s) shared by a tile and its
     mirror (the direct form), and the rows' running maximum (the shifted form, used when the
