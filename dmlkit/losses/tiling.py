@@ -259,7 +259,9 @@ class _TileCache:
         self.budget, self.used, self.tiles, self.reading = budget, 0, {}, False
         self.slab: torch.Tensor | None = None
 
-    def _slab_view(self, a: torch.Tensor, rows: int, cols: int) -> torch.Tensor | None:
+    def _slab_view(self, a: torch.Tensor, cols: int) -> torch.Tensor | None:
+        """Where the product of ``a`` (rows, D) with ``cols`` columns goes in the slab, or
+        None (not on CPU, or the slab is another live cache's)."""
         if a.device.type != "cpu":
             return None
         if self.slab is None:
@@ -275,7 +277,7 @@ class _TileCache:
                 self.slab = slab
                 _slab_owner[0] = weakref.ref(self)
         start = self.used // a.element_size()
-        return self.slab[start:start + rows * cols].view(rows, cols)
+        return self.slab[start:start + a.shape[0] * cols].view(a.shape[0], cols)
 
     def product(self, a: torch.Tensor, b: torch.Tensor, key: tuple) -> torch.Tensor:
         if self.reading:
@@ -284,7 +286,7 @@ class _TileCache:
         size = a.shape[0] * b.shape[0] * a.element_size()
         if self.used + size > self.budget:
             return a @ b.t()
-        out = self._slab_view(a, a.shape[0], b.shape[0])
+        out = self._slab_view(a, b.shape[0])
         S = a @ b.t() if out is None else torch.mm(a, b.t(), out=out)
         self.tiles[key] = S
         self.used += size
@@ -292,12 +294,11 @@ class _TileCache:
 
     def release(self) -> None:
         """The backward is done with the tiles: the slab is free for the next call."""
-        self.tiles = {}
+        self.tiles, self.slab = {}, None
         with _slab_lock:
-            if self.slab is not None and _slab_owner[0] is not None \
-                    and _slab_owner[0]() is self:
+            owner = _slab_owner[0]
+            if owner is not None and owner() is self:
                 _slab_owner[0] = None
-        self.slab = None
 
 
 def _product(a, b, key, cache: _TileCache | None) -> torch.Tensor:
