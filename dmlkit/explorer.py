@@ -1,4 +1,4 @@
-"""The weight explorer: seed 004's Figure 1 with sliders (an ipywidgets app).
+"""The weight explorer: Figure 1 of Wang et al. 2019b with sliders (an ipywidgets app).
 
 ``weight_explorer(loss="multi_similarity", **params)`` draws the weight of one positive and of
 one negative pair of an anchor as their similarity sweeps [-1, 1], computed by
@@ -30,9 +30,10 @@ loss at the sliders' values (:meth:`WeightExplorer.batch_weights`).
 
 Settings, on purpose: the curves are drawn unscaled by default (their scale is what alpha and
 beta change; ``normalize=True`` scales each to a maximum of 1 as notebook 03 does); contrastive
-and triplet are drawn in seed 004's similarity forms, as in notebook 03 (:data:`CURVE_SETTINGS`;
-their defaults are the distance forms, whose weights reach 1e5 near s = 1); a loss that owns
-class parameters (the proxy losses) is built with one class per reference label of the curve.
+and triplet are drawn in the similarity forms of Wang et al. 2019b, as in notebook 03
+(:data:`CURVE_SETTINGS`; their defaults are the distance forms, whose weights reach 1e5 near
+s = 1); a loss that owns class parameters (the proxy losses) is built with one class per
+reference label of the curve.
 
 >>> ex = weight_explorer("multi_similarity", points=21)
 >>> sorted(ex.sliders)[:4]

@@ -1,4 +1,4 @@
-"""Cross-batch memory (XBM; Wang, Zhang, Huang & Scott, CVPR 2020): past batches as references.
+"""Cross-batch memory (XBM; Wang et al. 2020): past batches as references.
 
 :class:`CrossBatchMemory` wraps any S-based loss of :mod:`dmlkit.losses`. Each call enqueues the
 batch (detached) into a FIFO ring of ``memory_size`` slots, then computes the wrapped loss's

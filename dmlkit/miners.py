@@ -80,7 +80,7 @@ def none(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> Masks:
 @MINERS.register("vthm")
 @torch.no_grad()
 def vthm(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, epsilon: float = 0.1) -> Masks:
-    """VTHM, valid-triplet-based hard mining (Wang et al. 2019, MS loss, Sec. 5.1).
+    """VTHM, valid-triplet-based hard mining (Wang et al. 2019b, MS loss, Sec. 5.1).
 
     For anchor i (row i) with hardest positive ``min_{k in P_i} s_ik`` and hardest negative
     ``max_{k in N_i} s_ik``::

@@ -11,11 +11,11 @@
 >>> models.feature_dim("ResNet-50")
 2048
 
-The common recipe of the papers (seed 004; FORMULAS.md section 5) is an ImageNet-pretrained
-backbone (BN-Inception; DAML used GoogLeNet; modern work ResNet-50), a fully connected layer
-to D = 512 and L2 normalisation. ``build_model`` gives that with torchvision's GoogLeNet,
-ResNet-50 and ResNet-18 and their ImageNet weights; ``small_cnn`` is a four-block CNN for the
-embedded ``digits`` and ``glyphs`` data sets that trains in minutes on a CPU.
+The common recipe of the papers (Wang et al. 2019b; docs/formulas.md#data-protocols) is an
+ImageNet-pretrained backbone (BN-Inception; DAML used GoogLeNet; modern work ResNet-50), a
+fully connected layer to D = 512 and L2 normalisation. ``build_model`` gives that with
+torchvision's GoogLeNet, ResNet-50 and ResNet-18 and their ImageNet weights; ``small_cnn`` is a
+four-block CNN for the embedded ``digits`` and ``glyphs`` data sets that trains in minutes on a CPU.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def triplet_table(embeddings, labels, margin: float = 0.2, form: str = "distance
 
 @torch.no_grad()
 def osm_caa_pair_table(loss: PairLoss, embeddings, labels, flags=None) -> pd.DataFrame:
-    """Every pair's OSM weight, CAA attention and final weight (seed 003), one row per pair.
+    """Every pair's OSM weight, CAA attention and final weight (Wang et al. 2019a), one row a pair.
 
     Columns: i, j, pair (positive / negative), distance, ``osm`` (s+ = exp(-d^2/sigma^2) or
     s- = [alpha - d]_+), ``a_i``, ``a_j``, ``attention`` = min(a_i, a_j), ``weight`` = osm x

@@ -76,7 +76,7 @@ PAPER_SETTINGS: dict[str, dict[str, str]] = {
         "iterations": "not restated",
         "model selection": "not stated",
     },
-    "Wang et al. 2019 (unified view / multi-similarity)": {
+    "Wang et al. 2019b (unified view / multi-similarity)": {
         "image size": _COMMON_RECIPE,
         "iterations": "Adam lr 1e-5, P x K batches (K = 5 CUB / Cars, 4 SOP / In-shop)",
         "model selection": "not stated",
@@ -86,7 +86,7 @@ PAPER_SETTINGS: dict[str, dict[str, str]] = {
         "iterations": "official configs",
         "model selection": "not stated",
     },
-    "Wang et al. 2019 (OSM+CAA)": {
+    "Wang et al. 2019a (OSM+CAA)": {
         "image size": "not restated",
         "iterations": "not restated",
         "model selection": "not stated",
@@ -191,7 +191,10 @@ def published_results() -> pd.DataFrame:
     """The papers' tables (``dmlkit/resources/published_results.csv``, package data).
 
     Columns: source, paper, dataset, method, backbone, embedding_dim, metric, value (percent,
-    as printed), note. A fresh copy on every call (the file is read once).
+    as printed), note. ``source`` is the key of the work the number was read from in
+    ``docs/references.md`` / ``docs/references.bib`` (empty where it is not a paper); ``paper``
+    is the work that reports it, by its author-year label. A fresh copy on every call (the file
+    is read once).
     """
     return _published().copy()
 

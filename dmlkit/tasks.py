@@ -12,8 +12,8 @@ ImageTask(glyphs: train (24, 1, 16, 16) / 6 classes, test (16, 1, 16, 16) / 4 un
 >>> tasks.embed(tasks.build_net(embedding_dim=8), task.X_test).shape
 torch.Size([16, 8])
 
-The test classes are never seen in training (class-disjoint, FORMULAS.md section 5); scores on
-them are reported for teaching, and nothing here selects a model on them.
+The test classes are never seen in training (class-disjoint, docs/formulas.md#data-protocols);
+scores on them are reported for teaching, and nothing here selects a model on them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The unified weight view of seed 004 (Theorem 3.1): every pair-based loss is a pair weighting.
+"""The unified weight view (Wang et al. 2019b, Theorem 3.1): a pair-based loss is a pair weighting.
 
 For a loss ``L = H(S)`` of the similarity matrix, the weight of an ordered pair (i, j) is
 
@@ -6,10 +6,10 @@ For a loss ``L = H(S)`` of the similarity matrix, the weight of an ordered pair 
 
 read by autograd on a leaf S. Theorem 3.1: with W held fixed (detached), the surrogate
 ``F(S) = sum_{neg} W_ij S_ij - sum_{pos} W_ij S_ij`` has the same gradient with respect to the
-embeddings as the loss itself. (Seed 004 writes a factor 1/2 because it counts an unordered pair
+embeddings as the loss itself. (The paper writes a factor 1/2 because it counts an unordered pair
 once; on the ordered matrix (i, j) and (j, i) are separate entries.)
 
-Where a loss has seed 004's closed form of its weights (eq. 5-16), the loss states it
+Where a loss has a closed form of its weights in Wang et al. 2019b (eq. 5-16), the loss states it
 (:meth:`dmlkit.losses.PairLoss.closed_form_weights`) and :func:`closed_form_weights` computes
 it; :func:`theorem_table` checks both for several losses at once.
 
@@ -114,8 +114,8 @@ def pair_weights(loss: PairLoss, embeddings, labels, ref_embeddings=None, ref_la
     Returns:
         ``(S, W)``, both (B, M) (M = B in-batch): ``W_ij = -dL/dS_ij`` for positive pairs,
         ``+dL/dS_ij`` for negative pairs, 0 on the diagonal and elsewhere. For the losses of the
-        papers W >= 0 and equals seed 004's closed forms (eq. 10-16) up to the loss's own
-        normalisation (e.g. the 1/m of eq. 17).
+        papers W >= 0 and equals the closed forms of Wang et al. 2019b (eq. 10-16) up to the loss's
+        own normalisation (e.g. the 1/m of eq. 17).
     """
     _require_pair_loss(loss)
     ref_embeddings, ref_labels = _references(loss, embeddings, ref_embeddings, ref_labels)
@@ -155,7 +155,7 @@ def theorem_3_1_check(loss: PairLoss, embeddings, labels, ref_embeddings=None, r
 
 @dataclass
 class WeightCurve:
-    """Weight of one pair as its similarity sweeps a grid (seed 004, Figure 1)."""
+    """Weight of one pair as its similarity sweeps a grid (Wang et al. 2019b, Figure 1)."""
 
     similarity: np.ndarray
     weight: np.ndarray
@@ -205,7 +205,7 @@ def weight_curve(loss: PairLoss, pair: str = "negative", grid: Sequence[float] |
 
 
 def closed_form_weights(loss: PairLoss, embeddings, labels) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seed 004's closed-form pair weights (Sec. 3, eq. 5-16), computed directly, float64.
+    """The closed-form pair weights (Wang et al. 2019b, Sec. 3, eq. 5-16), computed directly.
 
     The loss states its closed form (:meth:`~dmlkit.losses.PairLoss.closed_form_weights`):
     ``contrastive(form="similarity")``, ``triplet(form="similarity", mining="all")`` (weights =

@@ -108,7 +108,7 @@ except data.DatasetNotFoundError as err:
 # with P x K batches (P classes, K images each). A validation split of held-out *training*
 # classes picks the best epoch; the test classes are used once, at the end. `track_test=True`
 # also evaluates the untrained network (epoch 0) on the test classes: the baseline.
-# The multi-similarity loss (seed 004) is
+# The multi-similarity loss (Wang et al. 2019b, eq. 17; see docs/references.md) is
 #
 # $$\mathcal L = \frac1m\sum_i \Big[\tfrac1\alpha \log\big(1+\sum_{k\in\hat P_i} e^{-\alpha(s_{ik}-\lambda)}\big)
 # + \tfrac1\beta \log\big(1+\sum_{k\in\hat N_i} e^{\beta(s_{ik}-\lambda)}\big)\Big].$$

@@ -4,12 +4,12 @@
 # Deep metric learning trains an embedding $f$ so that images of the same class are close and images of different classes are
 # far apart, *for classes never seen in training*. The two oldest losses look at pairs and at triplets.
 #
-# **Contrastive loss** (Hadsell, Chopra & LeCun 2006; seed 002), for a pair $(i, j)$ at Euclidean distance $d_{ij}$:
+# **Contrastive loss** (Hadsell et al. 2006, in the form Sohn 2016 uses), for a pair $(i, j)$ at Euclidean distance $d_{ij}$:
 #
 # $$\ell_{ij} = \mathbb 1[y_i = y_j]\, d_{ij}^2 + \mathbb 1[y_i \ne y_j]\, [m - d_{ij}]_+^2 .$$
 #
 # Positives are pulled together always; negatives are pushed apart only while they are closer than the margin $m$.
-# Seed 004 writes the same idea with cosine similarities: $\ell_{ij} = (1 - I_{ij})[s_{ij} - \lambda]_+ - I_{ij}\, s_{ij}$.
+# Wang et al. 2019b (eq. 5) write the same idea with cosine similarities: $\ell_{ij} = (1 - I_{ij})[s_{ij} - \lambda]_+ - I_{ij}\, s_{ij}$.
 #
 # **Triplet loss** (Hoffer & Ailon 2015; Schroff et al. 2015), for an anchor $a$, a positive $p$ and a negative $n$:
 #

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 02 · Lifted structure, (N+1)-tuplet and N-pair losses (seed 002)
+# # 02 · Lifted structure, (N+1)-tuplet and N-pair losses (Sohn 2016)
 #
 # A triplet compares an anchor with **one** negative at a time. The losses of this notebook look at many negatives at once.
 #
@@ -8,7 +8,7 @@
 # $$J_{ij} = \log\Big(\sum_{k\in\mathcal N_i} e^{m - d_{ik}} + \sum_{l\in\mathcal N_j} e^{m - d_{jl}}\Big) + d_{ij},\qquad
 # \mathcal L = \frac{1}{2|\mathcal P|}\sum_{(i,j)\in\mathcal P} [J_{ij}]_+^2 ,$$
 #
-# a smooth version of "the hardest negative of either end of the pair". The generalised form of seed 004 (eq. 9) is
+# a smooth version of "the hardest negative of either end of the pair". The generalised form of Wang et al. 2019b (eq. 9) is
 # $\frac1m\sum_i [\log\sum_{\mathcal P_i} e^{-s_{ik}} + \log\sum_{\mathcal N_i} e^{s_{ik}} + \lambda]_+$.
 #
 # **(N+1)-tuplet** (Sohn 2016): one anchor $f$, its positive $f^+$ and $N-1$ negatives $f_i$:
@@ -71,7 +71,7 @@ print("(2+1)-tuplet == smooth triplet:", bool(torch.isclose(tuplet, smooth, atol
 #
 # ## 2. Comparison at small scale: triplet vs lifted vs (N+1)-tuplet vs N-pair-mc vs N-pair-ovo
 #
-# Seed 002's comparison: every loss sees the same batches of `N_PAIRS` classes x 2 images (so the N-pair losses get their $N$ pairs),
+# Sohn 2016's comparison: every loss sees the same batches of `N_PAIRS` classes x 2 images (so the N-pair losses get their $N$ pairs),
 # trains the same small CNN for `STEPS` steps, and is scored on the unseen glyph classes.
 
 # %%
@@ -111,12 +111,12 @@ sohn.pivot_table(index="method", columns="metric", values="value").round(1)
 # N-pair-ovo and both beat the triplet loss at equal batch sizes. The glyph run does **not** reproduce that ordering: with
 # normalised embeddings and dmlkit's distance-form margin the triplet loss is at least as good as the N-pair losses here, and the
 # lifted structure loss (margin 1 on unit vectors, every negative of the batch) learns the slowest. Three things differ from
-# seed 002: a few hundred steps instead of convergence, 60 training classes instead of thousands, and a tiny CNN; the
+# Sohn 2016: a few hundred steps instead of convergence, 60 training classes instead of thousands, and a tiny CNN; the
 # differences between the middle three losses are of the order of the seed-to-seed spread (error bars).
 #
 # ## 3. Hard negative class mining
 #
-# Sohn's sampler (seed 002, FORMULAS.md): pick `CANDIDATES` classes, embed one pair of each, then greedily build the batch from the
+# Sohn's sampler (Sohn 2016; docs/formulas.md#n-pair-losses): pick `CANDIDATES` classes, embed one pair of each, then greedily build the batch from the
 # classes that violate the triplet constraint most with those already chosen (`dmlkit.data.HardNegativeClassSampler`, fed by
 # the current network through `embed_fn`). First: are its batches harder than random ones for the same network?
 

@@ -1,8 +1,8 @@
 # %% [markdown]
-# # 03 · The unified weight view (seed 004, Theorem 3.1)
+# # 03 · The unified weight view (Wang et al. 2019b, Theorem 3.1)
 #
 # Almost every pair-based loss is a function $H(S, y)$ of the similarity matrix $S$, $s_{ij} = \langle f_i, f_j\rangle$.
-# Wang et al. (2019) show that at any iteration such a loss is **gradient-equivalent** to a weighted sum of similarities:
+# Wang et al. (2019b) show that at any iteration such a loss is **gradient-equivalent** to a weighted sum of similarities:
 #
 # $$
 # F(S) = \sum_i \Big[\sum_{k\in\mathcal N_i} w_{ik}\, s_{ik} \;-\; \sum_{j \in \mathcal P_i} w_{ij}\, s_{ij}\Big],
@@ -11,11 +11,11 @@
 # w_{ij} = +\frac{\partial H}{\partial s_{ij}}\ (\text{negative}),
 # $$
 #
-# with the weights held fixed at the current $S$ (seed 004 writes a factor $\tfrac12$ because it counts each unordered pair once;
+# with the weights held fixed at the current $S$ (Wang et al. 2019b write a factor $\tfrac12$ because it counts each unordered pair once;
 # on the ordered matrix it goes). So a loss *is* a rule that assigns a non-negative weight to every pair. This notebook
 #
 # 1. checks Theorem 3.1 numerically for **every** loss of `dmlkit` (`weights.theorem_3_1_check`),
-# 2. draws weight-vs-similarity curves (seed 004, Figure 1) and overlays the closed forms on the autograd weights,
+# 2. draws weight-vs-similarity curves (Wang et al. 2019b, Figure 1) and overlays the closed forms on the autograd weights,
 # 3. looks at the OSM weights, which need real embeddings, and
 # 4. follows the weights of one loss during a short training run, and
 # 5. ends with the **weight explorer**: move $\alpha$, $\beta$, $\lambda$, $\epsilon$ or a margin and watch the curves of section 2 change.
@@ -49,7 +49,7 @@ from dmlkit import data, losses, plotting, tasks, train, weights
 # ## 1. Theorem 3.1, every loss
 #
 # For a fixed batch (24 random 8-d embeddings, 6 classes, float64) we compare the gradient of each loss with respect to the embeddings
-# with the gradient of its surrogate $F$. Where seed 004 gives a closed form (contrastive eq. 5, triplet eq. 7, generalised lifted
+# with the gradient of its surrogate $F$. Where Wang et al. 2019b give a closed form (contrastive eq. 5, triplet eq. 7, generalised lifted
 # eq. 10-11, binomial eq. 13-14, RAW eq. 15-16 on the mined pairs) we also compare the autograd weights with it
 # (`weights.closed_form_weights`, computed independently; triplet weights by brute-force enumeration of the triplets).
 
@@ -105,7 +105,7 @@ nb.record(theorem_max_grad_diff=float(theorem["max_grad_diff"].max()),
 # code treats the weights as constants in the backward pass (`detach_weights=True`); with gradient through the weights some
 # positive-pair weights turn negative.
 #
-# ## 2. Weight versus similarity (seed 004, Figure 1)
+# ## 2. Weight versus similarity (Wang et al. 2019b, Figure 1)
 #
 # One anchor faces three positives with $s = 0.6, 0.7, 0.8$, three negatives with $s = 0.2, 0.3, 0.4$ and one more pair whose
 # similarity sweeps $[-1, 1]$ (`weights.weight_curve`). Curves are scaled to a maximum of 1 so that shapes compare.
@@ -127,7 +127,7 @@ for ax, pair in zip(axes, ("negative", "positive")):
 nb.save_fig("weight_curves")
 
 # %% [markdown]
-# What the curves say (seed 004, Sec. 3):
+# What the curves say (Wang et al. 2019b, Sec. 3):
 #
 # * **contrastive** weights a negative pair 1 once $s > \lambda$ and every positive 1: it ignores how hard a pair is;
 # * **triplet** weights a pair by the number of violated triplets it is in: a step each time $s$ crosses a context pair $\pm$ margin;
@@ -174,7 +174,7 @@ nb.record(batch_closed_form_err=max(closed_errors.values()))
 display(closed_errors)
 
 # %% [markdown]
-# OSM (seed 003) gives positives a weight that *decreases* with distance (closer positives count more, $e^{-d^2/\sigma^2}$) and negatives
+# OSM (Wang et al. 2019a) gives positives a weight that *decreases* with distance (closer positives count more, $e^{-d^2/\sigma^2}$) and negatives
 # one that grows as they get closer ($[\alpha - d]_+$); the class-aware attention then scales every pair by $\min(a_i, a_j)$, which is
 # why the OSM+CAA scatter is not a single curve of $s$ (notebook 05 looks at it closely).
 #
@@ -215,7 +215,7 @@ nb.record(untrained_map_at_r=run.initial_scores["map@r"], trained_map_at_r=run.s
 # %% [markdown]
 # As training separates the classes, positive similarities rise and negative ones fall; VTHM then keeps fewer pairs (the share of
 # negative pairs with a non-zero weight drops) and the weight concentrates on the few pairs that still violate the margin. This is
-# the "hard mining for free" view of seed 004: the loss itself moves its attention to informative pairs.
+# the "hard mining for free" view of Wang et al. 2019b: the loss itself moves its attention to informative pairs.
 
 # %% [markdown]
 # ## 5. The weight explorer

@@ -1,7 +1,7 @@
 # %% [markdown]
-# # 04 · Multi-similarity: VTHM mining, RAW weighting, and the Table 1 ablation (seed 004)
+# # 04 · Multi-similarity: VTHM mining, RAW weighting, and the Table 1 ablation (Wang et al. 2019b)
 #
-# Seed 004 splits a pair-based loss into **mining** (which pairs) and **weighting** (how much each kept pair counts).
+# Wang et al. 2019b split a pair-based loss into **mining** (which pairs) and **weighting** (how much each kept pair counts).
 #
 # **VTHM, valid-triplet-based hard mining.** For anchor $i$ with hardest positive $\min_{k\in\mathcal P_i} s_{ik}$ and hardest
 # negative $\max_{k \in \mathcal N_i} s_{ik}$, keep
@@ -16,7 +16,7 @@
 #  \quad \alpha = 2,\ \beta = 50,\ \lambda = 0.5 .$$
 #
 # Its pair weights (eq. 15-16) depend on the pair's own similarity (*self*), on the other pairs of the anchor (*relative*) and on
-# $\lambda$ (*absolute*). Table 1 of seed 004 ablates the two parts; here we rerun it on glyphs with several seeds.
+# $\lambda$ (*absolute*). Table 1 of Wang et al. 2019b ablates the two parts; here we rerun it on glyphs with several seeds.
 
 # %% tags=["parameters"]
 SEED = 0
@@ -63,7 +63,7 @@ print("MS weights (eq. 15-16, x 1/m):", [round(w, 4) + 0.0 for w in W_demo[0].to
 # The easy positive (0.9) and the easy negative (0.3) get weight exactly 0; among the kept negatives the harder one (0.55) gets
 # most of the weight: RAW's relative term is a softmax of $\beta s$ over the kept negatives.
 #
-# ## 2. The ablation (seed 004, Table 1) on glyphs
+# ## 2. The ablation (Wang et al. 2019b, Table 1) on glyphs
 #
 # Seven combinations, each trained from the same initialisation per seed, `STEPS` steps of $8 \times 4$ batches
 # (`tasks.run_ablation`). The share of positive / negative pairs each loss gives a non-zero weight is logged during training.
@@ -117,7 +117,7 @@ for col in [c for c in ("CUB-200-2011", "Cars196") if c in comparison]:
     axes[1].plot(comparison.index, comparison[col], marker="o", label=f"published {col} R@1 (%)")
 axes[1].tick_params(axis="x", rotation=30)
 axes[1].legend(fontsize="small")
-axes[1].set_title("seed 004, Table 1")
+axes[1].set_title("Wang et al. 2019b, Table 1")
 for lab in axes[1].get_xticklabels():
     lab.set_ha("right")
 nb.save_fig("ablation")
@@ -157,11 +157,11 @@ nb.record(untrained_map_at_r=float(ablation["untrained_map@r"].mean()),
 #   a weight that is non-zero but tiny ($\beta = 50$).
 # * **VTHM keeps a shrinking share** of the negatives as training separates the classes; semi-hard keeps fewer still, and
 #   distance-weighted sampling keeps one negative per anchor.
-# * **Mining alone (VTHM, equal weights) is the weakest** in seed 004 (61.6 / 76.6 R@1 on CUB / Cars196) and RAW+VTHM the
+# * **Mining alone (VTHM, equal weights) is the weakest** in Wang et al. 2019b (61.6 / 76.6 R@1 on CUB / Cars196) and RAW+VTHM the
 #   best. On glyphs (default parameters, three seeds) the RAW-weighted variants (RAW, RAW+DW, RAW+VTHM) come out on top as in the
 #   paper, but VTHM alone is not the weakest: **Binomial+VTHM** is, clearly, and its share of kept negatives stays high, i.e. it
 #   separates the classes less within the same number of steps. Its per-anchor means over the *kept* sets (eq. 12 restricted to
-#   VTHM pairs) change the balance between positives and negatives as the kept sets shrink; seed 004 does not give its exact
+#   VTHM pairs) change the balance between positives and negatives as the kept sets shrink; the paper does not give its exact
 #   normalisation, so this is one reading of the ablation, not necessarily the paper's.
 # * With a few hundred steps and three seeds, differences smaller than about two standard deviations should not be read as a
 #   ranking.

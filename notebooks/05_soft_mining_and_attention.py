@@ -1,7 +1,7 @@
 # %% [markdown]
-# # 05 · Online soft mining and class-aware attention (seed 003)
+# # 05 · Online soft mining and class-aware attention (Wang et al. 2019a)
 #
-# Wang et al. (2019) weight a contrastive loss twice.
+# Wang et al. (2019a) weight a contrastive loss twice.
 #
 # **Online soft mining (OSM)** replaces hard selections by continuous weights from the distances $d_{ij}$ of unit embeddings:
 #
@@ -130,7 +130,7 @@ nb.record(attention_clean=float(att["clean"]), attention_flipped=float(att["flip
           noise=NOISE, flipped=int(flipped.sum()))
 
 # %% [markdown]
-# The attention does what seed 003 claims: samples whose label is wrong get a much lower $a_i$ than correctly labelled ones, and
+# The attention does what Wang et al. 2019a claim: samples whose label is wrong get a much lower $a_i$ than correctly labelled ones, and
 # every pair they take part in is down-weighted. Whether this turns into better retrieval on *unseen* classes is a separate
 # question: compare the MAP@R rows of the table (mean ± std over seeds). On this small task the gain, if any, is within the
 # seed-to-seed spread; the noise mostly costs OSM and OSM+CAA alike relative to the clean-label reference. One more caveat: the

@@ -143,11 +143,11 @@ pd.Series(glyph_metrics).round(3).to_frame("raw pixels")
 
 # %% [markdown]
 # Reading the rows: `precision@K` is the share of same-class items among the $K$ nearest neighbours (not Recall@K's "at
-# least one"). **`vrf_neg1` and `vrf_neg71` are the verification accuracy of the N-pair paper (seed 002) with 1 and with 71
+# least one"). **`vrf_neg1` and `vrf_neg71` are the verification accuracy of the N-pair paper (Sohn 2016) with 1 and with 71
 # negatives**: each query gets one random same-class item and `neg` random other-class items, and succeeds when the
 # same-class item is the most similar of them; chance is $1/(\text{neg}+1)$, i.e. 0.5 and 0.014 (`evaluate`'s default
 # `vrf_negs=(1, 71)`, the paper's two settings; a query needs at least `neg` items of other classes).
-# `cmc@k` and `map` are the re-identification metrics (seed 003): with the queries searching the same set, CMC@k is
+# `cmc@k` and `map` are the re-identification metrics (Wang et al. 2019a, on MARS): with the queries searching the same set, CMC@k is
 # Recall@k, and `map` averages precision over the whole ranking, where MAP@R stops after $R$.
 
 # %%

@@ -11,7 +11,7 @@
 #     -p ITERATIONS_PER_EPOCH None -p DATASET_KWARGS '{}' -p DATA_ROOT /data -p DEVICE cuda
 # ```
 #
-# (seed 004's recipe: ImageNet-pretrained backbone, 512-d L2-normalised embedding, Adam
+# (the recipe of Wang et al. 2019b: ImageNet-pretrained backbone, 512-d L2-normalised embedding, Adam
 # $10^{-5}$, P x K batches with K = 5 on CUB / Cars196 and 4 on SOP / In-shop, 227 px crops; the
 # papers' Recall@K lists are used automatically for the benchmarks.) `LOSS` is any name of
 # `dmlkit.losses.available()`; `"daml:<loss>"` or `"daml+sp:<loss>"` trains DAML (notebook 06)

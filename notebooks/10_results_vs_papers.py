@@ -2,7 +2,7 @@
 # # 10 · Our results next to the papers'
 #
 # This notebook reads the results log of notebook 09 (`results/runs.csv`, one row per training
-# run) and the published tables of the seed papers (shipped with dmlkit as
+# run) and the published tables of the papers (docs/references.md; shipped with dmlkit as
 # `dmlkit/resources/published_results.csv`), and puts them side by side, **with the settings
 # that differ**: data set, backbone, embedding size, image size, number of iterations, and how
 # the reported model was selected.

@@ -2,13 +2,13 @@
 # # 12 · References beyond the batch: cross-batch memory and proxies
 #
 # Every dmlkit loss is a function of a similarity matrix $S$ between **queries** and **references**. Two techniques
-# from after the seed papers keep the loss and change only the references:
+# from after the papers above keep the loss and change only the references:
 #
-# * **Cross-batch memory (XBM**, Wang, Zhang, Huang & Scott, CVPR 2020, by the multi-similarity authors): the references
+# * **Cross-batch memory (XBM**, Wang et al. 2020, by the multi-similarity authors): the references
 #   are the embeddings of past batches, kept (detached) in a FIFO ring of `memory_size` slots. Each step enqueues the batch,
 #   then computes the loss of the batch against the memory, each query's own slot removed from its positives. A small
 #   batch then sees as many negatives as a large one.
-# * **Proxy-Anchor** (Kim, Kim, Cho & Kwak, CVPR 2020): the references are $C$ learnable proxies, one per class, and every
+# * **Proxy-Anchor** (Kim et al. 2020): the references are $C$ learnable proxies, one per class, and every
 #   proxy is an anchor:
 #
 # $$ \mathcal L = \frac{1}{|P^+|}\sum_{p\in P^+}\log\Big(1+\sum_{x\in X^+_p}e^{-\alpha(s(x,p)-\delta)}\Big)

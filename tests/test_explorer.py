@@ -98,7 +98,7 @@ def test_context_sliders_move_relative_weights(name):
 
 
 def test_binomial_ignores_the_other_pairs():
-    """Seed 004: binomial deviance weights a pair by its own similarity only."""
+    """Wang et al. 2019b: binomial deviance weights a pair by its own similarity only."""
     ex = explorer.weight_explorer("binomial", points=POINTS, draw=False)
     before = ex.curves()
     for key in [k for k in ex.sliders if k.startswith(("pos_", "neg_"))]:

@@ -189,7 +189,7 @@ def test_10_results_vs_papers(tmp_path, with_runs):
     pub = results.published_results()
     assert res["n_published"] == len(pub)
     assert res["n_paper_rows"] > 20  # the papers' rows are in the table
-    assert "Wang et al. 2019 (unified view / multi-similarity)" in res["papers"]
+    assert "Wang et al. 2019b (unified view / multi-similarity)" in res["papers"]
     assert {"CUB-200-2011", "Cars196"} <= set(res["datasets"])
     assert res["n_runs"] == res["n_our_rows"] == int(with_runs)
     n_cub_papers = pub[pub.dataset == "CUB-200-2011"]["paper"].nunique()

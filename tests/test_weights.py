@@ -1,5 +1,6 @@
-"""pair_weights against the closed forms of seed 004 (FORMULAS.md section 1), the closed forms
-the losses state (closed_form_weights) and the Theorem 3.1 table."""
+"""pair_weights against the closed forms of Wang et al. 2019b
+(docs/formulas.md#the-weight-view), the closed forms the losses state (closed_form_weights)
+and the Theorem 3.1 table."""
 
 import itertools
 import math
@@ -94,7 +95,7 @@ def test_raw_on_vthm_pairs_eq15_16(alpha, beta, lam, epsilon):
     S, W = weights.pair_weights(loss, emb, lab)
     pos, neg = masks(lab)
     keep_pos, keep_neg = miners.vthm(S, pos, neg, epsilon=epsilon)
-    # VTHM by its definition (seed 004 Sec. 5.1), independently of the miner
+    # VTHM by its definition (Wang et al. 2019b, Sec. 5.1), independently of the miner
     for i in range(len(lab)):
         P, N = pos[i].nonzero().flatten(), neg[i].nonzero().flatten()
         for j in range(len(lab)):

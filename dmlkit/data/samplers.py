@@ -1,10 +1,11 @@
 """Batch samplers for metric learning (use as ``DataLoader(dataset, batch_sampler=...)``).
 
 - :class:`PKSampler`: P classes x K images per batch, the "classes x K images" batches of the
-  seed papers (K = 5 for CUB / Cars196, 4 for SOP / In-shop), covering every image once per
+  papers (K = 5 for CUB / Cars196, 4 for SOP / In-shop), covering every image once per
   epoch where possible.
 - :class:`HardNegativeClassSampler`: Sohn's hard negative class mining for N-pair batches
-  (seed 002): greedily pick the classes that violate the triplet constraint the most.
+  (Sohn 2016, docs/references.md): greedily pick the classes that violate the triplet
+  constraint the most.
 """
 
 from __future__ import annotations
@@ -176,7 +177,9 @@ def select_hard_classes(anchors, positives, N: int, first: int | None = None,
 
 
 class HardNegativeClassSampler(Sampler[list[int]]):
-    """N-pair batches with hard negative class mining (seed 002, FORMULAS.md section 2).
+    """N-pair batches with hard negative class mining (Sohn 2016).
+
+    The procedure is spelled out in docs/formulas.md#n-pair-losses.
 
     Each batch: (1) pick ``C`` classes at random (among classes with >= 2 images) and take two
     examples of each (an anchor and a positive); (2) embed them -- with ``embed_fn(indices)``

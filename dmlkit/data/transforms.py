@@ -1,4 +1,4 @@
-"""Image transforms of the DML papers (seed 004 recipe).
+"""Image transforms of the DML papers (the recipe of Wang et al. 2019b).
 
 Training: resize the shorter side to 256, random crop 227 (BN-Inception papers) or 224
 (ResNet-50 / GoogLeNet re-implementations), random horizontal flip. Test: resize 256, centre

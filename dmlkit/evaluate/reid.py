@@ -1,4 +1,4 @@
-"""Re-identification metrics: CMC rank-k and mAP over the full ranking (MARS; seed 003).
+"""Re-identification metrics: CMC rank-k and mAP over the full ranking (MARS; Wang et al. 2019a).
 
 >>> import numpy as np
 >>> from dmlkit.evaluate import reid_metrics
@@ -32,7 +32,7 @@ def reid_metrics(
     normalize: bool = True,
     max_block: int = 2**23,
 ) -> dict[str, float]:
-    """CMC rank-k and mAP over the full ranking (re-identification, MARS; seed 003).
+    """CMC rank-k and mAP over the full ranking (re-identification, MARS; Wang et al. 2019a).
 
     Args:
         embeddings: (N, D) queries; labels: (N,) identities.

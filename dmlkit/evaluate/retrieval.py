@@ -1,8 +1,9 @@
 """Retrieval metrics: Recall@K, precision@K, MAP@R and R-precision, exact and chunked.
 
-Every number here is the papers' metric, to the definition (FORMULAS.md section 4), computed
-exactly (no approximate search) with memory bounded by chunking, fast enough for Stanford Online
-Products (60,502 test images) every few epochs. Inputs may be torch tensors or numpy arrays, on
+Every number here is the papers' metric, to the definition
+(docs/formulas.md#evaluation-metrics), computed exactly (no approximate search) with memory
+bounded by chunking, fast enough for Stanford Online Products (60,502 test images) every few
+epochs. Inputs may be torch tensors or numpy arrays, on
 CPU or GPU; metrics are returned as fractions in [0, 1] (the papers print them x 100).
 
 Conventions (the same in every function of dmlkit.evaluate)

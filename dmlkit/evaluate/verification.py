@@ -1,4 +1,4 @@
-"""Verification accuracy VRF: one positive against ``neg`` negatives (Sohn 2016, seed 002).
+"""Verification accuracy VRF: one positive against ``neg`` negatives (Sohn 2016).
 
 >>> import numpy as np
 >>> from dmlkit.evaluate import verification_accuracy
@@ -27,7 +27,7 @@ def verification_accuracy(
     normalize: bool = True,
     max_block: int = 2**24,
 ) -> float:
-    """Verification accuracy VRF with one positive and ``neg`` negatives (Sohn 2016, seed 002).
+    """Verification accuracy VRF with one positive and ``neg`` negatives (Sohn 2016).
 
     Every item with at least one other same-class item and at least ``neg`` items of other
     classes is the query of ``n_trials`` trials; a trial draws one positive (uniformly among the

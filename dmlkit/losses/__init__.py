@@ -1,4 +1,4 @@
-"""Every loss of the seed papers, built on one similarity-matrix design.
+"""Every loss of the papers (docs/references.md), built on one similarity-matrix design.
 
 One module per family of losses (:mod:`~dmlkit.losses.contrastive`, ...), each imported here;
 importing a module registers its losses in :data:`LOSSES` (``@register(name)``).

@@ -1,4 +1,4 @@
-"""Angular loss (Wang, Zhou, Wen, Liu & Lin, ICCV 2017) over all positive pairs: dense, or
+"""Angular loss (Wang et al. 2017) over all positive pairs: dense, or
 exactly in tiles (:class:`AngularTiles`)."""
 
 from __future__ import annotations

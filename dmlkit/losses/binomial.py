@@ -1,4 +1,6 @@
-"""Binomial deviance loss (Yi et al. 2014; seed 004 eq. 12) and its per-anchor terms."""
+"""Binomial deviance loss (Yi et al. 2014; Wang et al. 2019b, eq. 12) and its per-anchor terms.
+
+References: docs/references.md; formulas: docs/formulas.md#binomial-deviance."""
 
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ def binomial_anchor_terms(S: torch.Tensor, pos_keep: torch.Tensor, neg_keep: tor
 
 def binomial_pair_weights(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, alpha: float,
                           beta: float, lam: float) -> torch.Tensor:
-    """Closed-form weights (B, M) of :func:`binomial_anchor_terms` (seed 004 eq. 13-14).
+    """Closed-form weights (B, M) of :func:`binomial_anchor_terms` (Wang et al. 2019b, eq. 13-14).
 
     ``alpha sigmoid(alpha (lam - s)) / |P_i|`` on the pairs of ``pos`` and
     ``beta sigmoid(beta (s - lam)) / |N_i|`` on those of ``neg``, on the anchors with both
@@ -72,7 +74,7 @@ def binomial_pair_weights(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
 @register("binomial_deviance", "binomial")
 class BinomialDevianceLoss(PairLoss):
     r"""Binomial deviance loss (Yi et al. 2014, "Deep metric learning for person
-    re-identification"; the form of seed 004, Wang et al. 2019, eq. 12).
+    re-identification"; the form of Wang et al. 2019b, eq. 12).
 
     .. math::
         L = \frac{1}{m}\sum_i \Big[\frac{1}{|P_i|}\sum_{k\in P_i}
@@ -80,7 +82,7 @@ class BinomialDevianceLoss(PairLoss):
           + \frac{1}{|N_i|}\sum_{k\in N_i}\log(1 + e^{\beta(s_{ik}-\lambda)})\Big]
 
     on cosine similarities ``s`` (``normalize=True``). Defaults alpha = 2, beta = 50,
-    lam = 0.5 (seed 004).
+    lam = 0.5 (Wang et al. 2019b).
 
     Reduction: ``reduction="mean"`` (default) divides the sum over anchors by m = B, the number
     of query rows, so the value does not grow with the batch and matches the 1/m of the MS loss
@@ -118,6 +120,6 @@ class BinomialDevianceLoss(PairLoss):
                              self.reduction)
 
     def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
-        """Seed 004 eq. 13-14 (:func:`binomial_pair_weights`), divided by m for "mean". (B, M)."""
+        """Wang et al. 2019b, eq. 13-14 (:func:`binomial_pair_weights`), / m for "mean". (B, M)."""
         W = binomial_pair_weights(batch.S, batch.pos, batch.neg, self.alpha, self.beta, self.lam)
         return W / (batch.S.shape[0] if self.reduction == "mean" else 1.0)

@@ -38,19 +38,19 @@ def reduce_pair_terms(pos_terms: torch.Tensor, neg_terms: torch.Tensor, pos: tor
 class ContrastiveLoss(PairLoss):
     r"""Contrastive loss on every positive and negative pair of the (B, M) matrix.
 
-    ``form="distance"`` (default; Hadsell et al. 2006, seed 002), Euclidean distance ``d_ij``:
+    ``form="distance"`` (default; Hadsell et al. 2006, as Sohn 2016 uses it), distance ``d_ij``:
 
         l_ij = 1{y_i = y_j} [d_ij - pos_margin]_+^power + 1{y_i != y_j} [margin - d_ij]_+^power
 
     with the paper's ``pos_margin=0, power=2``: ``d_ij^2`` and ``[margin - d_ij]_+^2``.
 
-    ``form="similarity"`` (seed 004 eq. 5), cosine similarity ``s_ij``:
+    ``form="similarity"`` (Wang et al. 2019b, eq. 5), cosine similarity ``s_ij``:
 
         l_ij = (1 - I_ij) [s_ij - lam]_+ - I_ij s_ij
 
     and with ``pos_margin=p`` set, the positive term becomes ``[p - s_ij]_+`` (PML's form).
-    Seed 004's pair weights (Sec. 3) are 1 for every positive pair and 1 for a negative pair
-    with ``s_ij > lam`` (times the reduction's normalisation).
+    The pair weights of Wang et al. 2019b (Sec. 3) are 1 for every positive pair and 1 for a
+    negative pair with ``s_ij > lam`` (times the reduction's normalisation).
 
     Reduction (explicit, over the *ordered* entries of S; in-batch each unordered pair appears
     twice and the diagonal is excluded): ``"mean"`` (default) = sum of the terms / number of
@@ -62,7 +62,7 @@ class ContrastiveLoss(PairLoss):
 
     Args:
         margin: ``m`` of the distance form (default 1.0).
-        lam: ``lambda`` of the similarity form (default 0.5; seed 004 gives no value).
+        lam: ``lambda`` of the similarity form (default 0.5; the paper gives no value).
         form: ``"distance"`` (default) or ``"similarity"``.
         pos_margin: None (default: the papers' positive terms, ``d^power`` / ``-s``) or a
             number: the hinge ``[d - pos_margin]_+^power`` / ``[pos_margin - s]_+`` as in PML.
@@ -99,8 +99,8 @@ class ContrastiveLoss(PairLoss):
         self.reduction = reduction
 
     def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
-        """Seed 004 Sec. 3 (eq. 5): 1 for every positive pair and for every negative pair with
-        ``s_ij > lam``, times the reduction's normalisation; similarity form without
+        """Wang et al. 2019b, Sec. 3 (eq. 5): 1 for every positive pair and for every negative
+        pair with ``s_ij > lam``, times the reduction's normalisation; similarity form without
         ``pos_margin`` only. (B, M)."""
         if self.form != "similarity" or self.pos_margin is not None:
             raise self._no_closed_form("contrastive(form='similarity') without pos_margin")

@@ -1,4 +1,4 @@
-"""Discriminative deep metric learning, DDML (Hu, Lu & Tan, CVPR 2014; a DAML baseline)."""
+"""Discriminative deep metric learning, DDML (Hu et al. 2014; a DAML baseline)."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ class DDMLLoss(PairLoss):
         normalize: L2-normalise first (default True, so ``d^2 = 2 - 2 s`` is in [0, 4] and
             ``tau = 2`` puts the threshold at ``s = 0``).
 
-    Defaults: the seed documents give no values for tau and beta; 2.0 / 2.0 are dmlkit's
-    choice for unit embeddings (Hu et al. use raw face descriptors; tune both per dataset).
+    Defaults: Duan et al. 2018, who use DDML as a baseline, give no values for tau and beta;
+    2.0 / 2.0 are dmlkit's choice for unit embeddings (Hu et al. 2014 use raw face
+    descriptors; tune both per dataset).
     PML has no DDML loss.
     """
 

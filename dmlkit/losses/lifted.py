@@ -37,7 +37,7 @@ def masked_logsumexp(x: torch.Tensor, mask: torch.Tensor, dim: int = 1):
 
 @register("lifted_structure")
 class LiftedStructureLoss(PairLoss):
-    r"""Lifted structured embedding loss (Oh Song, Xiang, Jegelka & Savarese, CVPR 2016).
+    r"""Lifted structured embedding loss (Oh Song et al. 2016).
 
     For every positive pair (i, j), with Euclidean distances ``d``:
 
@@ -112,9 +112,9 @@ _GL_FORMS = ("similarity", "distance")
 
 @register("generalized_lifted_structure")
 class GeneralizedLiftedStructureLoss(PairLoss):
-    r"""Generalised lifted structure loss (Hermans, Beyer & Leibe 2017; seed 004 eq. 9).
+    r"""Generalised lifted structure loss (Hermans et al. 2017; Wang et al. 2019b, eq. 9).
 
-    ``form="similarity"`` (default, seed 004 eq. 9, whose pair weights are eq. 10-11):
+    ``form="similarity"`` (default, Wang et al. 2019b, eq. 9, whose pair weights are eq. 10-11):
 
         L = 1/m sum_i [ log sum_{k in P_i} exp(-s_ik) + log sum_{k in N_i} exp(s_ik) + lam ]_+
 
@@ -127,7 +127,7 @@ class GeneralizedLiftedStructureLoss(PairLoss):
     form (P_i, N_i are then the positives / negatives of query i among the references).
 
     Args:
-        lam: ``lambda``, the margin of the similarity form (default 1.0: seed 004 gives no value;
+        lam: ``lambda``, the margin of the similarity form (default 1.0: the paper gives no value;
             1.0 mirrors the margin 1 of the distance form).
         margin: the margin of the distance form (default 1.0, as PML).
         form: ``"similarity"`` (default) or ``"distance"``.
@@ -184,8 +184,8 @@ class GeneralizedLiftedStructureLoss(PairLoss):
         return GeneralizedLiftedTiles(self)
 
     def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
-        """Seed 004 eq. 10-11: the softmax of ``-s`` over P_i and of ``s`` over N_i on the anchors
-        whose hinge is active, times 1/m; similarity form only. (B, M)."""
+        """Wang et al. 2019b, eq. 10-11: the softmax of ``-s`` over P_i and of ``s`` over N_i on
+        the anchors whose hinge is active, times 1/m; similarity form only. (B, M)."""
         if self.form != "similarity":
             raise self._no_closed_form("generalized_lifted_structure(form='similarity')")
         S, pos, neg = batch.S, batch.pos, batch.neg

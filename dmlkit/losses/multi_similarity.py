@@ -1,6 +1,6 @@
-"""Weighting x mining: the multi-similarity loss and the ablations of seed 004 Table 1.
+"""Weighting x mining: the multi-similarity loss and the ablations of Wang et al. 2019b, Table 1.
 
-A loss here is a named (weighting, mining) pair (seed 004, Sec. 3-5): a miner from
+A loss here is a named (weighting, mining) pair (Wang et al. 2019b, Sec. 3-5): a miner from
 :mod:`dmlkit.miners` selects pairs (bool masks, computed under ``torch.no_grad()``), and a
 weighting is a differentiable function of ``batch.S`` on the kept pairs, so
 ``dmlkit.weights.pair_weights`` reads the closed-form weights by autograd.
@@ -58,7 +58,7 @@ def _logsumexp_with_zero(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tens
 
 def raw_anchor_terms(S: torch.Tensor, pos_keep: torch.Tensor, neg_keep: torch.Tensor,
                      alpha: float, beta: float, lam: float) -> torch.Tensor:
-    """Per-anchor RAW / multi-similarity terms (seed 004 eq. 17 without the 1/m), (B,)."""
+    """Per-anchor RAW / multi-similarity terms (Wang et al. 2019b, eq. 17, no 1/m), (B,)."""
     pos_part = _logsumexp_with_zero(-alpha * (S - lam), pos_keep) / alpha
     neg_part = _logsumexp_with_zero(beta * (S - lam), neg_keep) / beta
     return pos_part + neg_part
@@ -78,8 +78,8 @@ def uniform_anchor_terms(S: torch.Tensor, pos_keep: torch.Tensor, neg_keep: torc
 
 def raw_pair_weights(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, alpha: float,
                      beta: float, lam: float) -> torch.Tensor:
-    """Closed-form weights (B, M) of :func:`raw_anchor_terms` on the kept masks (seed 004
-    eq. 15-16), without the reduction's 1/m."""
+    """Closed-form weights (B, M) of :func:`raw_anchor_terms` on the kept masks
+    (Wang et al. 2019b, eq. 15-16), without the reduction's 1/m."""
     zero = torch.zeros((), dtype=S.dtype, device=S.device)
     # positive: 1 / (sum_{k in P} e^{alpha (s_ij - s_ik)} + e^{alpha (s_ij - lam)})
     ep = torch.where(pos, torch.exp(-alpha * S), zero).sum(1, keepdim=True)
@@ -113,7 +113,7 @@ PAIR_WEIGHTS = {
 
 @register("weighted_pair")
 class WeightedPairLoss(PairLoss):
-    r"""A pair weighting applied to the pairs kept by a miner (seed 004's general recipe).
+    r"""A pair weighting applied to the pairs kept by a miner (Wang et al. 2019b's recipe).
 
     ``L = 1/m sum_i h(S_i, P^_i, N^_i)`` with ``h`` the weighting (``"raw"``, ``"binomial"``,
     ``"uniform"``; see the module docstring) and ``P^_i, N^_i`` the pairs of anchor i kept by
@@ -198,7 +198,7 @@ class WeightedPairLoss(PairLoss):
 
 @register("multi_similarity", "ms", "raw+vthm")
 class MultiSimilarityLoss(WeightedPairLoss):
-    r"""Multi-similarity loss (Wang et al. 2019, seed 004 eq. 17): RAW weighting on VTHM pairs.
+    r"""Multi-similarity loss (Wang et al. 2019b, eq. 17): RAW weighting on VTHM pairs.
 
     .. math::
         L = \frac{1}{m}\sum_i\Big[\frac{1}{\alpha}\log\big(1+\sum_{k\in\hat P_i}
@@ -260,7 +260,7 @@ class MultiSimilarityLoss(WeightedPairLoss):
 
 @register("raw")
 class RAWLoss(WeightedPairLoss):
-    """RAW weighting (seed 004 eq. 17) on ALL pairs (no mining); Table 1 "RAW".
+    """RAW weighting (Wang et al. 2019b, eq. 17) on ALL pairs (no mining); Table 1 "RAW".
 
     Defaults alpha = 2, beta = 50, lam = 0.5, reduction "mean" (1/m). Weights eq. 15-16 with
     the full P_i, N_i, times 1/m.
@@ -275,7 +275,7 @@ class RAWLoss(WeightedPairLoss):
 
 @register("vthm")
 class VTHMLoss(WeightedPairLoss):
-    """VTHM alone (seed 004 Table 1 "VTHM"): equal weights on the VTHM-kept pairs.
+    """VTHM alone (Wang et al. 2019b, Table 1 "VTHM"): equal weights on the VTHM-kept pairs.
 
     ``L = 1/m sum_i [ sum_{k in P^_i} (1 - s_ik) + sum_{k in N^_i} (1 + s_ik) ]``: every kept
     pair has weight exactly 1/m (1 with reduction "sum"), every other pair 0. The paper does
@@ -293,7 +293,7 @@ class VTHMLoss(WeightedPairLoss):
 
 @register("binomial+vthm")
 class BinomialVTHMLoss(WeightedPairLoss):
-    """Binomial deviance (eq. 12) on the VTHM-kept pairs (seed 004 Table 1 "Binomial+VTHM").
+    """Binomial deviance (eq. 12) on VTHM-kept pairs (Wang et al. 2019b, Table 1 "Binomial+VTHM").
 
     ``1/m sum_i [mean_{P^_i} softplus(-alpha(s-lam)) + mean_{N^_i} softplus(beta(s-lam))]``,
     the means over the kept sets (empty: 0). Defaults alpha = 2, beta = 50, lam = 0.5,
@@ -311,11 +311,11 @@ class BinomialVTHMLoss(WeightedPairLoss):
 
 @register("raw+semihard")
 class RAWSemiHardLoss(WeightedPairLoss):
-    """RAW weighting on FaceNet semi-hard pairs (seed 004 Table 1 "RAW+SemiHard").
+    """RAW weighting on FaceNet semi-hard pairs (Wang et al. 2019b, Table 1 "RAW+SemiHard").
 
     Mining :func:`dmlkit.miners.semihard`: the pairs of at least one triplet with
     ``s_ip - margin < s_in < s_ip``. Defaults alpha = 2, beta = 50, lam = 0.5, margin = 0.1
-    (FaceNet's squared-distance margin 0.2 in similarity units; seed 004 does not state it).
+    (FaceNet's squared-distance margin 0.2 in similarity units; the paper does not state it).
     """
 
     hyperparameters = ("alpha", "beta", "lam", "margin", "reduction")
@@ -329,7 +329,7 @@ class RAWSemiHardLoss(WeightedPairLoss):
 
 @register("raw+distance_weighted")
 class RAWDistanceWeightedLoss(WeightedPairLoss):
-    """RAW weighting with distance-weighted negative sampling (seed 004 Table 1 "RAW+DW").
+    """RAW weighting with distance-weighted negative sampling (Wang et al. 2019b, Table 1 "RAW+DW").
 
     Mining :func:`dmlkit.miners.distance_weighted` (Wu et al. 2017): all positives, and
     ``num_negatives`` negatives per anchor drawn with probability ∝ 1/q(d) (d clipped at

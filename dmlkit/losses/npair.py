@@ -1,4 +1,4 @@
-"""N-pair losses (Sohn, NeurIPS 2016; seed 002): N-pair-mc, N-pair-ovo and the (N+1)-tuplet.
+"""N-pair losses (Sohn 2016, docs/references.md): N-pair-mc, N-pair-ovo and the (N+1)-tuplet.
 
 Sohn's losses use un-normalised embeddings (``normalize=False`` by default here) with an L2
 penalty on the embedding norms. The penalty is not a function of S, so it lives in
@@ -133,7 +133,7 @@ class _NPairBase(PairLoss):
 
 @register("npair")
 class NPairLoss(_NPairBase):
-    r"""Multi-class N-pair loss, N-pair-mc (Sohn 2016; seed 002).
+    r"""Multi-class N-pair loss, N-pair-mc (Sohn 2016).
 
     For N pairs ``(f_i, f_i^+)`` of N different classes:
 
@@ -142,7 +142,7 @@ class NPairLoss(_NPairBase):
 
     plus Sohn's penalty ``0.25 * l2_reg * (mean_i ||f_i||^2 + mean_i ||f_i^+||^2)`` on the
     embeddings of the N pairs (the form and default 0.002 of the TensorFlow ``npairs_loss``
-    reference implementation; the slides in seed 002 give no value).
+    reference implementation; Sohn 2016 gives no value).
 
     Pairing of a general labelled batch (:func:`npair_pairing`): per class with >= 2 samples,
     the first two samples in batch order; other samples are unused. Reduction: mean over the N
@@ -194,7 +194,7 @@ class NPairLoss(_NPairBase):
 
 @register("npair_ovo")
 class NPairOVOLoss(_NPairBase):
-    r"""One-vs-one N-pair loss, N-pair-ovo (Sohn 2016; seed 002).
+    r"""One-vs-one N-pair loss, N-pair-ovo (Sohn 2016).
 
         L = 1/N sum_i sum_{j != i} log(1 + exp(f_i^T f_j^+ - f_i^T f_i^+))
 
@@ -219,7 +219,7 @@ _TUPLET_FORMS = ("softplus", "hinge")
 
 @register("tuplet")
 class TupletLoss(PairLoss):
-    r"""(N+1)-tuplet loss (Sohn 2016; seed 002) over every positive pair of the batch.
+    r"""(N+1)-tuplet loss (Sohn 2016) over every positive pair of the batch.
 
     For each positive pair (anchor a, positive p) with the negatives ``N_a`` of the batch:
 

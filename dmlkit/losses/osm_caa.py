@@ -1,4 +1,4 @@
-"""OSM + CAA weighted contrastive loss (Wang et al. 2019, seed 003)."""
+"""OSM + CAA weighted contrastive loss (Wang et al. 2019a; docs/references.md)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 @register("osm_caa")
 class OSMCAALoss(PairLoss):
-    r"""Online soft mining + class-aware attention weighted contrastive loss (seed 003).
+    r"""Online soft mining + class-aware attention weighted contrastive loss (Wang et al. 2019a).
 
     With ``d_ij`` the Euclidean distances (from S for unit vectors, ``normalize=True``):
 

@@ -100,7 +100,7 @@ class ProxyLoss(PairLoss):
 
 @register("proxy_anchor")
 class ProxyAnchorLoss(ProxyLoss):
-    r"""Proxy-Anchor loss (Kim, Kim, Cho & Kwak, CVPR 2020).
+    r"""Proxy-Anchor loss (Kim et al. 2020).
 
     With ``s(x, p)`` the cosine between a sample and a proxy, ``X+_p`` / ``X-_p`` the samples
     of the batch of / not of the proxy's class, ``P+`` the proxies with at least one positive
@@ -157,7 +157,7 @@ class ProxyAnchorLoss(ProxyLoss):
 
 @register("proxy_nca")
 class ProxyNCALoss(ProxyLoss):
-    r"""ProxyNCA (Movshovitz-Attias, Toshev, Leung, Ioffe & Singh, ICCV 2017).
+    r"""ProxyNCA (Movshovitz-Attias et al. 2017).
 
     With ``d(x, p) = ||x/|x| - p/|p|||^2`` (squared Euclidean distance of unit vectors,
     ``= 2 - 2 s(x, p)``) and ``scale`` a softmax temperature (1 in the paper):

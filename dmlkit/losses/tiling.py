@@ -1,7 +1,7 @@
 """Exact tiled pair losses: the loss and its gradient without the (B, M) similarity matrix.
 
-By Theorem 3.1 (seed 004) the gradient of an S-based loss is ``sum_ij dL/dS_ij dS_ij/dtheta``,
-so a loss can be computed tile by tile when it is written as
+By Theorem 3.1 of Wang et al. 2019b the gradient of an S-based loss is
+``sum_ij dL/dS_ij dS_ij/dtheta``, so a loss can be computed tile by tile when it is written as
 
 (a) per-row statistics accumulated over column tiles without autograd (hardest positive /
     negative, log-sum-exp accumulators, counts, the sorted positive thresholds of a row),

@@ -9,7 +9,7 @@ row with the row's w sorted positive thresholds (w = the most positives of a row
 :attr:`PairBatch.pos_slots`): one float comparison per threshold for w <= 32, else a binary search
 (O(B M min(w, log w)) time, O(B M) memory). They are piecewise constant in S, so treating them as
 constants gives the exact gradient. The counts are also the pair weights of
-seed 004 (Sec. 3): ``W_ip = c_p``, ``W_in = c_n`` (times the reduction's 1/count).
+Wang et al. 2019b (Sec. 3): ``W_ip = c_p``, ``W_in = c_n`` (times the reduction's 1/count).
 """
 
 from __future__ import annotations
@@ -127,15 +127,15 @@ def triplet_counts(T: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margin
 class TripletLoss(PairLoss):
     r"""Triplet loss ``[T_an - T_ap + margin]_+`` over the triplets of a batch.
 
-    Paper: Hoffer & Ailon 2015 / Schroff et al. 2015 (FaceNet); seed 001 eq. 2 (distance form
-    ``[D(x, x+) - D(x, x-) + m]_+``), seed 004 eq. 7 (similarity form ``[s_in - s_ip + lambda]_+``,
-    where seed 004's lambda is ``margin`` here).
+    Paper: Hoffer & Ailon 2015 / Schroff et al. 2015 (FaceNet); Zou et al. n.d., eq. 2 (distance
+    form ``[D(x, x+) - D(x, x-) + m]_+``), Wang et al. 2019b, eq. 7 (similarity form
+    ``[s_in - s_ip + lambda]_+``, where the paper's lambda is ``margin`` here).
 
     Args:
-        margin: the margin m (seed 004's lambda). Default 0.2 (FaceNet's value for squared
+        margin: the margin m (lambda of Wang et al. 2019b). Default 0.2 (FaceNet's value for squared
             distances of unit vectors); PML's ``TripletMarginLoss`` defaults to 0.05.
         form: ``"distance"`` (T = -||f_a - f_x||, default, as PML), ``"squared_distance"``
-            (T = -||f_a - f_x||^2, FaceNet) or ``"similarity"`` (T = s, seed 004).
+            (T = -||f_a - f_x||^2, FaceNet) or ``"similarity"`` (T = s, Wang et al. 2019b).
         mining: which triplets enter the loss. ``"all"``: every valid triplet (anchor, positive of
             the anchor's class, negative of another class) in the batch; ``"semihard"`` (FaceNet):
             those with ``T_ap - margin < T_an < T_ap``; ``"hard"``: those with ``T_an > T_ap``;
@@ -165,9 +165,9 @@ class TripletLoss(PairLoss):
         self.margin, self.form, self.mining, self.reduction = float(margin), form, mining, reduction
 
     def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
-        """Seed 004 Sec. 3.2 (eq. 7): the number of active triplets each pair is in, times the
-        reduction's 1/count; ``form="similarity", mining="all"`` only. (B, M), by brute-force
-        enumeration of the (B, M, M) triplets: for small analysis batches only."""
+        """Wang et al. 2019b, Sec. 3.2 (eq. 7): the number of active triplets each pair is in,
+        times the reduction's 1/count; ``form="similarity", mining="all"`` only. (B, M), by
+        brute-force enumeration of the (B, M, M) triplets: for small analysis batches only."""
         if self.form != "similarity" or self.mining != "all":
             raise self._no_closed_form("triplet(form='similarity', mining='all')")
         S, pos, neg = batch.S, batch.pos, batch.neg

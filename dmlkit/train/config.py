@@ -45,7 +45,7 @@ class TrainConfig:
 
     Defaults are a quick glyphs run on a CPU. The papers' recipe on CUB / Cars196 is
     ``backbone="resnet50"`` (or ``"googlenet"``), ``embedding_dim=512``, ``lr=1e-5``,
-    ``P=16, K=5`` (seed 004; FORMULAS.md section 5).
+    ``P=16, K=5`` (Wang et al. 2019b; docs/formulas.md#data-protocols).
     """
 
     dataset: Any = field(default="glyphs", metadata={

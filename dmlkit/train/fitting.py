@@ -10,7 +10,7 @@
 >>> sorted(result.test_metrics)        # held-out test classes, best-on-validation model
 ['f1', 'map@r', 'nmi', 'r_precision', 'recall@1', 'recall@2', 'recall@4', 'recall@8']
 
-Protocol. Train and test classes are disjoint (FORMULAS.md section 5). The *best model is
+Protocol. Train and test classes are disjoint (docs/formulas.md#data-protocols). The *best model is
 selected on a validation split of held-out training classes* (``val_fraction`` of the training
 classes, :func:`dmlkit.data.train_val_split`), never on the test classes. Many of the papers
 reported the best test-set score over training, which selects on the test classes and inflates

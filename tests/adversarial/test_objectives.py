@@ -52,8 +52,8 @@ def test_hinge_sign_changes_which_triples_are_active():
     s = torch.tensor([[0.0, math.sqrt(1.5)]], dtype=torch.float64)
     minus = adv.generator_objective(a, p, s, s, alpha=1.0, alpha_sign=-1)["adv"]
     plus = adv.generator_objective(a, p, s, s, alpha=1.0, alpha_sign=1)["adv"]
-    assert minus.item() == 0.0            # seed 000: 1.5 - 1 - 1 < 0, already hard enough
-    assert plus.item() == pytest.approx(1.5)   # seed 001: 1.5 - 1 + 1
+    assert minus.item() == 0.0            # Duan et al. 2018: 1.5 - 1 - 1 < 0, already hard enough
+    assert plus.item() == pytest.approx(1.5)   # Zou et al. n.d.: 1.5 - 1 + 1
     with pytest.raises(ValueError, match="alpha_sign"):
         adv.generator_objective(a, p, s, s, alpha_sign=0)
     with pytest.raises(ValueError, match="shape mismatch"):

@@ -1,6 +1,6 @@
-"""Binomial deviance loss (dmlkit.losses.binomial): seed 004's eq. 13-14 pair weights, by
-autograd and as the loss states them. (Values against the naive loop: test_multi_similarity,
-with the other weightings of Table 1.)"""
+"""Binomial deviance loss (dmlkit.losses.binomial): the eq. 13-14 pair weights of
+Wang et al. 2019b, by autograd and as the loss states them. (Values against the naive loop:
+test_multi_similarity, with the other weightings of Table 1.)"""
 
 import pytest
 import torch

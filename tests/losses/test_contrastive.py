@@ -1,6 +1,6 @@
 """Contrastive loss (dmlkit.losses.contrastive): naive per-pair loops, gradcheck, half
-precision, pytorch-metric-learning (PML) under the mapping of the docstring, seed 004's pair
-weights and the fused kernel against the dense formula."""
+precision, pytorch-metric-learning (PML) under the mapping of the docstring, Wang et al. 2019b's
+pair weights and the fused kernel against the dense formula."""
 
 import pytest
 import torch
@@ -65,7 +65,7 @@ def test_pml_contrastive_squared_hinge_differs():
     assert abs(ours - pml) > 1e-3
 
 
-def test_contrastive_similarity_weights_are_seed004_eq6():
+def test_contrastive_similarity_weights_are_wang2019b_eq6():
     x, y = random_batch(1)
     lam = 0.1
     batch = make_batch(x, y)

@@ -1,5 +1,5 @@
 """Lifted structure and generalised lifted structure losses (dmlkit.losses.lifted): naive
-loops, gradcheck, half precision, PML, and seed 004's eq. 10-11 pair weights."""
+loops, gradcheck, half precision, PML, and the eq. 10-11 pair weights of Wang et al. 2019b."""
 
 import math
 
@@ -45,7 +45,7 @@ PML_CASES = [
 TestMatchesPML = pml_tests(PML_CASES)
 
 
-def test_generalized_lifted_weights_are_seed004_eq10_11():
+def test_generalized_lifted_weights_are_wang2019b_eq10_11():
     x, y = random_batch(2)
     batch = make_batch(x, y)
     batch.S = batch.S.detach().requires_grad_(True)
