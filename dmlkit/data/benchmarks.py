@@ -21,7 +21,7 @@ inshop     ``inshop/img.zip`` (the         ``img/...jpg``, ``Eval/list_eval_part
            partition.txt``
 =========  ==============================  ============================================
 
-Class-disjoint splits (FORMULAS.md section 5): CUB classes 1-100 train / 101-200 test;
+Class-disjoint splits (docs/formulas.md#data-protocols): CUB classes 1-100 train / 101-200 test;
 Cars196 classes 1-98 / 99-196; SOP ``Ebay_train.txt`` / ``Ebay_test.txt``; In-shop
 ``train`` / ``query`` + ``gallery`` from ``list_eval_partition.txt`` (``split="test"`` is
 query and gallery together; retrieval evaluation searches the gallery with the queries).

@@ -1,7 +1,7 @@
 """The data of a :func:`dmlkit.train.fit` run: class-disjoint splits and their loaders.
 
-Train and test classes are disjoint (FORMULAS.md section 5); the validation split is a share
-of the *training* classes (:func:`dmlkit.data.train_val_split`). A data set read from image
+Train and test classes are disjoint (docs/formulas.md#data-protocols); the validation split is a
+share of the *training* classes (:func:`dmlkit.data.train_val_split`). A data set read from image
 files gets augmentation for training and a centre crop for evaluation; one with a
 query / gallery protocol (In-shop) gives its query split as the test set and a gallery.
 """
