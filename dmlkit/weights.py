@@ -9,7 +9,7 @@ read by autograd on a leaf S. Theorem 3.1: with W held fixed (detached), the sur
 embeddings as the loss itself. (The paper writes a factor 1/2 because it counts an unordered pair
 once; on the ordered matrix (i, j) and (j, i) are separate entries.)
 
-Where a loss has a closed form of its weights in Wang et al. 2019b (eq. 5-16), the loss states it
+Where a loss has a closed form of its weights in Wang et al. 2019b (eq. 6-16), the loss states it
 (:meth:`dmlkit.losses.PairLoss.closed_form_weights`) and :func:`closed_form_weights` computes
 it; :func:`theorem_table` checks both for several losses at once.
 
@@ -205,7 +205,7 @@ def weight_curve(loss: PairLoss, pair: str = "negative", grid: Sequence[float] |
 
 
 def closed_form_weights(loss: PairLoss, embeddings, labels) -> tuple[torch.Tensor, torch.Tensor]:
-    """The closed-form pair weights (Wang et al. 2019b, Sec. 3, eq. 5-16), computed directly.
+    """The closed-form pair weights (Wang et al. 2019b, Sec. 4-5, eq. 6-16), computed directly.
 
     The loss states its closed form (:meth:`~dmlkit.losses.PairLoss.closed_form_weights`):
     ``contrastive(form="similarity")``, ``triplet(form="similarity", mining="all")`` (weights =

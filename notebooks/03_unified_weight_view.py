@@ -49,7 +49,7 @@ from dmlkit import data, losses, plotting, tasks, train, weights
 # ## 1. Theorem 3.1, every loss
 #
 # For a fixed batch (24 random 8-d embeddings, 6 classes, float64) we compare the gradient of each loss with respect to the embeddings
-# with the gradient of its surrogate $F$. Where Wang et al. 2019b give a closed form (contrastive eq. 5, triplet eq. 7, generalised lifted
+# with the gradient of its surrogate $F$. Where Wang et al. 2019b give a closed form (contrastive eq. 6, triplet eq. 8, generalised lifted
 # eq. 10-11, binomial eq. 13-14, RAW eq. 15-16 on the mined pairs) we also compare the autograd weights with it
 # (`weights.closed_form_weights`, computed independently; triplet weights by brute-force enumeration of the triplets).
 
@@ -127,7 +127,7 @@ for ax, pair in zip(axes, ("negative", "positive")):
 nb.save_fig("weight_curves")
 
 # %% [markdown]
-# What the curves say (Wang et al. 2019b, Sec. 3):
+# What the curves say (Wang et al. 2019b, Sec. 4):
 #
 # * **contrastive** weights a negative pair 1 once $s > \lambda$ and every positive 1: it ignores how hard a pair is;
 # * **triplet** weights a pair by the number of violated triplets it is in: a step each time $s$ crosses a context pair $\pm$ margin;

@@ -9,7 +9,7 @@ A subclass implements :meth:`PairLoss.compute`, a function of a :class:`PairBatc
 * the weight analysis (:func:`dmlkit.weights.pair_weights`), which hands ``compute`` a leaf S
   and reads the per-pair weights from autograd.
 
-A loss whose pair weights have a closed form (Wang et al. 2019b, Sec. 3;
+A loss whose pair weights have a closed form (Wang et al. 2019b, Sec. 4;
 docs/formulas.md#the-weight-view) states them next to ``compute`` in
 :meth:`PairLoss.closed_form_weights`; :func:`dmlkit.weights.closed_form_weights` calls it.
 
@@ -307,7 +307,7 @@ class PairLoss(nn.Module):
         return 0.0
 
     def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
-        """The closed-form weight W (B, M) of every pair of ``batch`` (Wang et al. 2019b, Sec. 3).
+        """The closed-form weight W (B, M) of every pair of ``batch`` (Wang et al. 2019b, Sec. 4).
 
         It includes the loss's own reduction, so it EQUALS the autograd weights of
         :func:`dmlkit.weights.pair_weights` (W_ij = -dL/dS_ij on positives, +dL/dS_ij on

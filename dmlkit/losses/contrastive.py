@@ -49,7 +49,7 @@ class ContrastiveLoss(PairLoss):
         l_ij = (1 - I_ij) [s_ij - lam]_+ - I_ij s_ij
 
     and with ``pos_margin=p`` set, the positive term becomes ``[p - s_ij]_+`` (PML's form).
-    The pair weights of Wang et al. 2019b (Sec. 3) are 1 for every positive pair and 1 for a
+    The pair weights of Wang et al. 2019b (eq. 6) are 1 for every positive pair and 1 for a
     negative pair with ``s_ij > lam`` (times the reduction's normalisation).
 
     Reduction (explicit, over the *ordered* entries of S; in-batch each unordered pair appears
@@ -99,7 +99,7 @@ class ContrastiveLoss(PairLoss):
         self.reduction = reduction
 
     def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
-        """Wang et al. 2019b, Sec. 3 (eq. 5): 1 for every positive pair and for every negative
+        """Wang et al. 2019b, Sec. 4 (eq. 6): 1 for every positive pair and for every negative
         pair with ``s_ij > lam``, times the reduction's normalisation; similarity form without
         ``pos_margin`` only. (B, M)."""
         if self.form != "similarity" or self.pos_margin is not None:

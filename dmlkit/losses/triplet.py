@@ -9,7 +9,7 @@ row with the row's w sorted positive thresholds (w = the most positives of a row
 :attr:`PairBatch.pos_slots`): one float comparison per threshold for w <= 32, else a binary search
 (O(B M min(w, log w)) time, O(B M) memory). They are piecewise constant in S, so treating them as
 constants gives the exact gradient. The counts are also the pair weights of
-Wang et al. 2019b (Sec. 3): ``W_ip = c_p``, ``W_in = c_n`` (times the reduction's 1/count).
+Wang et al. 2019b (eq. 8): ``W_ip = c_p``, ``W_in = c_n`` (times the reduction's 1/count).
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ class TripletLoss(PairLoss):
         self.margin, self.form, self.mining, self.reduction = float(margin), form, mining, reduction
 
     def closed_form_weights(self, batch: PairBatch) -> torch.Tensor:
-        """Wang et al. 2019b, Sec. 3.2 (eq. 7): the number of active triplets each pair is in,
+        """Wang et al. 2019b, Sec. 4 (eq. 8): the number of active triplets each pair is in,
         times the reduction's 1/count; ``form="similarity", mining="all"`` only. (B, M), by
         brute-force enumeration of the (B, M, M) triplets: for small analysis batches only."""
         if self.form != "similarity" or self.mining != "all":

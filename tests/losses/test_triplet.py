@@ -68,7 +68,7 @@ def test_triplet_gradcheck(mining):
 
 
 def test_triplet_weights_are_violation_counts():
-    """Wang et al. 2019b, Sec. 3.2: w = 1 per violating triplet a pair is in (eq. 7)."""
+    """Wang et al. 2019b, Sec. 4: w = 1 per violating triplet a pair is in (eq. 8)."""
     g = torch.Generator().manual_seed(11)
     emb = torch.randn(12, 6, dtype=torch.float64, generator=g)
     lab = torch.randint(0, 3, (12,), generator=g)
