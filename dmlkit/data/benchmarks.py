@@ -184,7 +184,8 @@ class _Benchmark(LabeledDataset):
 
 
 @register_dataset("cub200", display_name="CUB-200-2011", aliases=("cub", "CUB-200-2011"),
-                  recall_ks=(1, 2, 4, 8, 16, 32))
+                  recall_ks=(1, 2, 4, 8, 16, 32),
+                  split_note="classes 1-100 train, 101-200 test")
 class CUB200(_Benchmark):
     """CUB-200-2011 (Wah et al. 2011): 11,788 images of 200 bird species.
 
@@ -220,7 +221,8 @@ class CUB200(_Benchmark):
 
 
 @register_dataset("cars196", display_name="Cars196", aliases=("cars", "Stanford Cars"),
-                  recall_ks=(1, 2, 4, 8, 16, 32))
+                  recall_ks=(1, 2, 4, 8, 16, 32),
+                  split_note="classes 1-98 train, 99-196 test")
 class Cars196(_Benchmark):
     """Cars196 / Stanford Cars (Krause et al. 2013): 16,185 images of 196 car models.
 
@@ -268,7 +270,9 @@ class Cars196(_Benchmark):
 
 @register_dataset("sop", display_name="Stanford Online Products",
                   aliases=("Stanford Online Products", "online products"),
-                  recall_ks=(1, 10, 100, 1000))
+                  recall_ks=(1, 10, 100, 1000),
+                  split_note="the products of Ebay_train.txt train, those of Ebay_test.txt "
+                             "test")
 class SOP(_Benchmark):
     """Stanford Online Products (Oh Song et al. 2016): 120,053 images of 22,634 products.
 
@@ -300,7 +304,9 @@ class SOP(_Benchmark):
 
 @register_dataset("inshop", display_name="In-shop",
                   aliases=("In-shop Clothes", "DeepFashion In-shop"),
-                  recall_ks=(1, 10, 20, 30, 40, 50), protocol="query_gallery")
+                  recall_ks=(1, 10, 20, 30, 40, 50), protocol="query_gallery",
+                  split_note="the train items of list_eval_partition.txt train; the other "
+                             "items' query images searched in their gallery images")
 class InShop(_Benchmark):
     """In-shop Clothes Retrieval (Liu et al. 2016, DeepFashion): 52,712 images, 7,982 items.
 

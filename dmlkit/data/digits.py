@@ -35,7 +35,7 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 @register_dataset("digits", display_name="digits (scikit-learn)", image_size=8,
-                  embedded=True)
+                  embedded=True, split_note="digits 0-4 train, the unseen digits 5-9 test")
 class Digits(TensorImages):
     """``sklearn.datasets.load_digits``: 1,797 grey 8x8 images of the digits 0-9.
 

@@ -158,7 +158,9 @@ def _generate(class_ids: np.ndarray, images_per_class: int, size: int, difficult
 
 
 @register_dataset("glyphs", display_name="glyphs (dmlkit, procedural)", image_size=32,
-                  embedded=True)
+                  embedded=True,
+                  split_note="glyph ids 0 .. num_classes-1 train, the next num_test_classes "
+                             "ids test")
 class Glyphs(TensorImages):
     """Procedural glyph classes, class-disjoint train / test (no download, deterministic).
 

@@ -54,6 +54,7 @@ class DatasetInfo:
             evaluation); False for tensors generated or bundled in memory.
         protocol: ``"class_disjoint"`` or ``"query_gallery"`` (see :data:`PROTOCOLS`).
         embedded: ships with dmlkit or its dependencies (no download).
+        split_note: which classes (and images) form the train and test splits, in words.
     """
 
     name: str
@@ -64,12 +65,14 @@ class DatasetInfo:
     image_files: bool = True
     protocol: str = "class_disjoint"
     embedded: bool = False
+    split_note: str = ""
 
 
 def register_dataset(name: str, *, display_name: str, aliases: Iterable[str] = (),
                      recall_ks: Iterable[int] = _DEFAULT_RECALL_KS,
                      image_size: int | None = None, protocol: str = "class_disjoint",
-                     embedded: bool = False, image_files: bool | None = None) -> Callable:
+                     embedded: bool = False, image_files: bool | None = None,
+                     split_note: str = "") -> Callable:
     """Class decorator: register a dataset under ``name`` with its facts (:class:`DatasetInfo`).
 
     ``image_files`` defaults to ``not embedded``.
@@ -79,7 +82,7 @@ def register_dataset(name: str, *, display_name: str, aliases: Iterable[str] = (
     info = DatasetInfo(name=name, display_name=display_name, aliases=tuple(aliases),
                        recall_ks=tuple(int(k) for k in recall_ks), image_size=image_size,
                        image_files=not embedded if image_files is None else bool(image_files),
-                       protocol=protocol, embedded=bool(embedded))
+                       protocol=protocol, embedded=bool(embedded), split_note=str(split_note))
 
     def deco(cls):
         return DATASETS.add(name, cls, aliases=info.aliases, info=info)
@@ -96,5 +99,6 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def available() -> list[str]:
-    """Sorted dataset names: cars196, cub200, digits, glyphs, inshop, sop."""
+    """Sorted dataset names: cars196, cub200, digits, fashion_mnist, glyphs, image_folder,
+    inshop, sop."""
     return DATASETS.available()
