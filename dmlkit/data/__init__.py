@@ -1,7 +1,10 @@
 """Datasets, transforms and batch samplers for deep metric learning.
 
 Embedded (no download): ``digits`` (scikit-learn's handwritten digits, classes 0-4 train /
-5-9 test) and ``glyphs`` (procedural many-class glyphs, class-disjoint). Benchmarks read from
+5-9 test) and ``glyphs`` (procedural many-class glyphs, class-disjoint). Real photos:
+``fashion_mnist`` (Xiao, Rasul and Vollgraf 2017; its IDX files from the data root,
+torchvision's layout or Debian's ``dataset-fashion-mnist``; classes 0-4 train / 5-9 test) and
+``image_folder`` (your own ``root/<class>/<image>``, split by classes). Benchmarks read from
 their official archives: ``cub200``, ``cars196``, ``sop``, ``inshop``. Each dataset class
 registers its name, aliases and facts (Recall@K list, protocol, native image size, name in the
 papers' tables) with :func:`register_dataset`; :func:`dataset_info` reads them back.
@@ -29,7 +32,10 @@ from .base import LabeledDataset, LabeledSubset, contiguous_labels, train_val_sp
 from .benchmarks import CUB200, SOP, Archive, Cars196, DatasetNotFoundError, InShop
 from .digits import Digits
 from .download import DownloadError, data_root, download_url, extract_archive, md5sum
+from .fashion_mnist import FashionMNIST
 from .glyphs import DEFAULT_DIFFICULTY, Glyphs
+from .idx import IDXError, read_idx
+from .image_folder import BadImageError, ImageFolder
 from .registry import DATASETS, DatasetInfo, available, dataset_info, register_dataset
 from .samplers import HardNegativeClassSampler, PKSampler, select_hard_classes
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, get_transforms
@@ -41,14 +47,18 @@ __all__ = [
     "IMAGENET_STD",
     "SOP",
     "Archive",
+    "BadImageError",
     "DATASETS",
     "Cars196",
     "DatasetInfo",
     "DatasetNotFoundError",
     "Digits",
     "DownloadError",
+    "FashionMNIST",
     "Glyphs",
     "HardNegativeClassSampler",
+    "IDXError",
+    "ImageFolder",
     "InShop",
     "LabeledDataset",
     "LabeledSubset",
@@ -62,6 +72,7 @@ __all__ = [
     "get_transforms",
     "load_dataset",
     "md5sum",
+    "read_idx",
     "register_dataset",
     "select_hard_classes",
     "train_val_split",
@@ -73,16 +84,19 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
                  val_seed: int = 0, **kwargs) -> LabeledDataset:
     """A dataset by name (see :func:`available`) and split.
 
-    Splits: ``"train"``, ``"test"`` for every dataset; ``"all"`` for the embedded ones;
-    ``"query"`` / ``"gallery"`` for In-shop; ``"val"`` = ``round(val_fraction * C)`` held-out
+    Splits: ``"train"``, ``"test"`` for every dataset; ``"all"`` for the embedded ones and
+    ``image_folder``; ``"query"`` / ``"gallery"`` for In-shop and ``fashion_mnist`` with
+    ``protocol="query_gallery"``; ``"val"`` = ``round(val_fraction * C)`` held-out
     *training* classes (seeded by ``val_seed``) and ``"fit"`` = the remaining training classes
     (see :func:`train_val_split`; test classes are never used for model selection).
 
     Embedded datasets return float tensors in [0, 1] (``transform``, if given, is applied on
     top); benchmarks return ``get_transforms(train=split in ("train", "fit"))`` outputs unless
     ``transform`` is given. ``kwargs`` go to the dataset class (e.g. ``size`` for digits,
-    ``num_classes`` / ``difficulty`` for glyphs, ``check_images`` for benchmarks). ``root`` and
-    ``download`` are ignored by digits; glyphs caches its arrays under ``root`` if given.
+    ``num_classes`` / ``difficulty`` for glyphs, ``check_images`` for benchmarks,
+    ``images_per_class`` / ``protocol`` for fashion_mnist, ``test_fraction`` / ``test_classes``
+    for image_folder). ``root`` and ``download`` are ignored by digits; glyphs caches its
+    arrays under ``root`` if given; image_folder reads the class folders in ``root``.
     """
     key = DATASETS.canonical(name)
     if split in ("val", "fit"):

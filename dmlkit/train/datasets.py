@@ -38,7 +38,8 @@ def splits(cfg: TrainConfig):
         info = data.dataset_info(cfg.dataset)
         train_aug = _load(cfg, "train", train=True)
         train_eval = _load(cfg, "train", train=False) if info.image_files else train_aug
-        if info.protocol == "query_gallery":
+        # a data set with a protocol option (fashion_mnist) says which one it follows
+        if getattr(train_aug, "protocol", info.protocol) == "query_gallery":
             test, gallery = _load(cfg, "query", False), _load(cfg, "gallery", False)
         else:
             test, gallery = _load(cfg, "test", False), None

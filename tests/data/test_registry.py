@@ -13,7 +13,8 @@ from dmlkit import data
 
 
 def test_available_and_unknown_name():
-    assert data.available() == ["cars196", "cub200", "digits", "glyphs", "inshop", "sop"]
+    assert data.available() == ["cars196", "cub200", "digits", "fashion_mnist", "glyphs",
+                                "image_folder", "inshop", "sop"]
     with pytest.raises(ValueError) as err:
         data.load_dataset("imagenet")
     for name in data.available():
@@ -33,25 +34,34 @@ def test_dataset_info_facts():
     assert {n: i.recall_ks for n, i in info.items()} == {
         "cub200": (1, 2, 4, 8, 16, 32), "cars196": (1, 2, 4, 8, 16, 32),
         "sop": (1, 10, 100, 1000), "inshop": (1, 10, 20, 30, 40, 50),
-        "glyphs": (1, 2, 4, 8), "digits": (1, 2, 4, 8)}
+        "glyphs": (1, 2, 4, 8), "digits": (1, 2, 4, 8), "fashion_mnist": (1, 2, 4, 8),
+        "image_folder": (1, 2, 4, 8)}
     # the names of the published results tables (published_results.csv)
     assert {n: i.display_name for n, i in info.items()} == {
         "cub200": "CUB-200-2011", "cars196": "Cars196", "sop": "Stanford Online Products",
         "inshop": "In-shop", "glyphs": "glyphs (dmlkit, procedural)",
-        "digits": "digits (scikit-learn)"}
+        "digits": "digits (scikit-learn)", "fashion_mnist": "Fashion-MNIST",
+        "image_folder": "image folder (your images)"}
     assert [n for n, i in info.items() if i.protocol == "query_gallery"] == ["inshop"]
     assert all(i.protocol == "class_disjoint" for n, i in info.items() if n != "inshop")
     assert sorted(n for n, i in info.items() if i.embedded) == ["digits", "glyphs"]
-    assert all(i.image_files == (not i.embedded) for i in info.values())
+    # in memory: the embedded sets and Fashion-MNIST (read whole from its IDX files)
+    assert sorted(n for n, i in info.items() if not i.image_files) == ["digits",
+                                                                      "fashion_mnist", "glyphs"]
+    assert all(i.split_note for i in info.values())
+    assert "classes 0-4" in info["fashion_mnist"].split_note
     assert all(i.name == n for n, i in info.items())
     # the native image size of an embedded set is its class's default ``size``
-    for name in ("digits", "glyphs"):
+    for name in ("digits", "glyphs", "fashion_mnist"):
         size = inspect.signature(data.DATASETS.get(name)).parameters["size"].default
         assert info[name].image_size == size
+        if name == "fashion_mnist":  # its files are read in test_fashion_mnist.py
+            continue
         assert data.load_dataset(name, "test", **({"num_classes": 2, "images_per_class": 2}
                                                   if name == "glyphs" else {}))[0][0].shape[-1] \
             == size
-    assert all(info[n].image_size is None for n in ("cub200", "cars196", "sop", "inshop"))
+    assert all(info[n].image_size is None for n in ("cub200", "cars196", "sop", "inshop",
+                                                    "image_folder"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         info["sop"].recall_ks = (1,)
 
@@ -65,6 +75,10 @@ def test_dataset_info_by_alias_and_unknown_name():
         assert data.dataset_info(alias).name == "sop"
     for alias in ("In-shop", "In-shop Clothes", "DeepFashion In-shop"):
         assert data.dataset_info(alias).name == "inshop"
+    for alias in ("Fashion-MNIST", "FashionMNIST", "fmnist"):
+        assert data.dataset_info(alias).name == "fashion_mnist"
+    for alias in ("ImageFolder", "image-folder", "folder"):
+        assert data.dataset_info(alias).name == "image_folder"
     with pytest.raises(ValueError, match="Did you mean 'sop'") as err:
         data.dataset_info("sopp")
     for name in data.available():
