@@ -52,7 +52,9 @@ class _SymmetricGram(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (q,) = ctx.saved_tensors
-        G = grad.t().contiguous().add_(grad)
+        # under autocast S (hence grad) is in half precision while q is not: the backward
+        # product runs in q's dtype (a backward outside the autocast block has no casts)
+        G = grad.t().to(q.dtype).contiguous().add_(grad)
         if ctx.unit_diagonal:
             G.fill_diagonal_(0.0)
         return G @ q, None

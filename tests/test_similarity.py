@@ -59,6 +59,24 @@ def test_similarity_matrix_query_vs_reference_and_half_precision():
     assert similarity_matrix(q.half(), r.half()).dtype == torch.float32
 
 
+def test_in_batch_gram_backward_under_autocast():
+    """Under autocast the Gram matrix is a half-precision product of float32 rows; its
+    backward (outside the autocast block, as with a GradScaler) once failed on the dtypes."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(12, 6, generator=g)
+    w = torch.randn(12, 12, generator=g)
+    x32 = x.clone().requires_grad_(True)
+    (similarity_matrix(x32) * w).sum().backward()
+    for dtype in (torch.bfloat16, torch.float16):
+        xh = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=dtype):
+            S = similarity_matrix(xh)
+        assert S.dtype == dtype
+        (S * w).sum().backward()
+        assert xh.grad.dtype == torch.float32
+        torch.testing.assert_close(xh.grad, x32.grad, atol=0.05, rtol=0.05)
+
+
 def test_pair_masks_in_batch_and_query_vs_reference():
     pos, neg = pair_masks(torch.tensor([0, 1, 0]))
     assert pos.tolist() == [[False, False, True], [False, False, False], [True, False, False]]
