@@ -1,4 +1,4 @@
-"""Contrastive loss (Hadsell, Chopra & LeCun 2006), in its distance and similarity forms."""
+"""Contrastive loss (Hadsell et al. 2006), in its distance and similarity forms."""
 
 from __future__ import annotations
 
