@@ -5,7 +5,7 @@ batch (detached) into a FIFO ring of ``memory_size`` slots, then computes the wr
 ``compute`` on the query-vs-reference batch "current batch x memory", in which each query's
 own memory slot (its just-enqueued copy) is neither a positive nor a negative. The wrapped
 loss's miners (VTHM, semi-hard, ...) read those same masks, so mining happens inside the
-memory with the self pairs already removed.
+memory with the self pairs already removed. See docs/formulas.md#cross-batch-memory.
 
 >>> import torch
 >>> from dmlkit import losses

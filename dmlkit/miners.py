@@ -5,6 +5,7 @@ similarity matrix (cosine for unit vectors), ``pos`` / ``neg`` the (B, M) bool m
 and negative pairs (see :func:`dmlkit.similarity.pair_masks`), and the result the subsets of the
 pairs a loss should weight. Mining is a *selection*: it runs under ``torch.no_grad()`` and
 returns bool masks (the loss then weights the kept pairs with a differentiable function of S).
+VTHM and the Table 1 miners: docs/formulas.md#vthm-mining.
 
 Registry (:data:`MINERS`, a :class:`dmlkit.registry.Registry`): :func:`available`,
 :func:`get` (the function), :func:`parameters` and :func:`build` (the function with its

@@ -11,7 +11,8 @@ once; on the ordered matrix (i, j) and (j, i) are separate entries.)
 
 Where a loss has a closed form of its weights in Wang et al. 2019b (eq. 6-16), the loss states it
 (:meth:`dmlkit.losses.PairLoss.closed_form_weights`) and :func:`closed_form_weights` computes
-it; :func:`theorem_table` checks both for several losses at once.
+it; :func:`theorem_table` checks both for several losses at once. The closed forms, loss by loss:
+docs/formulas.md#the-weight-view.
 
 >>> import torch
 >>> from dmlkit import losses, weights

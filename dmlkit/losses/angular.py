@@ -1,5 +1,7 @@
 """Angular loss (Wang et al. 2017) over all positive pairs: dense, or
-exactly in tiles (:class:`AngularTiles`)."""
+exactly in tiles (:class:`AngularTiles`).
+
+Formula and pair weights: docs/formulas.md#angular."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Contrastive loss (Hadsell et al. 2006), in its distance and similarity forms."""
+"""Contrastive loss (Hadsell et al. 2006), in its distance and similarity forms.
+
+Formulas and pair weights: docs/formulas.md#contrastive."""
 
 from __future__ import annotations
 

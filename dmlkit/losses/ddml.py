@@ -1,4 +1,6 @@
-"""Discriminative deep metric learning, DDML (Hu et al. 2014; a DAML baseline)."""
+"""Discriminative deep metric learning, DDML (Hu et al. 2014; a DAML baseline).
+
+Formula and pair weights: docs/formulas.md#ddml."""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ Both are log-sum-exp soft versions of "hardest negative / hardest positive" mini
 densely on the (B, M) matrix with masked :func:`masked_logsumexp` (masked entries are filled
 with ``-inf`` before the reduction; rows with no kept entry are handled explicitly so that
 neither the value nor the gradient is ever NaN).
+
+Formulas and pair weights: docs/formulas.md#lifted-structure.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 Sohn's losses use un-normalised embeddings (``normalize=False`` by default here) with an L2
 penalty on the embedding norms. The penalty is not a function of S, so it lives in
 :meth:`PairLoss.regularizer` (the weight view of :func:`dmlkit.weights.pair_weights` ignores it).
+Formulas and the hard negative class sampler: docs/formulas.md#n-pair-losses.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""OSM + CAA weighted contrastive loss (Wang et al. 2019a; docs/references.md)."""
+"""OSM + CAA weighted contrastive loss (Wang et al. 2019a; docs/references.md).
+
+Formula, pair weights and the official code's variants: docs/formulas.md#osm-and-caa."""
 
 from __future__ import annotations
 

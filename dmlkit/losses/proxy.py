@@ -11,7 +11,7 @@ Initialisation (both as the official Proxy-Anchor code and PML): ``kaiming_norma
 ``mode="fan_out"`` on the (C, D) matrix, i.e. N(0, 2 / C) entries; the losses only see the
 directions of the proxies, so the scale matters only for the optimiser's step sizes.
 Training: the official Proxy-Anchor code gives the proxies a 100x larger learning rate;
-``train.fit(loss_lr_mult=100)`` does the same.
+``train.fit(loss_lr_mult=100)`` does the same. Formulas: docs/formulas.md#proxy-losses.
 
 >>> import torch
 >>> from dmlkit import losses, weights

@@ -10,6 +10,7 @@ row with the row's w sorted positive thresholds (w = the most positives of a row
 (O(B M min(w, log w)) time, O(B M) memory). They are piecewise constant in S, so treating them as
 constants gives the exact gradient. The counts are also the pair weights of
 Wang et al. 2019b (eq. 8): ``W_ip = c_p``, ``W_in = c_n`` (times the reduction's 1/count).
+Formulas: docs/formulas.md#triplet.
 """
 
 from __future__ import annotations
