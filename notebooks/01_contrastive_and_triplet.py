@@ -29,6 +29,7 @@ STEPS = 120               # optimisation steps per training run
 GRID = 41                 # resolution of the 2-D loss landscapes
 MARGIN = 0.2              # triplet margin (distance form)
 SEEDS = (0,)              # seeds of the training comparison
+SOLUTIONS = False         # fill in the reference solutions of the exercises
 
 # %%
 from dmlkit import notebook
@@ -40,7 +41,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from dmlkit import data, losses, miners, pairs, plotting, tasks, train
+from dmlkit import data, exercises, losses, miners, pairs, plotting, tasks, train
 
 # %% [markdown]
 # ## 1. Margins: loss of one pair versus its distance
@@ -58,6 +59,45 @@ ax.set_ylabel("loss of the pair")
 ax.set_ylim(0, 2.3)
 ax.legend(fontsize="small")
 nb.save_fig("contrastive_margins")
+
+# %% [markdown]
+# ### Your turn: the masks and the contrastive loss on $S$
+#
+# A dmlkit loss never loops over pairs: it sees the similarity matrix $S$ ($B \times B$, cosine similarities of the
+# L2-normalised embeddings) and two boolean masks, `pos` and `neg`, of the positive and negative pairs.
+#
+# **Exercise 1 (implement, ~5 min).** Write `pair_masks(labels)`: from labels $(B,)$ return `(pos, neg)`, two $(B, B)$
+# bool tensors; `pos[i, j]` when $y_i = y_j$ and $i \ne j$, `neg[i, j]` when $y_i \ne y_j$. A sample paired with itself is in
+# neither. The next cell checks your function on several label sets (one class, singletons, a single sample) against
+# `dmlkit.similarity.pair_masks`; stuck? `exercises.hint("pair_masks", 1)` (levels 1-3).
+
+# %%
+def pair_masks(labels):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    pair_masks = exercises.solution("pair_masks")
+exercises.check("pair_masks", pair_masks)
+
+# %% [markdown]
+# **Exercise 2 (implement, ~10 min).** Write `contrastive_loss(S, pos, neg, lam=0.5)`, the similarity form above: each
+# positive pair adds $-s_{ij}$, each negative pair $[s_{ij} - \lambda]_+$, and the loss is the **mean** over all the
+# positive and negative pairs (ordered: $(i, j)$ and $(j, i)$ both count). A batch without any positive pair or without
+# any negative pair gives 0, as a tensor that still depends on $S$. Return a 0-dim tensor that autograd can differentiate.
+# The check compares value **and** $\partial L / \partial S$ with `losses.build("contrastive", form="similarity")` on random,
+# degenerate, tied and float16 batches, and names the usual mistakes.
+
+# %%
+def contrastive_loss(S, pos, neg, lam=0.5):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    contrastive_loss = exercises.solution("contrastive_loss")
+exercises.check("contrastive_loss", contrastive_loss)
 
 # %% [markdown]
 # ## 2. Where pairs and triplets push and pull: 2-D loss landscapes
@@ -102,6 +142,18 @@ nb.save_fig("landscapes")
 # * **semi-hard** (FaceNet) when $d_{ap} < d_{an} < d_{ap} + m$: the negative is farther than the positive but inside the margin;
 # * **hard** when $d_{an} \le d_{ap}$: the negative is closer than the positive.
 #
+# **Exercise 3 (predict, ~5 min).** An anchor with $d_{ap} = 0.5$ and three negatives at $d_{an} = 0.3$, $0.6$ and $0.8$;
+# margin $m = 0.2$. Before reading on, write the category of each triplet (`"easy"`, `"semi-hard"` or `"hard"`).
+
+# %%
+triplet_categories = ...  # your prediction: a list of three categories
+
+# %%
+if SOLUTIONS:
+    triplet_categories = exercises.solution("triplet_categories")
+exercises.check("triplet_categories", triplet_categories)
+
+# %% [markdown]
 # `pairs.triplet_table` lists every triplet of a small batch; `losses.triplet.triplet_counts` counts them without enumerating
 # (sorted prefix counts). They agree:
 
@@ -121,6 +173,22 @@ for label, mining in counts.items():
                   "hard": (table16.category == "hard").sum()}[mining]
     kept = int(triplet_counts(T, b16.pos, b16.neg, 0.2, mining)[2])
     print(f"{label:>20}: enumerated {enumerated:4d}   triplet_counts {kept:4d}")
+
+# %% [markdown]
+# **Exercise 4 (implement, ~15 min).** Write `triplet_loss(S, pos, neg, margin=0.2)` in the similarity form: over every
+# valid triplet $(i, p, n)$ (`pos[i, p]` and `neg[i, n]`) the loss $[s_{in} - s_{ip} + m]_+$, averaged over the triplets with a
+# **non-zero** loss (dmlkit's default reduction), 0 when there is none. A $(B, B, B)$ tensor is fine at these sizes; dmlkit
+# itself counts instead (`triplet_counts`). Checked against `losses.build("triplet", form="similarity")`.
+
+# %%
+def triplet_loss(S, pos, neg, margin=0.2):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    triplet_loss = exercises.solution("triplet_loss")
+exercises.check("triplet_loss", triplet_loss)
 
 # %%
 task = tasks.image_task("glyphs", num_classes=NUM_CLASSES, num_test_classes=NUM_TEST_CLASSES,

@@ -27,6 +27,7 @@ GLYPH_CLASSES = 20           # retrieval gallery: unseen glyph classes
 GLYPH_IMAGES = 10
 GALLERY_QUERIES = 6
 GALLERY_K = 6
+SOLUTIONS = False            # fill in the reference solutions of the exercises
 
 # %%
 from dmlkit import notebook
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 
-from dmlkit import data, evaluate, plotting, tasks
+from dmlkit import data, evaluate, exercises, plotting, tasks
 
 # %% [markdown]
 # ## A toy example, every metric
@@ -85,16 +86,80 @@ print("k-means clusters of the toy points:", toy_clusters)
 print(f"NMI: dmlkit.evaluate {toy['nmi']:.4f}, scikit-learn {sklearn_nmi:.4f}")
 
 # %% [markdown]
-# ## Why Recall@1 saturates and MAP@R does not
+# ### Your turn: the metrics from a distance matrix
 #
-# Recall@1 only asks whether the **single nearest** neighbour is of the right class. A class made
-# of several tight but scattered clumps (a bird photographed from the front and from the back, a
-# car model in two colours) has perfect Recall@1: every image's twin is in its own clump. MAP@R
-# asks whether **all** $R$ same-class images come first, so it sees the scatter.
+# **Exercise 1 (implement, ~10 min).** Write `recall_at_k(D, labels, k)`: `D` is the $(N, N)$ matrix of distances between
+# the items, every item is a query and its database is the $N - 1$ *other* items, ranked by increasing distance with ties
+# broken by index (lowest first). Return the share of queries with an item of their class among their $k$ nearest, over
+# the queries whose class has another item. The check compares with `evaluate.retrieval_metrics` on the embeddings behind
+# `D` (one class, lone queries, ties, $k$ beyond the database); `exercises.hint("recall_at_k", 1)` if stuck.
+
+# %%
+def recall_at_k(D, labels, k):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    recall_at_k = exercises.solution("recall_at_k")
+exercises.check("recall_at_k", recall_at_k)
+
+# %% [markdown]
+# **Exercise 2 (implement, ~15 min).** Write `map_at_r(D, labels)`: for a query with $R$ other items of its class,
+# $\frac1R \sum_{i \le R} P@i \cdot \mathrm{rel}_i$ over its first $R$ neighbours (same ranking as above), averaged over the
+# queries with $R > 0$.
+
+# %%
+def map_at_r(D, labels):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    map_at_r = exercises.solution("map_at_r")
+exercises.check("map_at_r", map_at_r)
+
+# %% [markdown]
+# **Exercise 3 (implement, ~10 min).** The clustering behind NMI and F1 starts from k-means++ seeds
+# (`evaluate.kmeans_plusplus`). Write one step, `kmeanspp_step(X, centres, u)`: with $D(x)^2$ the squared distance of
+# point $x$ to its *nearest* chosen centre (`centres`: the indices chosen so far), draw the next centre with probability
+# $D^2 / \sum D^2$ by inverse transform: return the index of the first point whose cumulative $D^2$ (in index order)
+# reaches $u \sum D^2$, for the given $u \in (0, 1)$.
+
+# %%
+def kmeanspp_step(X, centres, u):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    kmeanspp_step = exercises.solution("kmeanspp_step")
+exercises.check("kmeanspp_step", kmeanspp_step)
+
+# %% [markdown]
+# ## Recall@1 and MAP@R when a class splits into clumps
 #
-# Synthetic embeddings (`tasks.multimodal_clusters`): each class is 3 tight modes at distance
-# `spread` from the class centre. As the modes move apart, Recall@1 stays at 1.0 while MAP@R and
-# R-precision fall from 1.0 towards chance: Recall@1 cannot tell these embeddings apart.
+# A class made of several tight but scattered clumps: a bird photographed from the front and from
+# the back, a car model in two colours. Synthetic embeddings (`tasks.multimodal_clusters`): each
+# class is 3 tight modes at distance `spread` from the class centre, and the sweep below moves the
+# modes apart.
+#
+# **Exercise 4 (predict, ~5 min).** Before running the sweep: which metric stays at 1.0 all along,
+# `"recall@1"`, `"map@r"` or `"both"`?
+
+# %%
+stays_at_one = ...  # your prediction
+
+# %%
+if SOLUTIONS:
+    stays_at_one = exercises.solution("recall_saturates")
+exercises.check("recall_saturates", stays_at_one)
+
+# %% [markdown]
+# Recall@1 only asks whether the **single nearest** neighbour is of the right class, and every
+# image's twin is in its own clump: Recall@1 stays at 1.0. MAP@R asks whether **all** $R$
+# same-class images come first, so it sees the scatter: MAP@R and R-precision fall from 1.0
+# towards chance. Recall@1 cannot tell these embeddings apart.
 
 # %%
 sweep_spread = tasks.metric_sweep(

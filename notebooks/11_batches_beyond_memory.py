@@ -36,6 +36,7 @@ RUN_PML = True                # also time pytorch-metric-learning (same loss, pr
 WEIGHT_B = 48                 # the batch whose pair weights are compared
 WEIGHT_CHUNK = 10             # tile side there (does not divide B)
 RESULTS_CSV = None            # a CSV of benchmarks/large_batch.py --out to tabulate (optional)
+SOLUTIONS = False             # fill in the reference solutions of the exercises
 
 # %%
 from dmlkit import notebook
@@ -48,8 +49,20 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from dmlkit import scaling
+from dmlkit import exercises, scaling
 from dmlkit.losses import tiling
+
+# %% [markdown]
+# **Exercise 1 (predict, ~5 min).** How many GiB does ONE dense float32 similarity matrix take at
+# $B = M = 65{,}536$ (a single buffer, not the loss's several)?
+
+# %%
+dense_gib = ...  # your prediction, in GiB
+
+# %%
+if SOLUTIONS:
+    dense_gib = exercises.solution("dense_memory_gib")
+exercises.check("dense_memory_gib", dense_gib)
 
 # %% [markdown]
 # ## The tiled weights are the dense ones
@@ -86,6 +99,30 @@ nb.save_fig("weights", fig)
 plt.show()
 
 # %% [markdown]
+# ## Your turn: a row's log-sum-exp, one tile at a time
+#
+# The lifted, N-pair, multi-similarity and angular losses need per row a log-sum-exp over its
+# negatives, $\log \sum_k e^{z_k}$, but a tile shows only a few columns at a time. The engine keeps
+# per row the running maximum $m$ and the running sum $a = \sum e^{z_k - m}$ over the entries seen
+# so far; the row's value is then $m + \log a$ (`dmlkit.losses.tiles.lse_update_`).
+#
+# **Exercise 2 (implement, ~15 min).** Write `lse_update(m, acc, z)`: the state `m`, `acc` $(r,)$ and
+# the next tile `z` $(r, c)$ ($-\infty$ = a masked entry) in, the new `(m, acc)` out. The stream starts
+# at $m = -\infty$, $a = 0$, and a row that has seen only $-\infty$ keeps them (no NaN). The check
+# streams tiles through your function and compares the state after every tile with dmlkit's
+# (a growing maximum, masked tiles, values near 1000, float16).
+
+# %%
+def lse_update(m, acc, z):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    lse_update = exercises.solution("lse_update")
+exercises.check("lse_update", lse_update)
+
+# %% [markdown]
 # ## The angular loss: every positive meets every negative
 #
 # The angular loss (Wang et al. 2017) couples each positive pair $(a, p)$ with every negative
@@ -114,6 +151,19 @@ pd.Series(angular_check).to_frame("angular: tiled vs dense")
 # the forward + backward time and the growth of its peak resident memory. Dense memory grows as $B^2$; the tiled path's as
 # $B \cdot D$ once $B$ exceeds the tile side. The full table (B up to 65,536) is in the README,
 # "Batches beyond memory".
+
+# %% [markdown]
+# **Exercise 3 (experiment, ~10 min, not graded).** Halve `CHUNK` and re-run the sweep. Before you
+# do, write what you expect for the tiled path's time, its peak memory and its values; the check
+# cell then tells you what should happen, and the sweep shows it.
+
+# %%
+chunk_expectation = ...  # your expectation, as a string
+
+# %%
+if SOLUTIONS:
+    chunk_expectation = exercises.solution("chunk_experiment")
+exercises.check("chunk_experiment", chunk_expectation)
 
 # %% tags=["varies"]
 rows = []

@@ -108,6 +108,7 @@ class Exercise:
     expected: Any = None               # predict: the right answer
     judge: Callable[[Any], str | None] | None = None   # predict: None when right, else a nudge
     reveal: str = ""                   # experiment: the expected direction
+    after: str = "The next cells show why."   # predict: said after a right answer
     _cache: list | None = field(default=None, repr=False)
 
     def all_cases(self) -> list[Case]:
@@ -485,7 +486,7 @@ def _check_prediction(ex: Exercise, answer) -> Feedback:
     except Exception as exc:
         nudge = f"could not read your answer ({type(exc).__name__}: {exc})"
     if nudge is None:
-        return Feedback(ex.name, PASS, f"✓ {ex.name}: right. The next cells show why.")
+        return Feedback(ex.name, PASS, f"✓ {ex.name}: right. {ex.after}")
     return Feedback(ex.name, FAIL, f"✗ {ex.name}: not quite: {nudge} "
                     f"(more help: exercises.hint({ex.name!r}, 1))")
 

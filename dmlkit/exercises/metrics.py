@@ -187,12 +187,12 @@ def _kmeanspp_cases() -> list[Case]:
                           [4.0, 4.0]], dtype=torch.float64)
     dup = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [2.0, 1.0], [1.0, 3.0],
                         [1.0, 1.0]], dtype=torch.float64)
-    specs = [("6 points in 2-D, one centre so far", small, [0], True),
-             ("6 points in 2-D, two centres: the NEAREST centre counts", small, [0, 5], True),
-             ("30 points in 4-D, three centres",
+    specs = [("first step: 6 points in 2-D, one centre so far", small, [0], True),
+             ("nearest centre: 6 points in 2-D, two centres", small, [0, 5], True),
+             ("random: 30 points in 4-D, three centres",
               torch.randn(30, 4, generator=g, dtype=torch.float64), [3, 17, 25], False),
-             ("copies of a centre (D^2 = 0) are never drawn", dup, [0], True),
-             ("40 points in 3-D, five centres",
+             ("copies: points equal to a centre (D^2 = 0) are never drawn", dup, [0], True),
+             ("random: 40 points in 3-D, five centres",
               torch.randn(40, 3, generator=g, dtype=torch.float64), [0, 9, 18, 27, 36], False)]
     cases = []
     for label, X, centres, printed in specs:

@@ -183,7 +183,7 @@ EXERCISES = [
             "'both'."),
         hints=["Recall@1 looks at one neighbour per query; MAP@R at the first R.",
                "An image's nearest neighbour is in its own clump, whatever the spread."],
-        judge=_judge_saturation, expected="recall@1"),
+        judge=_judge_saturation, expected="recall@1", after="The sweep below shows it."),
     Exercise(
         name="dense_memory_gib", notebook="11", kind="predict", minutes=5,
         title="How big is a dense S?",
@@ -191,7 +191,9 @@ EXERCISES = [
             "Predict the memory, in GiB, of ONE dense float32 similarity matrix S at "
             "B = M = 65,536 (a single buffer, not the loss's several)."),
         hints=["B x M entries of 4 bytes.", "1 GiB = 2^30 bytes; 65,536 = 2^16."],
-        judge=_judge_memory, expected=16.0),
+        judge=_judge_memory, expected=16.0,
+        after=("2^16 x 2^16 entries x 4 bytes = 2^34 bytes; the loss's other (B, M) buffers "
+               "come on top, hence the tiles.")),
     Exercise(
         name="chunk_experiment", notebook="11", kind="experiment", minutes=10,
         title="Halve the tile side",

@@ -64,11 +64,11 @@ def _lse_cases() -> list[Case]:
     for t in masked:
         t[2] = _NINF                              # row 2: nothing at all
     big = [rnd(2, 5, 300.0) + 700.0 for _ in range(3)]
-    specs = [("one row, 3 tiles of 2; the maximum grows in tile 2", one_row, True),
-             ("4 rows, 5 tiles of 3", [rnd(4, 3) for _ in range(5)], False),
-             ("masked entries (-inf): row 0's first tile is fully masked, row 2 is empty",
+    specs = [("growing maximum: one row, 3 tiles of 2, the maximum grows in tile 2", one_row, True),
+             ("random: 4 rows, 5 tiles of 3", [rnd(4, 3) for _ in range(5)], False),
+             ("masked: -inf entries, row 0's first tile is fully masked, row 2 is empty",
               masked, True),
-             ("large values (~1000): exp(z) overflows without the running maximum", big,
+             ("large values: z ~ 1000, exp(z) overflows without the running maximum", big,
               False)]
     cases = []
     for label, tiles, printed in specs:
@@ -168,13 +168,13 @@ def _fifo_cases() -> list[Case]:
         emb = torch.randn(b, dim, generator=g, dtype=torch.float64)
         return emb.requires_grad_(grad), torch.randint(0, 5, (b,), generator=g)
 
-    specs = [("memory of 10, three batches of 4: the third wraps around", 10, 2,
+    specs = [("wrap: memory of 10, three batches of 4, the third wraps around", 10, 2,
               [batch(4) for _ in range(3)], True),
-             ("memory of 6, batches of 6: each one replaces the whole memory", 6, 3,
+             ("full batches: memory of 6, batches of 6, each one replaces the whole memory", 6, 3,
               [batch(6, 3) for _ in range(3)], False),
-             ("memory of 7, batches of 3, 2, 3, 3: uneven batches", 7, 2,
+             ("uneven: memory of 7, batches of 3, 2, 3, 3", 7, 2,
               [batch(3), batch(2), batch(3), batch(3)], False),
-             ("a batch that requires grad: the memory must not keep its graph", 5, 2,
+             ("autograd: a batch that requires grad, the memory must not keep its graph", 5, 2,
               [batch(2, grad=True), batch(2, grad=True), batch(2, grad=True)], False)]
     cases = []
     for label, size, dim, batches, printed in specs:
