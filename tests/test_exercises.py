@@ -345,3 +345,33 @@ def test_prediction_answers_come_from_dmlkit():
     assert predictions._vthm_expected() == {(0, 3), (3, 0)}
     assert predictions._xbm_expected() == (10, 2)
     assert np.isclose(exercises.solution("dense_memory_gib"), 16.0)
+
+
+# ----------------------------------------------------------------------------- the notebooks
+@pytest.mark.parametrize("stem", ["01_contrastive_and_triplet", "08_evaluation_metrics",
+                                  "11_batches_beyond_memory"])
+@pytest.mark.parametrize("solutions", [False, True], ids=["exercises", "solutions"])
+def test_notebook_exercise_cells(stem, solutions):
+    """The exercise cells of a notebook (the student's cells, then the checks), run alone:
+    untouched, every check says "not implemented yet"; with SOLUTIONS every one passes."""
+    from dmlkit.nbrun import build_notebook
+    from nbtest import NOTEBOOKS
+
+    cells = [c.source for c in build_notebook(NOTEBOOKS / f"{stem}.py").cells
+             if c.cell_type == "code"]
+    parameters = next(c for c in cells if "SOLUTIONS = False" in c)
+    student = [c for c in cells if "# your " in c and "exercises.check" not in c]
+    checks = [c for c in cells if "exercises.check(" in c]
+    assert 2 <= len(checks) <= 4 and len(student) == len(checks)
+    namespace = {"exercises": exercises}
+    exec(parameters.replace("SOLUTIONS = False", f"SOLUTIONS = {solutions}"), namespace)
+    for code in student:
+        exec(code, namespace)
+    for code in checks:
+        *setup, last = code.strip().splitlines()
+        exec("\n".join(setup), namespace)
+        result = eval(last, namespace)
+        if solutions:
+            assert result.status in ("passed", "noted"), result.text
+        else:
+            assert result.status == "not implemented", result.text
