@@ -149,9 +149,14 @@ def test_08_evaluation_metrics(tmp_path):
 
 
 def test_09_train_full_models(tmp_path):
-    params = {**TINY_GLYPH_TRAINING, "DATASET_KWARGS": TINY_GLYPHS, "UMAP_POINTS": 80}
+    params = {**TINY_GLYPH_TRAINING, "DATASET_KWARGS": TINY_GLYPHS, "UMAP_POINTS": 80,
+              "REAL_IMAGES_PER_CLASS": 12, "REAL_EPOCHS": 1, "REAL_ITERATIONS_PER_EPOCH": 3}
     res = run_tiny("09_train_full_models", params, tmp_path)
     assert res["method"] == "metric"
+    # the real-photo section: Fashion-MNIST if its files are installed, else glyphs
+    assert res["real_dataset"] in ("fashion_mnist", "glyphs") and res["real_test_images"] == 60
+    assert set(res["real_gallery_correct"].values()) <= set(range(5 * 6 + 1))
+    assert 0.0 <= res["real_untrained"]["map@r"] <= 1.0 and res["real_trained"]["recall@1"] > 0
     assert res["trained"]["map@r"] > res["untrained"]["map@r"] + 0.05
     assert res["trained"]["recall@1"] > res["untrained"]["recall@1"] + 0.1
     assert res["iterations"] == 2 * 30
