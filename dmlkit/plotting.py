@@ -7,6 +7,7 @@ correct ones framed green and wrong ones red) and grids of images per class.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -112,8 +113,13 @@ def project_2d(X, method: str = "umap", seed: int = 0, **kwargs) -> np.ndarray:
     initialisation fails on small point sets with repeated points (the recorded triples of
     notebook 06: an anchor appears in several triples), falling back to a random start with a
     ``UserWarning``; the PCA start is deterministic and always defined.
+
+    The environment variable ``DMLKIT_PROJECTION`` (``umap``, ``tsne`` or ``pca``) overrides
+    ``method``: the GPU check (:mod:`dmlkit.gpucheck`) sets ``pca`` to run notebook 09 on a
+    machine without umap-learn.
     """
     X = np.asarray(X, dtype=np.float32)
+    method = os.environ.get("DMLKIT_PROJECTION") or method
     if method == "umap":
         import umap
 

@@ -121,9 +121,10 @@ def peak_rss_kb() -> int:
 
 def measure(impl: str, name: str, B: int, M: int | None, dim: int, chunk: int, repeats: int,
             device: str, base_rss: int | None = None) -> dict:
-    """One measurement in THIS process: the median forward + backward time and the peak
-    memory (the increase of the peak resident set over ``base_rss`` kB, default: the resident
-    set just before the run)."""
+    """One measurement in THIS process: the median forward + backward time (on CUDA: CUDA
+    events, after one warm-up run) and the peak memory (CUDA: ``max_memory_allocated``; CPU:
+    the increase of the peak resident set over ``base_rss`` kB, default: the resident set just
+    before the run)."""
     import torch
 
     x, labels, ref = _inputs(name, B, M, dim, device)
@@ -135,16 +136,25 @@ def measure(impl: str, name: str, B: int, M: int | None, dim: int, chunk: int, r
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
-    warm = 1 if B * (M or B) <= 16384 ** 2 else 0       # beyond: cold runs only
+    # CPU beyond 16,384 squared: cold runs only; CUDA: always one warm-up run (kernel
+    # selection, the allocator's first blocks), timed with CUDA events
+    warm = 1 if B * (M or B) <= 16384 ** 2 or device == "cuda" else 0
     for r in range(repeats + warm):
         e = x.clone().requires_grad_(True)
         args = (e, labels) if ref is None else (e, labels, *ref)
-        _sync(device)
-        t0 = time.perf_counter()
-        fn(*args).backward()
-        _sync(device)
+        if device == "cuda":
+            start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+            start.record()
+            fn(*args).backward()
+            end.record()
+            end.synchronize()
+            seconds = start.elapsed_time(end) / 1000
+        else:
+            t0 = time.perf_counter()
+            fn(*args).backward()
+            seconds = time.perf_counter() - t0
         if r >= warm:
-            times.append(time.perf_counter() - t0)
+            times.append(seconds)
     if device == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2 ** 20
     else:

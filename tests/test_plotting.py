@@ -73,6 +73,18 @@ def test_project_2d_without_warnings_on_repeated_points():
         plotting.project_2d(x, "mds")
 
 
+def test_project_2d_method_overridden_by_the_environment(monkeypatch):
+    """DMLKIT_PROJECTION (the GPU check's PCA on a machine without umap-learn) wins."""
+    from sklearn.decomposition import PCA
+
+    x = np.random.default_rng(1).normal(size=(30, 5)).astype(np.float32)
+    monkeypatch.setenv("DMLKIT_PROJECTION", "pca")
+    assert np.allclose(plotting.project_2d(x, "umap"), PCA(2, random_state=0).fit_transform(x))
+    monkeypatch.setenv("DMLKIT_PROJECTION", "mds")
+    with pytest.raises(ValueError, match="unknown projection 'mds'"):
+        plotting.project_2d(x, "umap")
+
+
 def test_plot_comparison_bars_are_the_seed_means():
     import matplotlib.pyplot as plt
     import pandas as pd

@@ -1,0 +1,178 @@
+"""The GPU check (benchmarks/gpu.py, dmlkit.gpucheck) kept from rotting: its smoke run
+(``--device cpu --tiny``) end to end, the report it writes, a failing section recorded while
+the others run, the time budget, and clear errors for bad options."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dmlkit import gpucheck, losses
+from dmlkit.gpucheck import correctness, large_batches, notebook09, report
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """``python benchmarks/gpu.py --device cpu --tiny`` in a subprocess: (exit code, report)."""
+    out = tmp_path_factory.mktemp("gpu")
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--device", "cpu",
+                          "--tiny", "--out", str(out)], capture_output=True, text=True,
+                         timeout=600, cwd=REPO)
+    assert (out / "report.json").exists(), run.stdout[-3000:] + run.stderr[-3000:]
+    rep = json.loads((out / "report.json").read_text())
+    return run, rep, out
+
+
+def _section(rep, name):
+    return next(s for s in rep["sections"] if s["name"] == name)
+
+
+@pytest.mark.slow
+def test_smoke_run_passes_and_reports_every_section(smoke):
+    run, rep, out = smoke
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert [s["name"] for s in rep["sections"]] == list(gpucheck.SECTIONS)
+    assert rep["summary"]["verdict"] == "PASS" and rep["summary"]["checks_failed"] == 0
+    assert rep["summary"]["sections_failed"] == []
+    assert rep["settings"] == {"device": "cpu", "tiny": True, "budget_s": 480.0,
+                               "out": str(out), "sections": list(gpucheck.SECTIONS)}
+    assert rep["meta"]["torch"] == torch.__version__
+    # every check with a tolerance lies within it; progress was printed as it went
+    for sec in rep["sections"]:
+        for c in sec["checks"]:
+            if isinstance(c["tol"], float):
+                assert c["value"] <= c["tol"], (sec["name"], c)
+    assert "[" in run.stdout and "Correctness on the device: ok" in run.stdout
+    md = (out / "report.md").read_text()
+    assert md.startswith("# dmlkit GPU check") and "**PASS**" in md
+    assert md.count("skipped: no CUDA") >= 4
+
+
+@pytest.mark.slow
+def test_smoke_correctness_covers_every_loss(smoke):
+    _, rep, _ = smoke
+    sec = _section(rep, "correctness")
+    assert sec["status"] == "ok"
+    rows = sec["tables"]["losses (max-norm relative errors)"]
+    assert [r["loss"] for r in rows] == losses.available()
+    for r in rows:
+        assert r["finite"] and r["bf16 finite"] and r["fp16 finite"], r
+        if r["loss"] not in correctness.STOCHASTIC:
+            assert r["fp32 vs fp64 value"] < correctness.FP32_TOL
+            assert r["bf16 value"] < correctness.AMP_TOL["bf16"][0]
+            assert r["fp16 grad"] < correctness.AMP_TOL["fp16"][1]
+    tiled = [r for r in rows if r["tiled vs dense"] is not None]
+    assert len(tiled) >= 15 and max(r["tiled vs dense"] for r in tiled) < 1e-5
+    checks = {c["name"]: c for c in sec["checks"]}
+    assert checks["CUDA vs CPU, float32, every loss"]["result"] == "skipped: no CUDA"
+    ev = checks["evaluate on cpu tensors == CPU: retrieval metrics"]
+    assert ev["passed"] and ev["value"] == 0.0
+
+
+@pytest.mark.slow
+def test_smoke_training_batches_notebook_and_processes(smoke):
+    _, rep, _ = smoke
+    train = _section(rep, "training")
+    assert train["status"] == "ok"
+    speed = train["tables"]["images per second (fit vs the bare loop)"]
+    assert len(speed) == 2 and all(r["fit images/s"] > 0 and r["bare images/s"] > 0
+                                   for r in speed)
+    checks = {c["name"]: c for c in train["checks"]}
+    resume = checks["checkpoint written on cpu and resumed: next-step loss equal"]
+    assert resume["passed"] and resume["value"] == 0.0       # exact on the CPU
+    goals = [c for c in train["checks"] if "bare loop" in c["name"]]
+    assert len(goals) == 2 and all(c["result"].startswith("skipped: no CUDA") for c in goals)
+
+    big = _section(rep, "large_batches")
+    rows = next(iter(big["tables"].values()))
+    assert [(r["loss"], str(r["B"]).split()[0]) for r in rows] == [
+        (loss, b) for loss in large_batches.LOSSES for b in ("64", "128", "256")]
+    assert all(r["tiled s"] > 0 and r["PML s"] > 0 and r["error"] is None for r in rows)
+
+    nb = _section(rep, "notebook")
+    assert nb["status"] == "skipped" and nb["reason"].startswith("no CUDA")
+    assert nb["checks"][0]["passed"]                 # the parameters exist in notebook 09
+
+    several = _section(rep, "several_gpus")
+    assert several["status"] == "ok"
+    assert all(c["passed"] and c["value"] <= 1e-10 for c in several["checks"])
+    assert [c["name"].split()[0] for c in several["checks"]] == ["gloo", "gloo"]
+
+
+def test_a_failing_section_is_recorded_and_the_rest_run(tmp_path, monkeypatch):
+    def boom(ctx, sec):
+        sec.check("a value", 0.5, 1.0)
+        raise RuntimeError("something broke\nsecond line")
+
+    def fine(ctx, sec):
+        sec.check("another value", 2.0, 1.0)            # a failed check, not an exception
+
+    def skip(ctx, sec):
+        raise report.Skip("no CUDA")
+
+    monkeypatch.setattr(gpucheck, "SECTIONS", {"a": ("A", boom, 0), "b": ("B", fine, 0),
+                                               "c": ("C", skip, 0)})
+    lines = []
+    rep = gpucheck.run_check("cpu", tiny=True, out=tmp_path, log=lines.append)
+    a, b, c = rep["sections"]
+    assert (a["status"], a["reason"]) == ("failed", "RuntimeError: something broke")
+    assert "Traceback" not in a["reason"] and "something broke" in a["notes"][0]
+    assert a["checks"][0]["passed"] and b["status"] == "ok" and not b["checks"][0]["passed"]
+    assert (c["status"], c["reason"]) == ("skipped", "no CUDA")
+    assert rep["summary"] == {**rep["summary"], "verdict": "FAIL", "checks_passed": 1,
+                              "checks_failed": 1, "sections_failed": ["a"],
+                              "sections_skipped": ["c"]}
+    assert json.loads((tmp_path / "report.json").read_text())["summary"]["verdict"] == "FAIL"
+    md = (tmp_path / "report.md").read_text()
+    assert "| C | skipped: no CUDA |" in md and "| A | failed: RuntimeError" in md
+    assert any("A: failed" in line for line in lines)
+
+
+def test_the_budget_skips_sections_that_no_longer_fit(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(gpucheck, "SECTIONS", {
+        "quick": ("Quick", lambda ctx, sec: ran.append("quick"), 0),
+        "heavy": ("Heavy", lambda ctx, sec: ran.append("heavy"), 60)})
+    rep = gpucheck.run_check("cpu", tiny=False, out=tmp_path, budget_s=5, log=lambda m: None)
+    quick, heavy = rep["sections"]
+    assert ran == ["quick"] and quick["status"] == "ok" and heavy["status"] == "skipped"
+    assert heavy["reason"].startswith("time budget:") and "Heavy needs ~60 s" in heavy["reason"]
+    with pytest.raises(report.Skip, match="needs ~10 s"):
+        report.Budget(1.0).need(10, "x")
+
+
+def test_bad_options_fail_clearly(tmp_path, capsys):
+    for argv, message in [(["--budget-s", "0"], "budget_s must be > 0"),
+                          (["--device", "mps"], "device must be cuda, cuda:N or cpu"),
+                          (["--only", "nothing"], "invalid choice: 'nothing'")]:
+        with pytest.raises(SystemExit) as err:
+            gpucheck.main([*argv, "--out", str(tmp_path)])
+        assert err.value.code == 2 and message in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            gpucheck.main(["--out", str(tmp_path)])
+        assert "--device cpu --tiny" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown section"):
+        gpucheck.run_check("cpu", tiny=True, out=tmp_path, only=["nothing"])
+
+
+def test_pieces():
+    assert large_batches.largest_pml_batch("multi_similarity", 80e9) == 30720
+    assert large_batches.largest_pml_batch("triplet", 1e6, multiple=64) == 64   # at least one
+    assert large_batches.classify_error("RuntimeError: CUDA out of memory.").startswith("OOM")
+    assert large_batches.classify_error("ValueError: bad") == "ValueError: bad"
+    assert {"DEVICE", "DATASET", "UMAP_POINTS", "RESULTS_CSV"} <= notebook09.declared_parameters(
+        REPO / "notebooks" / f"{notebook09.NAME}.py")
+    a, b = torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0])
+    assert correctness.rel_err(a, b) == 0.5 and correctness.rel_l2([a], [b]) == pytest.approx(
+        2 / 17 ** 0.5)
+    sec = report.Section("s", "S")
+    assert sec.check("ratio", 0.95, 0.9, at_least=True) and not sec.check("nan", float("nan"), 1)
+    assert sec.checks[0]["tol"] == ">= 0.9" and sec.failed_checks == [sec.checks[1]]
