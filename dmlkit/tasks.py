@@ -103,16 +103,17 @@ def _tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def image_task(dataset: str = "glyphs", **kwargs) -> ImageTask:
-    """Train / test tensors of an embedded data set (``"glyphs"`` or ``"digits"``: those whose
-    :func:`dmlkit.data.dataset_info` says ``embedded``).
+    """Train / test tensors of an in-memory data set (``"glyphs"``, ``"digits"``,
+    ``"fashion_mnist"``: those whose :func:`dmlkit.data.dataset_info` says not ``image_files``).
 
     ``kwargs`` go to :func:`dmlkit.data.load_dataset` for both splits (e.g. ``num_classes``,
-    ``num_test_classes``, ``images_per_class``, ``size``, ``difficulty`` for glyphs).
+    ``num_test_classes``, ``images_per_class``, ``size``, ``difficulty`` for glyphs;
+    ``root``, ``images_per_class`` for fashion_mnist).
     """
-    if not _data.dataset_info(dataset).embedded:
-        embedded = [n for n in _data.available() if _data.dataset_info(n).embedded]
-        raise ValueError(f"image_task holds an embedded data set in memory: choose one of "
-                         f"{embedded}, got {dataset!r}")
+    if _data.dataset_info(dataset).image_files:
+        in_memory = [n for n in _data.available() if not _data.dataset_info(n).image_files]
+        raise ValueError(f"image_task holds an in-memory data set: choose one of "
+                         f"{in_memory}, got {dataset!r}")
     X, y = _tensors(_data.load_dataset(dataset, "train", **kwargs))
     Xt, yt = _tensors(_data.load_dataset(dataset, "test", **kwargs))
     return ImageTask(X, y, Xt, yt, name=dataset)

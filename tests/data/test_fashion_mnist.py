@@ -232,3 +232,30 @@ def test_the_real_files_of_debians_package(monkeypatch):
     test = data.FashionMNIST("test", root="/nonexistent-dmlkit-root")
     assert len(test) == 5000 and list(test.class_ids) == [5, 6, 7, 8, 9]
     np.testing.assert_array_equal(_pixels(test)[0], xt[yt >= 5][0])
+
+
+def test_training_splits_follow_the_chosen_protocol(tmp_path):
+    from dmlkit.train.config import resolve_config
+    from dmlkit.train.datasets import splits
+
+    write_fixture(tmp_path)
+    for protocol, test_split, gallery_split in [("class_disjoint", "test", None),
+                                                ("query_gallery", "query", "gallery")]:
+        cfg = resolve_config(None, {"dataset": "fmnist", "data_root": str(tmp_path),
+                                    "dataset_kwargs": {"protocol": protocol}})
+        fit, val, test, gallery = splits(cfg)
+        assert test.split == test_split and getattr(gallery, "split", None) == gallery_split
+        assert len(fit) + len(val) == (5 if protocol == "class_disjoint" else 10) * 4
+        assert not set(fit.original_labels) & set(val.original_labels)   # held-out classes
+
+
+def test_image_task_holds_fashion_mnist_in_memory(tmp_path):
+    from dmlkit import tasks
+
+    truth = write_fixture(tmp_path)
+    task = tasks.image_task("fashion_mnist", root=tmp_path, images_per_class=2)
+    assert task.X.shape == (10, 1, 28, 28) and task.X_test.shape == (10, 1, 28, 28)
+    assert sorted(task.y.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    train = data.FashionMNIST("train", root=tmp_path, images_per_class=2)
+    np.testing.assert_array_equal(np.round(task.X[:, 0].numpy() * 255).astype(np.uint8),
+                                  truth["train"][0][train.indices])
