@@ -80,7 +80,10 @@ training engine :class:`dmlkit.train.Trainer`), :mod:`~dmlkit.adversarial.fittin
 (:func:`fit_adversarial`, :func:`fit_adversarial_images`),
 :mod:`~dmlkit.adversarial.presets`, :mod:`~dmlkit.adversarial.diagnostics`,
 :mod:`~dmlkit.adversarial.comparison` (each design next to its control, the same run with
-``generator="identity"``: fair comparisons over seeds, and the saved benchmark table),
+``generator="identity"``: comparisons over seeds with paired intervals, and the saved
+benchmark table), :mod:`~dmlkit.adversarial.ablation` (what in DAML's objective carries a
+gain: the generator, ``J_adv``, the generator terms routed into the trunk, a parameter-free
+midpoint; the saved ablation table),
 :mod:`~dmlkit.adversarial.runs` (runs on frozen backbone features, shaped like ``fit``'s).
 
 >>> import torch
@@ -100,6 +103,7 @@ from .fitting import PRESET, fit_adversarial, fit_adversarial_images
 from .generators import (
     HardNegativeGenerator,
     IdentityGenerator,
+    InterpolationGenerator,
     LinearEmbedding,
     MetricHead,
     SyntheticPositiveGenerator,
@@ -137,6 +141,7 @@ __all__ = [
     "AdversarialTrainer",
     "HardNegativeGenerator",
     "IdentityGenerator",
+    "InterpolationGenerator",
     "LinearEmbedding",
     "MetricHead",
     "NegativeRecorder",

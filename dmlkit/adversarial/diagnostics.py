@@ -7,6 +7,14 @@ synthetic negatives are; as functions of tensors and recorded per epoch
 >>> emb = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
 >>> collapse(emb, torch.tensor([0, 0, 1, 1]))
 {'same': 1.0, 'different': 0.0}
+>>> shift = emb * 0.01 + torch.tensor([6.0, 0.0])     # a shared offset, a small residual
+>>> c = collapse(shift, torch.tensor([0, 0, 1, 1]), centred=True)
+>>> round(c["same"], 4), round(c["different"], 4)         # raw cosines: all alike
+(1.0, 1.0)
+>>> c["same_centred"], c["different_centred"]             # the classes apart once centred
+(1.0, -1.0)
+>>> round(c["offset"], 3), round(c["spread"], 4)
+(6.005, 0.0071)
 >>> a, p, s = torch.zeros(2, 2), torch.tensor([[1.0, 0.0]] * 2), torch.tensor([[0.0, 2.0]] * 2)
 >>> hardness(a, p, s, margin=0.5)
 {'d_ap': 1.0, 'd_asyn': 2.0, 'violating': 0.0}
@@ -25,22 +33,38 @@ from .._checks import check_embeddings, check_embeddings_labels
 __all__ = ["TrainingDiagnostics", "collapse", "hardness", "output_norm", "separability"]
 
 
-def collapse(embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+def collapse(embeddings: torch.Tensor, labels: torch.Tensor,
+             centred: bool = False) -> dict[str, float]:
     """Mean cosine similarity of same-class pairs (``i != j``) and of different-class pairs.
 
-    embeddings: (N, E); labels: (N,). Collapse: both close to 1 (every embedding alike);
-    a learnt metric: ``same`` well above ``different``. A value is NaN when no pair exists.
+    embeddings: (N, E); labels: (N,). Both raw cosines close to 1 mean the embeddings point
+    the same way, which is *not* by itself a loss of retrieval: a shared offset (every
+    embedding = one common vector + a small residual that still separates the classes)
+    gives raw cosines near 1 and an intact ranking, since ranking by cosine depends on the
+    residuals. centred: also ``same_centred`` / ``different_centred`` (the cosines after
+    subtracting the mean embedding), ``offset`` (norm of the mean embedding) and ``spread``
+    (root mean square norm of the residuals). Retrieval is lost only when the centred
+    cosines do not separate the classes either (and the retrieval metrics say so). A value is
+    NaN when no pair exists.
     """
     emb, lab = check_embeddings_labels(embeddings, labels)
-    z = F.normalize(emb.detach().double(), dim=1)
-    cos = z @ z.T
+    x = emb.detach().double()
     same = lab[:, None] == lab[None, :]
     off = ~torch.eye(len(lab), dtype=torch.bool, device=lab.device)
 
-    def mean(mask):
-        return float(cos[mask].mean()) if bool(mask.any()) else float("nan")
+    def means(v):
+        z = F.normalize(v, dim=1)
+        cos = z @ z.T
+        return [float(cos[m].mean()) if bool(m.any()) else float("nan")
+                for m in (same & off, ~same)]
 
-    return {"same": mean(same & off), "different": mean(~same)}
+    out = dict(zip(("same", "different"), means(x)))
+    if centred:
+        mu = x.mean(dim=0, keepdim=True)
+        out.update(zip(("same_centred", "different_centred"), means(x - mu)))
+        out["offset"] = float(mu.norm())
+        out["spread"] = float((x - mu).pow(2).sum(1).mean().sqrt())
+    return out
 
 
 def separability(real: torch.Tensor, synthetic: torch.Tensor, *, test_fraction: float = 0.5,
@@ -110,7 +134,9 @@ class TrainingDiagnostics:
     During the generator / joint steps it keeps the first ``probe_points`` real and synthetic
     negatives (generator space) for :func:`separability`, and running means of the output
     norms and of :func:`hardness` (``margin``, ``squared``: the loss's). :meth:`epoch_row`
-    returns ``collapse_same``, ``collapse_different`` and, after adversarial steps,
+    returns ``collapse_same``, ``collapse_different``, their centred versions
+    ``centred_same`` / ``centred_different``, ``offset`` and ``spread`` (:func:`collapse`
+    with ``centred=True``, on the test-time embeddings) and, after adversarial steps,
     ``probe_accuracy``, ``synthetic_norm``, ``negative_norm``, ``d_ap``, ``d_asyn``,
     ``violating``. Uses its own random generator: the run's numbers do not change.
     """
@@ -146,8 +172,10 @@ class TrainingDiagnostics:
 
     def epoch_row(self, result) -> dict[str, float]:
         emb = result.embed(self.features)
-        c = collapse(emb, self.labels)
-        row = {"collapse_same": c["same"], "collapse_different": c["different"]}
+        c = collapse(emb, self.labels, centred=True)
+        row = {"collapse_same": c["same"], "collapse_different": c["different"],
+               "centred_same": c["same_centred"], "centred_different": c["different_centred"],
+               "offset": c["offset"], "spread": c["spread"]}
         if self.count:
             row["probe_accuracy"] = separability(torch.cat(self.neg), torch.cat(self.syn),
                                                  seed=self.seed)

@@ -31,6 +31,7 @@ from .diagnostics import TrainingDiagnostics
 from .generators import (
     HardNegativeGenerator,
     IdentityGenerator,
+    InterpolationGenerator,
     LinearEmbedding,
     MetricHead,
     SyntheticPositiveGenerator,
@@ -93,7 +94,8 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
                     keep_real_negatives=PRESET, generator_metric_grad=PRESET, routing=PRESET,
                     warmup=PRESET, metric_triples=PRESET, warmup_triples=PRESET,
                     real_weight=PRESET,
-                    generator_weight=PRESET, triplet_scheme: str = "auto", P: int = 8,
+                    generator_weight=PRESET, interpolation: float = 0.5,
+                    generator_terms: bool = False, triplet_scheme: str = "auto", P: int = 8,
                     K: int = 4, batches_per_epoch: int | None = None, seed: int = 0,
                     recorder: NegativeRecorder | None = None, diagnostics: bool = False,
                     eval_features=None, eval_labels=None, eval_every: int | None = None,
@@ -133,7 +135,14 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
     (:class:`IdentityGenerator`: ``G(a, p, n) = n``, and ``g+ = p`` for DAML+SP, without
     parameters or generator objective: the fair control, which runs the method's schedule,
     triples, ``J_m``, routing and optimisers with the real negative where DAML puts the
-    synthetic one; :mod:`dmlkit.adversarial.comparison`). Optimisation: Adam, head at ``lr``,
+    synthetic one; :mod:`dmlkit.adversarial.comparison`) or "interpolate"
+    (:class:`InterpolationGenerator`: the fixed point ``a + interpolation (n - a)``, and
+    ``a + interpolation (p - a)`` for DAML+SP's positive, through the preset's output
+    activation; no parameters, but its generator objective is computed and routed like a
+    learned generator's: the ablation's parameter-free generator, :mod:`~dmlkit.adversarial.
+    ablation`). generator_terms: give the identity generator its generator objective too
+    (``J_gen`` at ``G = identity``, routed as ``routing`` says: the ablation's "control +
+    regulariser"). Optimisation: Adam, head at ``lr``,
     generator at ``lr * generator_lr_factor``, trunk at ``lr * trunk_lr_factor``,
     ``weight_decay`` on the head's optimiser ("head") or on every one ("all"). Objective:
     ``lambda1``, ``lambda2``, ``alpha``, ``alpha_sign``, ``lam``, ``generator_weight``,
@@ -192,11 +201,15 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
     head_mod = _build_head(st, x_all, trunk, embedding_dim)
     gen_dim = (head_mod.in_dim if hasattr(head_mod, "in_dim") else x_all.shape[1]) \
         if space == "feature" else embedding_dim
-    if generator not in ("mlp", "identity"):
-        raise ValueError(f"unknown generator {generator!r}; known: 'mlp', 'identity'")
-    if generator == "identity" and method == "metric":
-        raise ValueError("generator='identity' is the control of 'daml' / 'daml+sp' (the "
+    if generator not in ("mlp", "identity", "interpolate"):
+        raise ValueError(f"unknown generator {generator!r}; known: 'mlp', 'identity', "
+                         "'interpolate'")
+    if generator != "mlp" and method == "metric":
+        raise ValueError(f"generator={generator!r} belongs to 'daml' / 'daml+sp' (the "
                          "'metric' method has no generator)")
+    if generator_terms and generator != "identity":
+        raise ValueError("generator_terms=True gives the identity generator an objective; "
+                         f"the {generator!r} generator has its own")
     gen_net = positive_generator = None
     gen_kw = dict(out_activation=st["generator_out"], init_std=st["generator_init_std"],
                   normalize_output=st["normalize_synthetic"])
@@ -204,6 +217,11 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
         gen_net = IdentityGenerator(gen_dim)
         if method == "daml+sp":
             positive_generator = IdentityGenerator(gen_dim, role="positive")
+    elif generator == "interpolate":
+        fixed = dict(t=interpolation, out_activation=st["generator_out"])
+        gen_net = InterpolationGenerator(gen_dim, **fixed)
+        if method == "daml+sp":
+            positive_generator = InterpolationGenerator(gen_dim, role="positive", **fixed)
     elif method in ("daml", "daml+sp"):
         gen_net = HardNegativeGenerator(gen_dim, st["generator_hidden"], **gen_kw)
         if method == "daml+sp":
@@ -232,7 +250,7 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
         metric_triples=st["metric_triples"], warmup_triples=st["warmup_triples"],
         real_weight=st["real_weight"],
         generator_weight=st["generator_weight"], weight_decay_on=st["weight_decay_on"],
-        diagnostics=diag)
+        generator_terms=generator_terms, diagnostics=diag)
     phases = phase_schedule(method, epochs, warmup_epochs, st["generator_epochs"],
                             st["warmup"])
     if "warmup" in phases and trunk is None:
@@ -241,6 +259,8 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
     n_batches = batches_per_epoch or max(1, math.ceil(len(y_all) / (P * K)))
     config = {"loss": loss_name, "loss_kwargs": dict(loss_kwargs or {}), "method": method,
               "preset": preset, "generator": generator, "epochs": epochs,
+              "generator_terms": bool(generator_terms or generator != "identity"),
+              **({"interpolation": interpolation} if generator == "interpolate" else {}),
               "warmup_epochs": warmup_epochs,
               "embedding_dim": embedding_dim, "space": space, "P": P, "K": K, "seed": seed,
               "trunk": type(trunk).__name__ if trunk is not None else None,

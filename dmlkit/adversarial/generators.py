@@ -11,8 +11,8 @@ torch.Size([5, 4])
 >>> head = MetricHead(8, embedding_dim=8, hidden=8, init="identity")   # official head
 >>> bool(torch.equal(head(x.relu()), x.relu()))
 True
->>> LinearEmbedding(8, 4)(x).norm(dim=1).detach()   # the official trunk's fc + L2 norm
-tensor([1.0000, 1.0000, 1.0000, 1.0000, 1.0000])
+>>> LinearEmbedding(8, 4)(x).norm(dim=1).detach().round(decimals=4)   # fc + L2 norm
+tensor([1., 1., 1., 1., 1.])
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["HardNegativeGenerator", "IdentityGenerator", "LinearEmbedding", "MetricHead",
-           "SyntheticPositiveGenerator"]
+__all__ = ["HardNegativeGenerator", "IdentityGenerator", "InterpolationGenerator",
+           "LinearEmbedding", "MetricHead", "SyntheticPositiveGenerator"]
 
 
 def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -125,6 +125,51 @@ class IdentityGenerator(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, role={self.role!r}"
+
+
+class InterpolationGenerator(nn.Module):
+    """A parameter-free generator: a fixed point between the anchor and the real negative,
+    ``G(a, p, n) = a + t (n - a)`` (``role="negative"``, default ``t = 0.5``: the midpoint),
+    or between anchor and positive for ``role="positive"`` (``a + t (p - a)``, the minimiser
+    of the synthetic-positive objective for ``lambda1 = t / (1 - t)``), optionally through a
+    ReLU (``out_activation="relu"``, as the official generator's output layer).
+
+    The ablation's stand-in for DAML's learned generator (:mod:`dmlkit.adversarial.ablation`):
+    no parameters, so whatever it changes in a run comes from the fixed harder negative and
+    from the generator terms the routing sends into the trunk. Linear interpolation toward the
+    anchor is the idea of Zheng et al. 2019 (*Hardness-Aware Deep Metric Learning*, there with
+    an adaptive t and a learned map back to the label) and Ko & Gu 2020 (*Embedding
+    Expansion*, points between pairs of embeddings); here t is fixed and nothing is learned.
+
+    >>> a, n = torch.zeros(1, 2), torch.tensor([[2.0, -4.0]])
+    >>> InterpolationGenerator(2)(a, a, n)
+    tensor([[ 1., -2.]])
+    >>> InterpolationGenerator(2, out_activation="relu")(a, a, n)
+    tensor([[1., 0.]])
+    """
+
+    is_identity = False
+
+    def __init__(self, dim: int, t: float = 0.5, role: str = "negative",
+                 out_activation: str | None = None):
+        super().__init__()
+        if role not in ("negative", "positive"):
+            raise ValueError(f"role must be 'negative' or 'positive', got {role!r}")
+        if not 0.0 <= float(t) <= 1.0:
+            raise ValueError(f"the interpolation t must lie in [0, 1], got {t}")
+        if out_activation not in (None, "relu"):
+            raise ValueError(f"out_activation must be None or 'relu', got {out_activation!r}")
+        self.dim, self.t, self.role = int(dim), float(t), role
+        self.out_activation = out_activation
+
+    def forward(self, anchor: torch.Tensor, positive: torch.Tensor,
+                negative: torch.Tensor) -> torch.Tensor:
+        other = negative if self.role == "negative" else positive
+        out = anchor + self.t * (other - anchor)
+        return F.relu(out) if self.out_activation == "relu" else out
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, t={self.t}, role={self.role!r}, out={self.out_activation}"
 
 
 class MetricHead(nn.Module):

@@ -155,8 +155,14 @@ class AdversarialTrainer(Trainer):
     routing="separate" (dmlkit: the generator(s) get ``generator_weight * J_gen`` (+
     ``J+_gen``), plus ``lam * J_m`` with ``generator_metric_grad``; the head and trunk get
     ``lam * J_m + real_weight * J_m_real`` with the synthetic negatives and the generator's
-    inputs as constants) or "full" (official, PML: one backward of ``generator_weight *
-    (J_gen + J+_gen) + lam * J_m + real_weight * J_m_real``, nothing detached);
+    inputs as constants), "full" (official, PML: one backward of ``generator_weight *
+    (J_gen + J+_gen) + lam * J_m + real_weight * J_m_real``, nothing detached: the trunk
+    and head also receive ``J_hard``, ``J_reg`` and ``J_adv``) or "split" (the ablation of
+    "full": ``J_m`` (+ ``J_m_real``) flows everywhere as in "full", generator included,
+    but ``J_gen`` (+ ``J+_gen``) reaches the generator(s) only, never the trunk or head);
+    generator_terms: compute the generator objective for an identity generator too (the
+    ablation's "control + regulariser": ``J_hard`` and ``J_reg`` with ``G(a, p, n) = n``,
+    routed as ``routing`` says); by default an identity generator has no objective;
     metric_triples="batch" (``J_m`` keeps every real positive of an anchor) or "sampled"
     (``J_m`` on the sampled (anchor, positive, negative) triples only); warmup_triples: what
     the warm-up and metric-only phases train on, "batch" (the loss of the real batch) or
@@ -183,14 +189,14 @@ class AdversarialTrainer(Trainer):
                  metric_triples: str = "batch", warmup_triples: str | None = None,
                  real_weight: float = 0.0,
                  generator_weight: float = 1.0, weight_decay_on: str = "head",
-                 diagnostics=None):
+                 generator_terms: bool = False, diagnostics=None):
         if space not in ("feature", "embedding"):
             raise ValueError(f"space must be 'feature' or 'embedding', got {space!r}")
         if alpha_sign not in (-1, 1):
             raise ValueError(f"alpha_sign must be -1 (seed 000) or +1 (seed 001), got {alpha_sign}")
         if positive_generator is not None and generator is None:
             raise ValueError("a positive generator needs a negative generator")
-        for name, value, known in (("routing", routing, ("separate", "full")),
+        for name, value, known in (("routing", routing, ("separate", "full", "split")),
                                    ("metric_triples", metric_triples, ("batch", "sampled")),
                                    ("warmup_triples", warmup_triples,
                                     (None, "batch", "sampled")),
@@ -215,6 +221,7 @@ class AdversarialTrainer(Trainer):
         self.keep_real_negatives = bool(keep_real_negatives)
         self.generator_metric_grad = bool(generator_metric_grad)
         self.routing, self.metric_triples = routing, metric_triples
+        self.generator_terms = bool(generator_terms)
         self.warmup_triples = warmup_triples or metric_triples
         self.real_weight, self.generator_weight = float(real_weight), float(generator_weight)
         self.recorder, self.diagnostics = recorder, diagnostics
@@ -279,7 +286,7 @@ class AdversarialTrainer(Trainer):
         the batch has no (anchor, positive, negative)."""
         x = features if self.trunk is None else self.trunk(features)
         emb = x if self.phase == "warmup" else self.head(x)
-        full = self.routing == "full"
+        full = self.routing in ("full", "split")   # nothing detached (split: see backward)
         if self.phase in ("warmup", "metric"):
             if self.warmup_triples == "batch":   # PML's "metric_loss" when it has a weight
                 return {"J_m_real" if self.real_weight > 0 else "J_m": self.loss(emb, labels)}
@@ -299,16 +306,17 @@ class AdversarialTrainer(Trainer):
         gen_objective = 0.0
         pos_for_neg = xp
         g_pos = None
-        identity = getattr(self.generator, "is_identity", False)   # the fair control
+        # the fair control: an identity generator has no objective unless asked for
+        no_terms = getattr(self.generator, "is_identity", False) and not self.generator_terms
         if self.positive_generator is not None:
             g_pos = self.positive_generator(xa, xp, xn)
-            if not identity:
+            if not no_terms:
                 jp = synthetic_positive_objective(xa, xp, g_pos, lambda1=self.lambda1)
                 gen_objective = jp["total"]
                 terms["J+_gen"] = jp["total"]
             pos_for_neg = g_pos if full else g_pos.detach()
         syn = self.generator(xa, pos_for_neg, xn)
-        if not identity:
+        if not no_terms:
             jg = generator_objective(xa, pos_for_neg, xn, syn, self._metric,
                                      lambda1=self.lambda1, lambda2=self.lambda2,
                                      alpha=self.alpha, alpha_sign=self.alpha_sign)
@@ -340,9 +348,10 @@ class AdversarialTrainer(Trainer):
 
     def backward(self, terms: dict) -> None:
         """Gradient routing (class docstring): "full" backpropagates the whole objective
-        into every parameter; "separate" gives the metric ``lam * J_m`` (+ ``real_weight *
-        J_m_real``) only, never ``J_adv``, and the generator(s) ``J_gen`` (+ ``J+_gen``),
-        plus ``lam * J_m`` with ``generator_metric_grad``."""
+        into every parameter; "split" the metric objective into every parameter and the
+        generator objective into the generator(s) only; "separate" gives the metric ``lam *
+        J_m`` (+ ``real_weight * J_m_real``) only, never ``J_adv``, and the generator(s)
+        ``J_gen`` (+ ``J+_gen``), plus ``lam * J_m`` with ``generator_metric_grad``."""
         jm = self._metric_objective(terms)
         if self.phase in ("warmup", "metric"):
             jm.backward()
@@ -350,6 +359,14 @@ class AdversarialTrainer(Trainer):
         t = self._triples
         if self.routing == "full":
             (t["generator_objective"] + jm).backward()
+            return
+        if self.routing == "split":
+            gen = t["generator_objective"]
+            if self.generator_params and torch.is_tensor(gen) and gen.requires_grad:
+                grads = torch.autograd.grad(gen, self.generator_params, retain_graph=True,
+                                            allow_unused=True)
+                _set_grads(self.generator_params, grads)
+            jm.backward()
             return
         if self.generator_params:
             gen_total = t["generator_objective"] + (self.lam * terms["J_m"]

@@ -76,10 +76,14 @@ def test_identity_control_metric_loss_uses_the_real_negative_in_place_of_the_syn
 
 def test_generator_argument_errors():
     x, y = blobs()
-    with pytest.raises(ValueError, match="unknown generator 'zero'; known: 'mlp', 'identity'"):
+    with pytest.raises(ValueError, match="unknown generator 'zero'; known: 'mlp', 'identity', "
+                                         "'interpolate'"):
         adv.fit_adversarial(x, y, "triplet", "daml", generator="zero", **SMALL)
-    with pytest.raises(ValueError, match="control of 'daml' / 'daml\\+sp'"):
-        adv.fit_adversarial(x, y, "triplet", "metric", generator="identity", **SMALL)
+    for gen in ("identity", "interpolate"):
+        with pytest.raises(ValueError, match="belongs to 'daml' / 'daml\\+sp'"):
+            adv.fit_adversarial(x, y, "triplet", "metric", generator=gen, **SMALL)
+    with pytest.raises(ValueError, match="generator_terms=True gives the identity generator"):
+        adv.fit_adversarial(x, y, "triplet", "daml", generator_terms=True, **SMALL)
 
 
 def test_fair_runs_pairs_every_method_with_its_preset_control():
@@ -174,27 +178,21 @@ def test_run_comparison_bad_input():
         comparison.summarize(comparison.pd.DataFrame())
 
 
-def test_saved_benchmark_table_is_a_full_comparison(tmp_path):
-    f = comparison.load_benchmark()
-    runs = list(dict.fromkeys(f["run"]))
-    assert runs[0] == "metric/every negative" and "daml/official" in runs
-    assert "daml+sp/pml" in runs and f.groupby("run")["seed"].nunique().min() >= 3
-    s = comparison.summarize(f, ["recall@1"])
-    assert s["recall@1 vs control"].notna().sum() == 6
-    with pytest.raises(ValueError, match=r"benchmarks/adversarial\.py --save"):
-        comparison.load_benchmark(tmp_path / "missing.csv")
+def test_summarize_verdict_comes_from_the_paired_t_interval(small_frame):
+    from scipy import stats
 
-
-def test_summarize_verdict_follows_the_per_seed_differences(small_frame):
     s = comparison.summarize(small_frame, ["recall@1", "nmi"]).set_index("run")
     f = small_frame.set_index(["run", "seed"])
     for run, ctrl in (("daml/dmlkit", "control/dmlkit"), ("daml/pml", "control/pml")):
         for m in ("recall@1", "nmi"):
-            d = np.array([f.loc[(run, k), m] - f.loc[(ctrl, k), m] for k in (0, 1)])
-            want = ("higher on every seed" if (d > 0).all() else
-                    "lower on every seed" if (d < 0).all() else "mixed across seeds")
+            d = 100 * np.array([f.loc[(run, k), m] - f.loc[(ctrl, k), m] for k in (0, 1)])
+            half = stats.t.ppf(0.975, 1) * d.std(ddof=1) / math.sqrt(2)
+            assert s.loc[run, f"{m} low"] == pytest.approx(d.mean() - half)
+            assert s.loc[run, f"{m} high"] == pytest.approx(d.mean() + half)
+            want = ("identical" if (d == 0).all() else "better" if d.mean() - half > 0 else
+                    "worse" if d.mean() + half < 0 else "cannot tell with n = 2")
             assert s.loc[run, f"{m} verdict"] == want
-            assert s.loc[run, f"{m} vs control sd"] == pytest.approx(100 * d.std(ddof=1))
+            assert s.loc[run, f"{m} vs control sd"] == pytest.approx(d.std(ddof=1))
     assert s.loc["control/pml", "recall@1 verdict"] == ""
 
 
@@ -217,7 +215,8 @@ def test_verdict_lines_one_per_compared_run(small_frame):
     compared = s[s["recall@1 verdict"] != ""]
     assert len(lines) == len(compared) == 2
     for line, row in zip(lines, compared.to_dict(orient="records")):
-        assert line.startswith(f"here: {row['run']}")
-        assert f"recall@1 {row['recall@1 vs control']:+5.1f}" in line
-        assert f"map@r {row['map@r vs control']:+5.1f}" in line
-        assert line.endswith(f"recall@1 {row['recall@1 verdict']}")
+        assert line.startswith(f"here: {row['run']} vs its control, n = 2 seeds: ")
+        for m in ("recall@1", "map@r"):
+            assert (f"{m} {row[f'{m} vs control']:+.1f} (CI {row[f'{m} low']:+.1f} to "
+                    f"{row[f'{m} high']:+.1f}): {row[f'{m} verdict']}") in line
+        assert "every seed" not in line
