@@ -10,7 +10,9 @@ Conventions (the same in every function of dmlkit.evaluate)
 -----------------------------------------------------------
 * **Similarity.** Cosine similarity (embeddings L2-normalised, ``normalize=True``, the papers'
   setting; on unit vectors this ranks exactly as Euclidean distance). ``normalize=False`` ranks
-  by the raw inner product. Computation is float32 (float64 inputs stay float64).
+  by the raw inner product. Computation is float32 (float64 inputs stay float64); queries
+  with neighbours in their top list within float32 resolution of each other (nearly collinear
+  embeddings) are ranked again in float64 (``near_ties``).
 * **Ranking and ties.** The database is ranked by similarity, descending, and exact ties are
   broken by database index, ascending. This order is enforced exactly, including ties that
   straddle the k-th position, so results do not depend on the search library.
@@ -55,8 +57,10 @@ This replaces a faiss top-k search: it is exact under the tie convention above, 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 
 from .inputs import DEFAULT_BLOCK, block_rows, check_choice, check_ks, query_database
@@ -150,11 +154,23 @@ def _first_rank_by_count(S: torch.Tensor, pos: torch.Tensor, ar_g: torch.Tensor)
     return above
 
 
-def _retrieval_core(q_emb, q_lab, g_emb, g_lab, self_mode: bool, r_metrics: bool,
-                    precision_ks: tuple[int, ...], max_block: int):
-    """Per query: first-positive rank (-1 if none), R, MAP@R, R-precision, hits in each top-k.
+def _near_tie_tolerance(dim: int, top: torch.Tensor) -> torch.Tensor:
+    """The float32 resolution of a similarity ``top`` of ``dim``-dimensional vectors: a few
+    rounding errors of a dot product (about ``sqrt(dim)`` ulps of 1 for unit vectors)."""
+    eps = torch.finfo(torch.float32).eps
+    return 4.0 * math.sqrt(dim) * eps * top.abs().clamp(min=1.0)
 
-    ``precision_ks`` must already be capped at the database size.
+
+def _retrieval_core(q_emb, q_lab, g_emb, g_lab, self_mode: bool, r_metrics: bool,
+                    precision_ks: tuple[int, ...], max_block: int,
+                    q_index: torch.Tensor | None = None):
+    """Per query: first-positive rank (-1 if none), R, MAP@R, R-precision, hits in each top-k,
+    and whether two neighbours in its ordered top list lie within float32 resolution of each
+    other.
+
+    ``precision_ks`` must already be capped at the database size. q_index: the database
+    index of each query when the queries are a subset of the database (self mode; default:
+    query i is database item i).
     """
     n_q = q_emb.shape[0]
     n_g = g_emb.shape[0]
@@ -167,16 +183,20 @@ def _retrieval_core(q_emb, q_lab, g_emb, g_lab, self_mode: bool, r_metrics: bool
     precision_k = max(precision_ks, default=0)
     prec_hits = torch.zeros((n_q, len(precision_ks)), dtype=torch.int32, device=device)
     k_cols = torch.tensor([k - 1 for k in precision_ks], dtype=torch.long, device=device)
+    near = torch.zeros(n_q, dtype=torch.bool, device=device)
     if n_db == 0:
-        return first_rank, r_all, map_r, r_prec, prec_hits
+        return first_rank, r_all, map_r, r_prec, prec_hits, near
+    if q_index is None:
+        q_index = torch.arange(n_q, device=device)
     step = block_rows(n_q, n_g, max_block)
     ar_g = torch.arange(n_g, device=device)
     for a in range(0, n_q, step):
         b = min(a + step, n_q)
         rows = torch.arange(a, b, device=device)
+        me = q_index[a:b]
         S = q_emb[a:b] @ g_emb.T
         if self_mode:
-            S[rows - a, rows] = -math.inf
+            S[rows - a, me] = -math.inf
         lab = q_lab[a:b]
         r = r_all[a:b]
         has_pos = r > 0
@@ -184,6 +204,10 @@ def _retrieval_core(q_emb, q_lab, g_emb, g_lab, self_mode: bool, r_metrics: bool
         depth = max(int(r.max()) if r_metrics else 0, precision_k or 0, _FIRST_HIT_DEPTH)
         depth = min(depth, n_db)
         idx = _ordered_topk(S, depth, n_db)
+        if depth >= 2:   # a near tie anywhere in the ordered list (R@1, MAP@R, precision)
+            top = torch.gather(S, 1, idx)
+            gaps = (top[:, :-1] - top[:, 1:]).nan_to_num(nan=math.inf)
+            near[a:b] = (gaps <= _near_tie_tolerance(q_emb.shape[1], top[:, :1])).any(dim=1)
         hits = g_lab[idx] == lab[:, None]
         found = hits.any(dim=1)
         first = torch.where(found, hits.to(torch.uint8).argmax(dim=1), -1)
@@ -191,7 +215,7 @@ def _retrieval_core(q_emb, q_lab, g_emb, g_lab, self_mode: bool, r_metrics: bool
         miss = torch.nonzero(has_pos & ~found).flatten()
         if miss.numel():
             pos = _positives(order, start, count, rows[miss],
-                             rows[miss] if self_mode else None)
+                             me[miss] if self_mode else None)
             first[miss] = _first_rank_by_count(S[miss], pos, ar_g)
         first_rank[a:b] = torch.where(has_pos, first, -1)
         if precision_ks:
@@ -205,7 +229,18 @@ def _retrieval_core(q_emb, q_lab, g_emb, g_lab, self_mode: bool, r_metrics: bool
             r_safe = r.clamp(min=1).double()
             map_r[a:b] = (rel * cum / ranks).sum(dim=1) / r_safe
             r_prec[a:b] = rel.sum(dim=1) / r_safe
-    return first_rank, r_all, map_r, r_prec, prec_hits
+    return first_rank, r_all, map_r, r_prec, prec_hits, near
+
+
+def _float64_inputs(embeddings, gallery):
+    """The embeddings (and gallery) as float64 tensors, normalised again from the inputs."""
+    def f64(x):
+        t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        return t.detach().double()
+
+    if gallery is None:
+        return f64(embeddings), None
+    return f64(embeddings), (f64(gallery[0]), gallery[1])
 
 
 def _average(values: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, average: str):
@@ -233,6 +268,7 @@ def retrieval_metrics(
     lone_queries: str = "exclude",
     average: str = "query",
     max_block: int = DEFAULT_BLOCK,
+    near_ties: str = "float64",
 ) -> dict[str, float]:
     """Recall@K, precision@K, MAP@R and R-precision, exact (see the module conventions).
 
@@ -251,6 +287,13 @@ def retrieval_metrics(
         average: ``"query"`` (default) or ``"class"`` (mean of per-class means, PML's
             ``avg_of_avgs``).
         max_block: floats in one similarity block; bounds memory.
+        near_ties: what to do with float32 queries where two neighbours of the ordered top
+            list (its first max(R, 16) items) lie within float32 resolution of each other
+            (``4 sqrt(D)`` ulps), so that rounding can decide the ranking (nearly
+            collinear embeddings, e.g. a shared offset with a tiny residual): ``"float64"``
+            (default: those queries are ranked again, in float64, from the given
+            embeddings cast to float64), ``"warn"`` (a warning with the fraction of queries affected
+            and the fix) or ``"ignore"``. Float64 inputs are never affected.
 
     Returns:
         ``{"recall@K": ..., "precision@K": ..., "map@r": ..., "r_precision": ...}`` as floats
@@ -264,12 +307,28 @@ def retrieval_metrics(
     precision_ks = check_ks(precision_ks, "precision_ks")
     check_choice(lone_queries, "lone_queries", ("exclude", "miss"))
     check_choice(average, "average", ("query", "class"))
+    check_choice(near_ties, "near_ties", ("float64", "warn", "ignore"))
     q_emb, q_lab, g_emb, g_lab, self_mode = query_database(embeddings, labels, gallery,
                                                            normalize)
     n_db = g_emb.shape[0] - int(self_mode)
     capped = tuple(sorted({min(k, n_db) for k in precision_ks if n_db > 0}))
-    first_rank, r, map_r, r_prec, prec_hits = _retrieval_core(
+    first_rank, r, map_r, r_prec, prec_hits, near = _retrieval_core(
         q_emb, q_lab, g_emb, g_lab, self_mode, r_metrics, capped, max_block)
+    if q_emb.dtype == torch.float32 and near_ties != "ignore" and bool(near.any()):
+        share = float(near.double().mean())
+        if near_ties == "warn":
+            warnings.warn(f"{share:.1%} of the queries have neighbours in their ranking within "
+                          "float32 resolution of each other, so rounding may decide their "
+                          "ranking; pass near_ties='float64' (the default) or float64 "
+                          "embeddings", RuntimeWarning, stacklevel=2)
+        else:
+            e64, g64 = _float64_inputs(embeddings, gallery)
+            q64, _, g64_emb, _, _ = query_database(e64, labels, g64, normalize)
+            sel = torch.nonzero(near).flatten()
+            fr, _, mr, rp, ph, _ = _retrieval_core(
+                q64[sel], q_lab[sel], g64_emb.to(q64.device), g_lab, self_mode, r_metrics,
+                capped, max_block, q_index=sel)
+            first_rank[sel], map_r[sel], r_prec[sel], prec_hits[sel] = fr, mr, rp, ph
     has_pos = r > 0
     count_mask = has_pos if lone_queries == "exclude" else torch.ones_like(has_pos)
     out: dict[str, float] = {}

@@ -139,3 +139,51 @@ def test_tensor_numpy_and_half_inputs_agree():
     assert a == b
     c = ev.retrieval_metrics(torch.from_numpy(x).half(), y, (1, 4))
     assert c["recall@4"] == pytest.approx(a["recall@4"], abs=0.05)
+
+
+def _collinear(seed=0, n=240, d=32, classes=12):
+    """A shared offset of norm 6 plus a class residual of norm ~1e-5: float32 cosine
+    similarities are then all within a few ulps of 1, float64 ones still separate the classes."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(d, generator=g, dtype=torch.float64)
+    centres = torch.randn(classes, d, generator=g, dtype=torch.float64)
+    lab = torch.arange(n) % classes
+    x = 6.0 * base + 2e-6 * centres[lab] + 1e-6 * torch.randn(n, d, generator=g,
+                                                               dtype=torch.float64)
+    return x.float(), lab
+
+
+def test_near_ties_in_float32_are_ranked_in_float64():
+    x32, lab = _collinear()
+    exact = retrieval.retrieval_metrics(x32.double(), lab, ks=(1, 4), precision_ks=(2,))
+    rounded = retrieval.retrieval_metrics(x32, lab, ks=(1, 4), precision_ks=(2,),
+                                          near_ties="ignore")
+    fixed = retrieval.retrieval_metrics(x32, lab, ks=(1, 4), precision_ks=(2,))
+    assert exact["recall@1"] > 0.9 and rounded["recall@1"] < 0.5      # rounding decides
+    assert fixed == pytest.approx(exact, abs=1e-12)
+    # the same with a gallery: every query re-ranked against the float64 gallery
+    g_exact = retrieval.retrieval_metrics(x32[:40].double(), lab[:40], ks=(1,),
+                                gallery=(x32[40:].double(), lab[40:]))
+    g_fixed = retrieval.retrieval_metrics(x32[:40], lab[:40], ks=(1,), gallery=(x32[40:], lab[40:]))
+    assert g_fixed == pytest.approx(g_exact, abs=1e-12)
+
+
+def test_near_ties_warn_names_the_share_and_the_fix():
+    x32, lab = _collinear(seed=1)
+    with pytest.warns(RuntimeWarning, match=r"100\.0% of the queries .* near_ties='float64'"):
+        retrieval.retrieval_metrics(x32, lab, ks=(1,), near_ties="warn")
+    with pytest.raises(ValueError, match="near_ties"):
+        retrieval.retrieval_metrics(x32, lab, near_ties="sometimes")
+
+
+def test_only_the_near_tied_queries_are_recomputed():
+    # half the set well separated, half nearly collinear: the separated half keeps its float32
+    # numbers, which equal float64's anyway
+    x32, lab = _collinear(seed=2, n=120, classes=6)
+    g = torch.Generator().manual_seed(5)
+    far = torch.nn.functional.normalize(torch.randn(6, 32, generator=g), dim=1)
+    sep = far[torch.arange(120) % 6] + 0.05 * torch.randn(120, 32, generator=g)
+    x = torch.cat([x32, sep])
+    y = torch.cat([lab, 100 + torch.arange(120) % 6])
+    assert retrieval.retrieval_metrics(x, y, ks=(1, 2)) == pytest.approx(
+        retrieval.retrieval_metrics(x.double(), y, ks=(1, 2)), abs=1e-12)
