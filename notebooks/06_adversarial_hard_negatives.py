@@ -2,7 +2,7 @@
 # # 06 · Adversarial hard negatives (DAML), compared fairly
 #
 # Most negatives in a batch are easy: far from the anchor, they contribute nothing to a hinge
-# loss. **Deep Adversarial Metric Learning** (Duan et al. 2018, seed 000) *generates* hard
+# loss. **Deep Adversarial Metric Learning** (Duan et al. 2018) *generates* hard
 # negatives: a generator $G$ reads a triple (anchor $x$, positive $x^+$, negative $x^-$) and
 # writes a synthetic negative $\tilde x^- = G(x, x^+, x^-)$ trained with
 #

@@ -1,7 +1,7 @@
 # %% [markdown]
-# # 07 · Synthetic positives (seed 001) on top of DAML, compared fairly
+# # 07 · Synthetic positives (Zou et al. n.d.) on top of DAML, compared fairly
 #
-# Seed 001 extends DAML with a **positive generator**: a synthetic positive $g^+$ between the
+# Zou et al. (n.d., a course project report) extend DAML with a **positive generator**: a synthetic positive $g^+$ between the
 # anchor and the real positive,
 #
 # $$J^+_{gen} = \sum_i \lVert g^+_i - x_i\rVert^2 + \lambda_1 \lVert g^+_i - x^+_i\rVert^2,$$
@@ -12,7 +12,7 @@
 # $$J^-_{gen} = \sum_i \lVert g^-_i - x_i\rVert^2 + \lambda_1 \lVert g^-_i - x^-_i\rVert^2
 # + \lambda_2 \big[D(g^-_i, x_i)^2 - D(g^+_i, x_i)^2 \pm \alpha\big]_+ .$$
 #
-# Seed 001 writes $+\alpha$, DAML $-\alpha$: the `"official"` and `"pml"` presets use seed 001's
+# Zou et al. write $+\alpha$, DAML $-\alpha$: the `"official"` and `"pml"` presets use their
 # $+\alpha$ for `method="daml+sp"`, the `"dmlkit"` preset keeps $-\alpha$ (`alpha_sign`
 # overrides either). The metric loss uses (anchor, positive, synthetic negative).
 #
@@ -135,7 +135,7 @@ bench[["run", "negatives", "alpha_sign", "recall@1", "recall@1 sd", "recall@1 vs
 # In the saved benchmark **DAML+SP does not improve on DAML** in any design: with the authors'
 # design it still beats its control in R@1 (+3.8, on every seed) but far less than DAML does
 # (+14.1), and its NMI is lower than the control's on every seed (-6.6); with PML's and dmlkit's
-# designs the differences are mixed across seeds. Seed 001's own training code (alternating
+# designs the differences are mixed across seeds. The report's own training code (alternating
 # head and generator updates, lambda2 = 50) is not one of the presets.
 
 # %%

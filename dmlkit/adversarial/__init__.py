@@ -1,8 +1,8 @@
-"""Adversarial hard-negative generation: DAML (seed 000) and its synthetic-positive extension
-(seed 001), for every pair-based loss of :mod:`dmlkit.losses`.
+"""Adversarial hard-negative generation: DAML (Duan et al. 2018) and its synthetic-positive
+extension (Zou et al. n.d.), for every pair-based loss of :mod:`dmlkit.losses`.
 
 A generator ``G`` reads an (anchor, positive, negative) triple of features and writes a
-synthetic negative ``x~-_i = G([x_i, x+_i, x-_i])`` (FORMULAS.md section 3)::
+synthetic negative ``x~-_i = G([x_i, x+_i, x-_i])`` (docs/formulas.md#hard-negative-generation)::
 
     J_gen = J_hard + lambda1 J_reg + lambda2 J_adv
     J_hard = ||x~- - x||^2          (near the anchor, in the generator's space)
@@ -11,11 +11,11 @@ synthetic negative ``x~-_i = G([x_i, x+_i, x-_i])`` (FORMULAS.md section 3)::
     J = J_gen + lam * J_m           (J_m: any dmlkit pair-based loss on the synthetic negatives)
 
 ``D`` is the learned metric: the Euclidean distance between the metric head's embeddings
-(L2-normalised when the loss normalises). Sign of the hinge: seed 000 (DAML, the official
-code) writes ``- alpha``; seed 001 writes ``+ alpha``. Default here: ``alpha_sign=-1`` (seed 000)
-for both methods; ``alpha_sign=+1`` gives seed 001's eq. 4 exactly.
+(L2-normalised when the loss normalises). Sign of the hinge: Duan et al. 2018 (DAML, the official
+code) write ``- alpha``; Zou et al. n.d. write ``+ alpha``. Default here: ``alpha_sign=-1``
+(DAML) for both methods; ``alpha_sign=+1`` gives Zou et al.'s eq. 4 exactly.
 
-Synthetic positive (seed 001, ``method="daml+sp"``): a second generator writes
+Synthetic positive (Zou et al. n.d., ``method="daml+sp"``): a second generator writes
 ``g+ = G+([x, x+, x-])`` trained on ``J+_gen = ||g+ - x||^2 + lambda1 ||g+ - x+||^2``; the
 negative generator then reads ``[x, g+, x-]`` and uses ``D(g+, x)`` in ``J_adv``.
 

@@ -107,7 +107,7 @@ def fit_adversarial(features, labels, loss: str | nn.Module = "triplet", method:
     images (N, C, H, W) when ``trunk`` reads them (end to end; see
     :func:`fit_adversarial_images`); labels: (N,) int. loss: a registered pair-based loss
     name (``losses.available()``) or a PairLoss. method: "metric" (the loss alone, the
-    baseline), "daml" (seed 000) or "daml+sp" (seed 001).
+    baseline), "daml" (Duan et al. 2018) or "daml+sp" (Zou et al. n.d.).
 
     preset: whose design the run follows, "dmlkit" (default: dmlkit's own choice, the
     behaviour before presets, number for number), "official" (the authors' Chainer code) or

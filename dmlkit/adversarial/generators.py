@@ -1,5 +1,5 @@
-"""The networks of DAML (seed 000) and DAML+SP (seed 001): the hard-negative generator, the
-synthetic-positive generator and the metric head on cached features.
+"""The networks of DAML (Duan et al. 2018) and DAML+SP (Zou et al. n.d.): the hard-negative
+generator, the synthetic-positive generator and the metric head on cached features.
 
 >>> import torch
 >>> gen = HardNegativeGenerator(8)          # official architecture: 3D -> 512 -> D
@@ -93,7 +93,7 @@ class HardNegativeGenerator(nn.Module):
 
 
 class SyntheticPositiveGenerator(HardNegativeGenerator):
-    """Seed 001's synthetic-positive generator ``g+ = G+([x, x+, x-])``: same MLP as
+    """The synthetic-positive generator of Zou et al. n.d., ``g+ = G+([x, x+, x-])``: same MLP as
     :class:`HardNegativeGenerator`, trained on :func:`synthetic_positive_objective`.
 
     forward(anchor (T, D), positive (T, D), negative (T, D)) -> synthetic positive (T, D).

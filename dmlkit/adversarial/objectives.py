@@ -1,7 +1,7 @@
-"""The objectives of adversarial negative generation (FORMULAS.md section 3)::
+"""The objectives of adversarial negative generation (docs/formulas.md#hard-negative-generation)::
 
-    J_gen  = J_hard + lambda1 J_reg + lambda2 J_adv          (the negative generator, seed 000)
-    J+_gen = ||g+ - x||^2 + lambda1 ||g+ - x+||^2             (the positive generator, seed 001)
+    J_gen  = J_hard + lambda1 J_reg + lambda2 J_adv   (negative generator, Duan et al. 2018)
+    J+_gen = ||g+ - x||^2 + lambda1 ||g+ - x+||^2      (positive generator, Zou et al. n.d.)
     J_m    = any pair-based loss whose negatives are the synthetic ones
 
 >>> import torch
@@ -49,23 +49,25 @@ def generator_objective(anchor: torch.Tensor, positive: torch.Tensor, negative: 
                         | None = None, *, lambda1: float = 1.0, lambda2: float = 1.0,
                         alpha: float = 1.0, alpha_sign: int = -1,
                         reduction: str = "mean") -> dict[str, torch.Tensor]:
-    """DAML's generator objective ``J_gen = J_hard + lambda1 J_reg + lambda2 J_adv`` (seed 000).
+    """DAML's generator objective ``J_gen = J_hard + lambda1 J_reg + lambda2 J_adv`` (Duan et
+    al. 2018).
 
     anchor, positive, negative, synthetic: (T, D) in the generator's space (``positive`` is the
-    synthetic positive ``g+`` for seed 001's ``J-_gen``). embed: the metric mapping this space to
-    the space where ``D`` is measured (None: identity). Per triple::
+    synthetic positive ``g+`` for the ``J-_gen`` of Zou et al. n.d.). embed: the metric
+    mapping this space to the space where ``D`` is measured (None: identity). Per triple::
 
         hard = ||x~ - x||^2,  reg = ||x~ - x-||^2,
         adv  = [ ||e(x~) - e(x)||^2 - ||e(x+) - e(x)||^2 + alpha_sign * alpha ]_+
 
-    alpha_sign: -1 (seed 000 / official code, default) or +1 (seed 001 eq. 4). Defaults
+    alpha_sign: -1 (Duan et al. 2018 / official code, default) or +1 (Zou et al. n.d.,
+    eq. 4). Defaults
     lambda1 = lambda2 = 1, alpha = 1 (official code; re-implementations use lambda2 = 50).
     reduction: "mean" over triples (default, so the lambdas do not depend on the batch size) or
     "sum" (the papers' ``sum_i``). Returns a dict of 0-dim tensors: hard, reg, adv, total.
     """
     _same_shape(anchor=anchor, positive=positive, negative=negative, synthetic=synthetic)
     if alpha_sign not in (-1, 1):
-        raise ValueError(f"alpha_sign must be -1 (seed 000) or +1 (seed 001), got {alpha_sign}")
+        raise ValueError(f"alpha_sign must be -1 (DAML) or +1 (DAML+SP's hinge), got {alpha_sign}")
     e = (lambda z: z) if embed is None else embed
     hard = (synthetic - anchor).pow(2).sum(1)
     reg = (synthetic - negative).pow(2).sum(1)
@@ -82,7 +84,7 @@ def generator_objective(anchor: torch.Tensor, positive: torch.Tensor, negative: 
 def synthetic_positive_objective(anchor: torch.Tensor, positive: torch.Tensor,
                                  synthetic_positive: torch.Tensor, *, lambda1: float = 1.0,
                                  reduction: str = "mean") -> dict[str, torch.Tensor]:
-    """Seed 001 eq. 3: ``J+_gen = sum_i ||g+_i - x_i||^2 + lambda1 ||g+_i - x+_i||^2``.
+    """Zou et al. n.d., eq. 3: ``J+_gen = sum_i ||g+_i - x_i||^2 + lambda1 ||g+_i - x+_i||^2``.
 
     anchor, positive, synthetic_positive: (T, D). Returns a dict: hard, reg, total (0-dim).
     Its minimiser is ``(x + lambda1 x+) / (1 + lambda1)``: a point between anchor and positive.

@@ -12,9 +12,9 @@ passed explicitly to fit_adversarial overrides its preset's value.
     ``J_m``; one synthetic negative per anchor for triplet / contrastive, all negatives
     otherwise; Adam without weight decay; lr 1e-3, generator lr/10, trunk lr/1000.
 
-``"official"`` (the authors' Chainer code, FORMULAS.md section 3 "Official code, in more
-detail"): the generator reads the trunk's L2-normalised output *before* a metric head
-``E -> E -> ReLU -> E`` initialised to the identity (:class:`MetricHead` ``init="identity"``;
+``"official"`` (the authors' Chainer code, docs/formulas.md#the-authors-code): the generator
+reads the trunk's L2-normalised output *before* a metric head ``E -> E -> ReLU -> E``
+initialised to the identity (:class:`MetricHead` ``init="identity"``;
 on cached features the trainable trunk is :class:`LinearEmbedding` ``D -> E``, the analogue of
 GoogLeNet's fc + normalisation, unless a ``trunk`` is given); *full* routing (one backward of
 ``J_gen + lam J_m``: G also receives ``lam J_m``, the head ``J_adv``, the trunk everything);
@@ -52,9 +52,9 @@ is any loss the user configures, dmlkit uses DAML's hinge; PML draws its triples
 anchor); PML has no warm-up by default (``metric_alone_epochs=0``), the warm-up epochs stay
 a run setting here.
 
-DAML+SP (``method="daml+sp"``): the same presets, with seed 001's ``+ alpha`` hinge
+DAML+SP (``method="daml+sp"``): the same presets, with the ``+ alpha`` hinge of Zou et al. n.d.
 (``alpha_sign=+1``) in "official" and "pml"; "dmlkit" keeps ``alpha_sign=-1`` for both methods
-(its behaviour before presets). Seed 001's own code (alternating head / generator updates,
+(its behaviour before presets). The report's own code (alternating head / generator updates,
 lambda2 = 50, J_hard measured to the positive) is not a preset.
 
 >>> preset_settings("official", "daml")["routing"], preset_settings("dmlkit", "daml")["routing"]
@@ -104,8 +104,8 @@ PRESET_KEYS = tuple(_DMLKIT)
 
 
 def preset_settings(preset: str, method: str = "daml") -> dict:
-    """A copy of ``PRESETS[preset]`` for ``method`` (seed 001's ``+ alpha`` for "daml+sp" in
-    "official" and "pml"). Unknown presets raise ValueError listing the known ones."""
+    """A copy of ``PRESETS[preset]`` for ``method`` (the ``+ alpha`` of Zou et al. n.d. for
+    "daml+sp" in "official" and "pml"). Unknown presets raise ValueError listing the known ones."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
     out = dict(PRESETS[preset])

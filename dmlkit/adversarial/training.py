@@ -45,7 +45,7 @@ from .triplets import sample_triplets
 
 __all__ = ["METHODS", "PHASES", "AdversarialResult", "AdversarialTrainer", "phase_schedule"]
 
-#: "metric": the loss alone (the baseline); "daml": seed 000; "daml+sp": seed 001
+#: "metric": the loss alone (the baseline); "daml": Duan et al. 2018; "daml+sp": Zou et al. n.d.
 METHODS = ("metric", "daml", "daml+sp")
 #: what one step trains: the trunk alone ("warmup", official: the head unused, the trunk at the
 #: full lr), the metric alone, the generator(s) alone, or both
@@ -193,7 +193,8 @@ class AdversarialTrainer(Trainer):
         if space not in ("feature", "embedding"):
             raise ValueError(f"space must be 'feature' or 'embedding', got {space!r}")
         if alpha_sign not in (-1, 1):
-            raise ValueError(f"alpha_sign must be -1 (seed 000) or +1 (seed 001), got {alpha_sign}")
+            raise ValueError(f"alpha_sign must be -1 (DAML) or +1 (DAML+SP's hinge), got "
+                             f"{alpha_sign}")
         if positive_generator is not None and generator is None:
             raise ValueError("a positive generator needs a negative generator")
         for name, value, known in (("routing", routing, ("separate", "full", "split")),
