@@ -40,8 +40,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["PAIRED_COLUMNS", "interval", "paired_differences", "verdict", "verdict_lines",
-           "verdict_sentence"]
+__all__ = ["PAIRED_COLUMNS", "display_table", "interval", "paired_differences", "report",
+           "summary_sentence", "verdict", "verdict_lines", "verdict_sentence"]
 
 #: the columns of :func:`paired_differences`' table, in order
 PAIRED_COLUMNS = ("run", "baseline", "metric", "n", "mean", "baseline_mean", "diff", "sd",
@@ -227,3 +227,69 @@ def verdict_lines(table: pd.DataFrame, labels: Mapping[str, str] | None = None,
     labels = dict(labels or {})
     return [verdict_sentence(r, labels.get(r["run"]), labels.get(r["baseline"]), **kwargs)
             for r in table.to_dict(orient="records")]
+
+
+def summary_sentence(table: pd.DataFrame, metric: str, labels: Mapping[str, str] | None = None
+                     ) -> str:
+    """One sentence that sorts the runs of a :func:`paired_differences` table by verdict for
+    one metric, e.g. ``"recall@1 against triplet (paired 95 % intervals, n = 2 seeds):
+    better: none; worse: lifted structure; cannot tell: N-pair-mc, N-pair-ovo."``."""
+    labels = dict(labels or {})
+    part = table[table["metric"] == metric]
+    if part.empty:
+        raise ValueError(f"no rows for metric {metric!r} in the table")
+    bases = sorted(set(part["baseline"]))
+    ns = sorted(set(int(n) for n in part["n"]))
+    groups: dict[str, list[str]] = {"better": [], "worse": [], "identical": [],
+                                    "cannot tell": []}
+    for r in part.to_dict(orient="records"):
+        name = labels.get(r["run"], r["run"])
+        if r["nan_seeds"]:
+            name += f" (NaN on seed {', '.join(str(s) for s in r['nan_seeds'])})"
+        key = next((k for k in groups if r["verdict"].startswith(k)), "cannot tell")
+        groups[key].append(name)
+    n_text = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]} to {ns[-1]}"
+    base = " / ".join(labels.get(b, b) for b in bases)
+    pct = f"{100 * part['confidence'].iloc[0]:.0f} %"
+    body = "; ".join(f"{k}: {', '.join(v) if v else 'none'}" for k, v in groups.items()
+                     if v or k in ("better", "worse"))
+    return f"{metric} against {base} (paired {pct} intervals, {n_text} seeds): {body}."
+
+
+def display_table(table: pd.DataFrame, digits: int = 1,
+                  labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """A :func:`paired_differences` table for reading: one row per (run, metric) with the
+    means, the difference and its interval as rounded text, n and the verdict."""
+    labels = dict(labels or {})
+    f = f"{{:+.{digits}f}}"
+    g = f"{{:.{digits}f}}"
+
+    def fmt(v, spec):
+        return "n/a" if not math.isfinite(v) else spec.format(v)
+
+    rows = []
+    for r in table.to_dict(orient="records"):
+        ci = ("n/a" if not math.isfinite(r["low"]) else
+              f"{f.format(r['low'])} to {f.format(r['high'])}")
+        rows.append({"run": labels.get(r["run"], r["run"]),
+                     "baseline": labels.get(r["baseline"], r["baseline"]),
+                     "metric": r["metric"], "mean": fmt(r["mean"], g),
+                     "baseline mean": fmt(r["baseline_mean"], g),
+                     "difference": fmt(r["diff"], f), f"{100 * r['confidence']:.0f} % CI": ci,
+                     "n": int(r["n"]), "verdict": r["verdict"]})
+    return pd.DataFrame(rows).set_index(["run", "metric"])
+
+
+def report(frame: pd.DataFrame | Mapping, *, baseline: str | Mapping[str, str],
+           metrics: Iterable[str], run: str = "run", scale: float = 1.0,
+           labels: Mapping[str, str] | None = None, digits: int = 1,
+           printer=print, **kwargs) -> pd.DataFrame:
+    """:func:`paired_differences`, its :func:`summary_sentence` per metric printed (what a
+    notebook writes under its table), and the :func:`display_table` returned for display.
+    kwargs: the other options of :func:`paired_differences`."""
+    metrics = list(metrics)
+    table = paired_differences(frame, baseline=baseline, metrics=metrics, run=run,
+                               scale=scale, **kwargs)
+    for m in metrics:
+        printer(summary_sentence(table, m, labels))
+    return display_table(table, digits, labels)

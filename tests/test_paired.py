@@ -104,3 +104,21 @@ def test_unbalanced_seeds_refused():
     frame = _frame({"a": [1, 2, 3], "b": [1, 2]})
     with pytest.raises(ValueError, match="different seeds"):
         paired.paired_differences(frame, baseline="a", metrics=["m"])
+
+
+def test_summary_sentence_and_report_group_the_runs_by_verdict():
+    frame = _frame({"base": [0.5, 0.5, 0.5], "up": [0.6, 0.61, 0.62],
+                    "down": [0.4, 0.41, 0.39], "noise": [0.6, 0.4, 0.5]})
+    table = paired.paired_differences(frame, baseline="base", metrics=["m"], scale=100)
+    assert paired.summary_sentence(table, "m", labels={"up": "UP"}) == (
+        "m against base (paired 95 % intervals, n = 3 seeds): better: UP; worse: down; "
+        "cannot tell: noise.")
+    printed = []
+    shown = paired.report(frame, baseline="base", metrics=["m"], scale=100,
+                          printer=printed.append)
+    assert printed == [paired.summary_sentence(table, "m")]
+    assert shown.loc[("up", "m"), "difference"] == "+11.0"
+    assert shown.loc[("noise", "m"), "verdict"] == "cannot tell with n = 3"
+    assert shown.loc[("up", "m"), "95 % CI"].count("to") == 1
+    with pytest.raises(ValueError, match="no rows for metric"):
+        paired.summary_sentence(table, "q")
