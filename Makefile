@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo notebooks test install lint bench clean
+.PHONY: demo notebooks test install lint bench clean gpu-wheels
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,18 @@ bench: $(STAMP)
 	$(PY) benchmarks/evaluate.py
 	$(PY) benchmarks/train.py
 	$(PY) benchmarks/adversarial.py
+
+# the wheels the GPU check needs beyond a machine with torch & co. preinstalled
+# (benchmarks/gpu-wheels.txt; docs/gpu.md: the offline run), into the ignored .whl/
+GPU_PYTHON   ?= 3.12
+GPU_PLATFORM ?= manylinux_2_28_x86_64 manylinux2014_x86_64
+GPU_WHEELS   ?= .whl
+
+gpu-wheels:
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
+		--implementation cp $(foreach p,$(GPU_PLATFORM),--platform $(p)) \
+		-d $(GPU_WHEELS) -r benchmarks/gpu-wheels.txt
+	@du -ch $(GPU_WHEELS)/*.whl | tail -1
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

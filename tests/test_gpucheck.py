@@ -176,3 +176,18 @@ def test_pieces():
     sec = report.Section("s", "S")
     assert sec.check("ratio", 0.95, 0.9, at_least=True) and not sec.check("nan", float("nan"), 1)
     assert sec.checks[0]["tol"] == ">= 0.9" and sec.failed_checks == [sec.checks[1]]
+
+
+def test_gpu_wheels_pin_what_the_check_imports_and_nothing_preinstalled():
+    lines = [ln.split("#")[0].strip()
+             for ln in (REPO / "benchmarks" / "gpu-wheels.txt").read_text().splitlines()]
+    pins = dict(ln.split("==") for ln in lines if ln)
+    assert all(v and v[0].isdigit() for v in pins.values())
+    assert {"pytorch-metric-learning", *notebook09.NEEDS} <= set(pins)
+    preinstalled = {"torch", "torchvision", "numpy", "scikit-learn", "pandas", "matplotlib",
+                    "seaborn", "scipy", "tqdm", "pillow", "packaging", "typing-extensions"}
+    assert not preinstalled & set(pins) and not {"umap-learn", "faiss-cpu", "aiohttp"} & set(pins)
+    make = (REPO / "Makefile").read_text()
+    assert "gpu-wheels:" in make and "-r benchmarks/gpu-wheels.txt" in make
+    assert "--no-deps --only-binary=:all:" in make and "GPU_PYTHON   ?= 3.12" in make
+    assert "/.whl/" in (REPO / ".gitignore").read_text().splitlines()

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from .report import Budget, Section, Skip, write_report
 
-__all__ = ["SECTIONS", "Context", "machine", "main", "run_check"]
+__all__ = ["SECTIONS", "Context", "absolute_pythonpath", "machine", "main", "run_check"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,12 +120,14 @@ def _git(*args) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _absolute_pythonpath() -> None:
-    """PYTHONPATH with absolute entries and the repository first: the measuring processes and
-    the notebook's kernel run from other folders."""
+def absolute_pythonpath() -> str:
+    """Set PYTHONPATH to absolute entries with the repository first (the measuring processes
+    and the notebook's kernel run from other folders: ``PYTHONPATH=.gpu-site:.`` would no
+    longer find dmlkit there); returns it."""
     parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     paths = [str(REPO)] + [str(Path(p).resolve()) for p in parts]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return os.environ["PYTHONPATH"]
 
 
 def run_check(device: str = "cuda", tiny: bool = False, out: str | os.PathLike = "build/gpu",
@@ -159,7 +161,7 @@ def run_check(device: str = "cuda", tiny: bool = False, out: str | os.PathLike =
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _absolute_pythonpath()
+    absolute_pythonpath()
     ctx = Context(device=dev, tiny=bool(tiny), out=out.resolve(), budget=budget, log=say)
     meta = machine(dev)
     settings = {"device": str(dev), "tiny": bool(tiny), "budget_s": float(budget_s),

@@ -56,8 +56,11 @@ def run(ctx, sec) -> None:
     missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
     if missing:
         raise Skip(f"{', '.join(missing)} not installed (make gpu-wheels)")
+    from . import absolute_pythonpath
+
     env = {"DMLKIT_FIGURES_DIR": str(out / "figures"), "DMLKIT_RESULTS_DIR":
-           str(out / "results"), "MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+           str(out / "results"), "MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+           "PYTHONPATH": absolute_pythonpath()}     # the kernel runs in <out>/notebook
     if importlib.util.find_spec("umap") is None:
         env["DMLKIT_PROJECTION"] = "pca"
         sec.note("umap-learn is not installed: the notebook's UMAP ran as a PCA "
@@ -71,11 +74,17 @@ def run(ctx, sec) -> None:
     res = json.loads((out / "results" / f"{NAME}.json").read_text())
     sec.note(f"executed in {seconds:.0f} s (kernel start included): "
              f"{out / (NAME + '.ipynb')}; parameters: {json.dumps(params)}")
-    for key in sorted(set(res["trained"]) | set(res["untrained"])):
-        sec.row("notebook 09 test metrics", metric=key, untrained=res["untrained"].get(key),
-                trained=res["trained"].get(key))
-    ctx.log("  notebook 09: " + ", ".join(f"{k} {res['untrained'].get(k, float('nan')):.3f}"
-                                          f" -> {v:.3f}" for k, v in res["trained"].items()))
+    parts = [("test classes", "untrained", "trained")]
+    if "real_trained" in res:        # its last section: Fashion-MNIST (or glyphs) unseen classes
+        parts.append((f"{res.get('real_dataset', 'real')} unseen classes", "real_untrained",
+                      "real_trained"))
+    for what, before, after in parts:
+        for key in sorted(set(res[after]) | set(res[before])):
+            sec.row("notebook 09 metrics", data=what, metric=key,
+                    untrained=res[before].get(key), trained=res[after].get(key))
+        ctx.log(f"  notebook 09, {what}: " + ", ".join(
+            f"{k} {res[before].get(k, float('nan')):.3f} -> {v:.3f}"
+            for k, v in res[after].items()))
     import pandas as pd
 
     runs = pd.read_csv(out / "results" / "runs.csv")
