@@ -218,6 +218,42 @@ def plot_comparison(frame, metric: str = "recall@1", ax=None, scale: float = 100
     return ax
 
 
+def plot_paired_intervals(table, metrics: Sequence[str] | None = None, axes=None,
+                          labels: dict | None = None, unit: str = "x 100"):
+    """A :func:`dmlkit.paired.paired_differences` table as one panel per metric: every run's
+    mean paired difference to its baseline (dot) with its confidence interval (bar), runs top
+    to bottom in the table's order, a line at 0; intervals that exclude 0 drawn solid, the
+    others hollow. Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(table["metric"])) if metrics is None else list(metrics)
+    labels = dict(labels or {})
+    runs = list(dict.fromkeys(table["run"]))
+    if axes is None:
+        width = max(9.0, 3.6 * len(metrics) + 2.5)
+        _, axes = plt.subplots(1, len(metrics), figsize=(width, 0.32 * len(runs) + 1.4),
+                               sharey=True, squeeze=False)
+        axes = axes[0]
+    y = {r: i for i, r in enumerate(runs)}
+    for ax, m in zip(axes, metrics):
+        part = table[table["metric"] == m]
+        for r in part.to_dict(orient="records"):
+            sure = np.isfinite(r["low"]) and (r["low"] > 0 or r["high"] < 0)
+            lo, hi = (r["low"], r["high"]) if np.isfinite(r["low"]) else (r["diff"], r["diff"])
+            ax.errorbar(r["diff"], y[r["run"]], xerr=[[r["diff"] - lo], [hi - r["diff"]]],
+                        fmt="o", color="C0" if sure else "0.45", capsize=3, ms=5,
+                        mfc="C0" if sure else "white")
+        ax.axvline(0, color="k", lw=0.8)
+        n = sorted(set(int(v) for v in part["n"]))
+        ax.set_xlabel(f"{m} difference to the control ({unit}), "
+                      f"{100 * part['confidence'].iloc[0]:.0f} % CI, n = {n[0]}")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(runs)), [labels.get(r, r) for r in runs])
+    axes[0].set_ylabel("run (each against its own control)")
+    axes[0].invert_yaxis()
+    return axes
+
+
 # --------------------------------------------------------------------------- images
 
 

@@ -23,12 +23,17 @@
 #   the synthetic triples);
 # * `"dmlkit"`: dmlkit's own earlier design (separate gradient routing, a generator-only epoch).
 #
-# **A fair comparison.** Each DAML run is compared with its *control*: the same call with the
-# generator replaced by the identity, $G(x, x^+, x^-) = x^-$ (`generator="identity"`). The
-# control runs the same schedule, batches, triples, loss, routing, steps and learning rates,
-# and its metric sees as many negatives per anchor, the real ones where DAML puts synthetic
-# ones: what differs is the generator. Everything here trains a small CNN **end to end** on
-# glyph images (unseen test classes) over several seeds.
+# **A comparison that says what it isolates.** Each DAML run is compared with its *control*:
+# the same call with the generator replaced by the identity, $G(x, x^+, x^-) = x^-$
+# (`generator="identity"`), and no generator objective. The control runs the same schedule,
+# batches, triples, loss, routing, steps and learning rates, and its metric sees as many
+# negatives per anchor, the real ones where DAML puts synthetic ones. What differs is the
+# generator **and the terms its objective sends into the metric network**: with the official
+# and PML designs nothing is detached, so the trunk also receives $J_{hard} + \lambda_1
+# J_{reg}$ (which pull each anchor and its negative together) and the head $J_{adv}$. The
+# ablation at the end of this notebook separates the two. Everything here trains a small CNN
+# **end to end** on glyph images (unseen test classes) over several seeds; every difference
+# is a paired difference (same seed) with a 95 % interval (`dmlkit.paired`).
 
 # %% tags=["parameters"]
 SEEDS = [0, 1, 2]           # every run is repeated with these seeds
@@ -55,8 +60,8 @@ import pandas as pd
 import matplotlib.pyplot as plt
 import torch
 
-from dmlkit import adversarial, plotting
-from dmlkit.adversarial import comparison
+from dmlkit import adversarial, paired, plotting
+from dmlkit.adversarial import ablation, comparison
 
 torch.set_num_threads(1)  # small networks: one thread is faster, and runs are reproducible
 
@@ -78,64 +83,88 @@ presets[differ].T.astype(str)
 # a fair control of anything: the plain triplet loss on every negative of the batch (what an
 # unfair comparison would pit DAML against). Every run shares the settings below; the table
 # prints the ones that tell the runs apart beside their numbers. Metrics x 100 on the unseen
-# test classes; "vs control": mean difference to the control with the same seed.
+# test classes; "vs control": mean paired difference to the control with the same seed, with
+# its 95 % t interval; the verdict is read from that interval.
 
 # %%
 common = dict(epochs=EPOCHS, warmup_epochs=WARMUP_EPOCHS, batches_per_epoch=BATCHES_PER_EPOCH,
               P=P, K=K, embedding_dim=EMBEDDING_DIM, lr=LR, trunk_lr_factor=TRUNK_LR_FACTOR,
               dataset_kwargs=DATASET_KWARGS)
 print("shared by every run:", common)
+print("overrides of the presets' own values:", "; ".join(
+    comparison.overrides(common, adversarial.PRESETS)))
 history = []
 frame = comparison.run_comparison(comparison.fair_runs(reference=True), seeds=SEEDS,
                                   dataset=DATASET, loss=LOSS, history=history, **common)
 summary = comparison.summarize(frame, ["recall@1", "map@r", "nmi"])
 columns = ["run", "negatives", "recall@1", "recall@1 sd", "recall@1 vs control",
-           "recall@1 verdict", "map@r", "map@r vs control", "nmi", "routing", "steps"]
-summary[columns].round(2)
+           "recall@1 low", "recall@1 high", "recall@1 verdict", "map@r", "map@r vs control",
+           "nmi", "nmi vs control", "routing", "steps"]
+summary[columns].round(1).fillna("n/a")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+for line in comparison.verdict_lines(summary, f"this run (n = {len(SEEDS)})",
+                                     metrics=("recall@1", "map@r", "nmi")):
+    print(line)
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
 for ax, metric in zip(axes, ("recall@1", "map@r")):
     plotting.plot_comparison(frame, metric, ax=ax)
-    ax.set_title(f"{metric} on unseen classes (bars: mean, dots: seeds)")
+    ax.set_title(f"{metric}: bars = mean, dots = seeds", fontsize="medium")
+    ax.set_xlabel("run")
+fig.tight_layout()
 nb.save_fig("comparison", fig)
 plt.show()
 
 # %% [markdown]
-# ## What explains the outcome: diagnostics over training
+# ## Diagnostics over training
 #
 # `fit_adversarial(..., diagnostics=True)` records, every epoch:
 #
-# * **collapse**: mean cosine of same-class and of different-class pairs of *real* training
-#   embeddings. A metric that learns keeps the first well above the second; when both approach 1,
-#   every embedding looks alike;
+# * **centred cosines**: mean cosine of same-class and of different-class pairs of *real*
+#   training embeddings after subtracting their mean. Raw cosines near 1 for every pair can
+#   come from a shared offset (every embedding = one common vector + a small residual that
+#   still separates the classes), which leaves retrieval intact; only when the *centred*
+#   cosines do not separate the classes either, and the retrieval metrics drop, is anything
+#   lost. `offset` / `spread`: the norm of the mean embedding and the RMS norm of the residuals;
 # * **probe**: the held-out accuracy of a linear probe telling the negatives the metric sees
-#   (synthetic for DAML) from real negatives. Near 1, the metric can lower its loss by learning
-#   "synthetic vs real" instead of the classes; a control's probe is at chance (its "synthetic"
+#   (synthetic for DAML) from real negatives; a control's probe is at chance (its "synthetic"
 #   negatives are the real ones);
 # * **violating**: the share of (anchor, positive, synthetic) triples that still violate the
 #   margin, i.e. that the loss learns from.
+#
+# These describe the runs; they do not by themselves explain a difference in retrieval (that
+# takes a run that changes one thing: the ablation below).
 
 # %%
 hist = pd.DataFrame(history)
 joint = hist[hist["phase"] == "joint"]
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
 for run, part in joint.groupby("run", sort=False):
     mean = part.groupby("epoch").mean(numeric_only=True)
     style = "--" if run.startswith("control") else "-"
-    axes[0].plot(mean.index, mean["collapse_same"] - mean["collapse_different"], style, label=run)
+    axes[0].plot(mean.index, mean["centred_same"] - mean["centred_different"], style, label=run)
     if not run.startswith("control"):
         axes[1].plot(mean.index, mean["probe_accuracy"], style, label=run)
         axes[2].plot(mean.index, mean["violating"], style, label=run)
-axes[0].set_title("cos(same class) - cos(different class)")
-axes[1].set_title("probe: synthetic vs real negatives")
-axes[2].set_title("share of triples violating the margin")
-for ax in axes:
+axes[0].set_ylabel("centred cos(same) - cos(different)")
+axes[1].set_ylabel("probe accuracy (0.5 = chance)")
+axes[2].set_ylabel("share of triples violating")
+axes[1].set_ylim(0.4, 1.05)
+axes[2].set_ylim(-0.05, 1.05)
+for ax, title in zip(axes, ("class separation after centring", "synthetic vs real negatives",
+                            "triples the loss learns from")):
     ax.set_xlabel("epoch")
-axes[0].legend(fontsize="x-small")
+    ax.set_title(title, fontsize="medium")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2,
+              frameon=False)
+fig.tight_layout()
 nb.save_fig("diagnostics", fig)
 plt.show()
-summary[["run", "collapse_same", "collapse_different", "probe_accuracy", "violating"]].round(3)
+summary[["run", "recall@1", "collapse_same", "collapse_different", "centred_same",
+         "centred_different", "offset", "spread", "probe_accuracy", "violating"]].round(3) \
+    .fillna("n/a")
 
 # %% [markdown]
 # ## Where are the synthetic negatives? One recorded run
@@ -155,7 +184,7 @@ adversarial.hardness_summary(hardness).round(3)
 # Distances in the metric's embedding space per recorded triple: $D(a, p)$, $D(a, n)$ for the
 # real negative and $D(a, \tilde n)$ for the synthetic one. `harder` is the share of triples
 # whose synthetic negative is closer to the anchor than the real one: the generator's purpose.
-# Whether it gets there depends on the design and on the number of steps it has.
+# The lines below say how often it gets there in this one recorded run.
 
 # %%
 epochs_seen = sorted(hardness["epoch"].unique())
@@ -191,52 +220,69 @@ nb.save_fig("projections", fig)
 plt.show()
 
 # %% [markdown]
-# ## At a larger size: the saved benchmark
+# ## Where the gain comes from: the ablation, at a larger size
 #
-# `python benchmarks/adversarial.py --save` runs the same comparison on the full glyph set (100
-# training and 100 unseen test classes of 40 images, 32 x 32 pixels), 12 epochs of 25 batches,
-# embedding size 64, 3 seeds, DAML and DAML+SP, and saves one row per run and seed in the
-# package (`comparison.load_benchmark()`); the README's table is this one.
+# `python benchmarks/adversarial.py --ablation --save` trains the full glyph set (100 training
+# and 100 unseen test classes of 40 images, 32 x 32 pixels), 12 epochs of 25 batches of 8 x 4,
+# embedding size 64, **5 seeds**, and saves one row per run and seed in the package
+# (`ablation.load_ablation()`). Per design, each run is one setting away from DAML
+# (`dmlkit.adversarial.ablation`):
+#
+# * `control`: the real negative, no generator objective;
+# * `daml no-adv`: DAML without $J_{adv}$ ($\lambda_2 = 0$);
+# * `daml split`: DAML with $J_{gen}$ sent to the generator only: the trunk and head learn
+#   from $J_m$ alone (only where the design routes $J_{gen}$ into them);
+# * `midpoint`: **no generator parameters**: the fixed negative $\mathrm{relu}((x + x^-)/2)$
+#   (an interpolation between anchor and negative, in the spirit of Zheng et al. 2019 and Ko &
+#   Gu 2020) with DAML's $J_{gen}$ computed and routed exactly as in DAML;
+# * `control+reg`: the control plus $J_{hard} + \lambda_1 J_{reg}$ at $G$ = identity, i.e.
+#   $\lVert x^- - x\rVert^2$, the pull of anchor and negative, routed into the trunk;
+# * the official design also at its own trunk learning rate (1/1000 after the warm-up, meant
+#   for a pretrained trunk), next to the shared full-lr override.
+#
+# Every run's paired difference to its control, with its 95 % interval (solid: the interval
+# excludes 0):
 
 # %%
-bench = comparison.load_benchmark()
-bench_summary = comparison.summarize(bench, ["recall@1", "map@r", "nmi"])
-bench_summary[["run", "negatives", "recall@1", "recall@1 sd", "recall@1 vs control",
-               "recall@1 verdict", "map@r", "map@r vs control", "nmi", "collapse_same",
-               "collapse_different", "probe_accuracy", "steps"]].round(2)
+bench = ablation.load_ablation()
+table = ablation.ablation_table(bench, ["recall@1", "map@r", "nmi"])
+n_bench = int(bench.groupby("run")["seed"].nunique().min())
+axes = plotting.plot_paired_intervals(table, ["recall@1", "map@r", "nmi"])
+axes[0].figure.suptitle(f"the saved ablation: every run against its own control "
+                        f"(n = {n_bench} seeds)", fontsize="medium")
+axes[0].figure.tight_layout()
+nb.save_fig("ablation", axes[0].figure)
+plt.show()
+paired.display_table(table)
 
 # %% [markdown]
-# ## What reproduces, and what does not
+# ## What the ablation shows, and what it does not
 #
-# In the saved benchmark (the table above, measured 2026-12-01):
-#
-# * **The authors' design reproduces DAML's R@1 claim in direction.** With `"official"`, DAML
-#   beats its control on every seed in R@1 (+14.1) and MAP@R (+1.1), and beats the
-#   every-negative reference. **Its NMI does not**: lower on every seed (-2.2), where the paper
-#   reports +1.5 NMI for triplet on CUB (R@1 35.9 -> 37.6, NMI 49.8 -> 51.3).
-# * The diagnostics show why the metrics can part: in every DAML run the real embeddings point
-#   almost the same way (cosine near 1 for same- *and* different-class pairs: the classes differ
-#   in a small component on top of a shared direction), and the probe tells synthetic from real
-#   negatives perfectly, so the metric can learn "synthetic or real" besides the classes.
-# * **dmlkit's and PML's designs show no consistent gain** over their controls: PML's is mixed
-#   across seeds in every metric; dmlkit's has a higher R@1 on every seed (+4.0) but mixed MAP@R
-#   and NMI, against a control that collapsed below the every-negative reference.
-# * Not run here: the papers' setting (ImageNet-pretrained GoogLeNet on CUB / Cars196 / SOP).
-#
-# At this notebook's small default size the differences are mostly within the seeds' spread.
-# The lines below are computed from both tables: for every DAML design, whether it beat its own
-# control on every seed.
+# The sentences below are computed from the saved table (each question is one paired
+# comparison, 95 % t interval over the seeds; "cannot tell" where the interval contains 0).
+# The intervals are per comparison: among this many comparisons a few can exclude 0 by chance.
 
 # %%
-for line in (comparison.verdict_lines(summary, "this run")
-             + comparison.verdict_lines(bench_summary, "benchmark")):
-    print(line)
-reference = bench_summary.set_index("run")
-print(f"benchmark: the reference (every batch negative) R@1 {reference.loc['metric/every negative', 'recall@1']:.1f}; "
-      f"control/dmlkit (1 real negative per anchor) {reference.loc['control/dmlkit', 'recall@1']:.1f}")
+answers = ablation.contrasts(bench, ["recall@1", "map@r", "nmi"])
+for (question, design), part in answers.groupby(["question", "design"], sort=False):
+    print(f"{question} [{design}]")
+    for line in paired.verdict_lines(part):
+        print("   ", line.split(": ", 1)[1])
+
+# %% [markdown]
+# How this reads against the paper. Duan et al. 2018 report, for the triplet loss on
+# CUB-200-2011, R@1 35.9 -> 37.6 and NMI 49.8 -> 51.3 with DAML (+1.7 R@1, +1.5 NMI), from one
+# run each, without intervals, with an ImageNet-pretrained GoogLeNet; here the setting is a
+# small CNN trained from scratch on glyphs for 300 steps, so the size of any difference does
+# not carry over. What the ablation can say is *which part of the objective* moves the numbers
+# in this setting; the printed lines above answer that, and the claims the README makes about
+# them are checked against this table by the tests (`tests/test_claims.py`).
 
 # %%
 nb.record(seeds=SEEDS, common=common, summary=summary.to_dict(orient="records"),
-          benchmark=bench_summary.to_dict(orient="records"),
           recorded_preset=RECORDED_PRESET,
-          share_harder=float(adversarial.hardness_summary(hardness, by=None).iloc[0]["harder"]))
+          share_harder=float(adversarial.hardness_summary(hardness, by=None).iloc[0]["harder"]),
+          ablation_seeds=n_bench,
+          ablation={f"{r['question']} [{r['design']}] {r['metric']}": {
+              k: r[k] for k in ("run", "baseline", "diff", "low", "high", "n", "verdict")}
+              for r in answers.to_dict(orient="records")})

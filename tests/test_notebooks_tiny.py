@@ -216,8 +216,10 @@ def _check_fair_summary(summary, methods):
             # the pair differs in the generator only: same steps, same number of negatives
             assert run["steps"] == control["steps"]
             assert run["negatives"] == control["negatives"].replace("real", "synthetic")
-            assert run["recall@1 verdict"] in ("higher on every seed", "lower on every seed",
-                                               "mixed across seeds")
+            # the verdict is read from the paired 95 % interval of the two seeds
+            assert run["recall@1 verdict"] in ("better", "worse", "identical",
+                                               "cannot tell with n = 2")
+            assert run["recall@1 low"] <= run["recall@1 vs control"] <= run["recall@1 high"]
             assert run["probe_accuracy"] > 0.5 and control["probe_accuracy"] <= 0.75
     return rows
 
@@ -227,9 +229,17 @@ def test_06_adversarial_hard_negatives(tmp_path):
     rows = _check_fair_summary(res["summary"], ("daml",))
     assert rows["metric/every negative"]["negatives"] == "every batch negative"
     assert 0.0 <= res["share_harder"] <= 1.0 and res["recorded_preset"] == "official"
-    # the saved benchmark: every design with DAML and DAML+SP, 3 seeds
-    assert {r["run"] for r in res["benchmark"]} >= {"daml+sp/official", "control/pml"}
-    assert all(r["seeds"] == 3 for r in res["benchmark"])
+    # the saved ablation: at least 5 seeds, every question answered per design
+    assert res["ablation_seeds"] >= 5
+    answers = res["ablation"]
+    for key in ("DAML vs its control [official] recall@1",
+                "the learned generator over a fixed midpoint (same terms, same routing) "
+                "[official] recall@1",
+                "J_gen reaching the metric network (full vs split routing) [pml] map@r"):
+        a = answers[key]
+        assert a["n"] >= 5 and a["low"] <= a["diff"] <= a["high"]
+        assert a["verdict"] in ("better", "worse", "identical") or \
+            a["verdict"].startswith("cannot tell")
 
 
 def test_07_synthetic_positives(tmp_path):
@@ -238,6 +248,8 @@ def test_07_synthetic_positives(tmp_path):
     assert rows["daml+sp/official"]["alpha_sign"] == 1 == rows["daml+sp/pml"]["alpha_sign"]
     assert rows["daml+sp/dmlkit"]["alpha_sign"] == -1
     assert res["feature_d_positive"] > 0 and res["feature_d_synthetic_positive"] > 0
+    a = res["ablation"]["DAML+SP vs DAML [official] recall@1"]
+    assert (a["run"], a["baseline"]) == ("daml+sp/official", "daml/official") and a["n"] >= 5
 
 
 def test_12_memory_and_proxies(tmp_path):

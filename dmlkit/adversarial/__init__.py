@@ -60,8 +60,8 @@ epochs. The generator is not used at test time (:meth:`AdversarialResult.embed`)
 End to end: :func:`fit_adversarial_images` trains a CNN trunk on a data set's images
 (glyphs on a CPU) with the same trainer, so a comparison is about metric learning rather
 than a head on frozen features. Diagnostics (:mod:`~dmlkit.adversarial.diagnostics`,
-``diagnostics=True``): collapse of the real embeddings, a linear probe telling synthetic
-from real, output norms and hardness, per epoch.
+``diagnostics=True``): raw and centred cosines of the real embeddings and their shared
+offset, a linear probe telling synthetic from real, output norms and hardness, per epoch.
 
 Scale notes. ``J_hard`` / ``J_reg`` are measured in the generator's space and (in "dmlkit")
 ``J_adv`` on unit-norm embeddings (``D^2 <= 4``): with ``alpha_sign=-1, alpha=1`` the hinge

@@ -67,8 +67,8 @@ from .. import paired
 from .comparison import RunSpec, run_comparison
 from .presets import PRESETS, preset_settings
 
-__all__ = ["ABLATION_RESOURCE", "VARIANTS", "ablation_runs", "ablation_table", "load_ablation",
-           "run_ablation"]
+__all__ = ["ABLATION_RESOURCE", "CONTRASTS", "VARIANTS", "ablation_runs", "ablation_table",
+           "contrasts", "load_ablation", "run_ablation"]
 
 #: what each variant of :func:`ablation_runs` is (display text)
 VARIANTS = {
@@ -165,6 +165,47 @@ def ablation_table(frame: pd.DataFrame, metrics: Sequence[str] = ("recall@1", "m
                  + table["run"].str.contains(OWN_TRUNK_LR, regex=False).map(
                      {True: OWN_TRUNK_LR, False: ""}))
     return table
+
+
+#: the questions the ablation answers: (question, run, baseline) with ``{d}`` the design
+CONTRASTS = (
+    ("DAML vs its control", "daml/{d}", "control/{d}"),
+    ("the learned generator over a fixed midpoint (same terms, same routing)",
+     "daml/{d}", "midpoint/{d}"),
+    ("J_gen reaching the metric network (full vs split routing)", "daml/{d}",
+     "daml split/{d}"),
+    ("J_adv (lambda2 = 1 vs 0)", "daml/{d}", "daml no-adv/{d}"),
+    ("the pull terms alone on the control", "control+reg/{d}", "control/{d}"),
+    ("DAML+SP vs DAML", "daml+sp/{d}", "daml/{d}"),
+    ("the learned generators over fixed midpoints, DAML+SP", "daml+sp/{d}",
+     "midpoint+sp/{d}"),
+    ("DAML vs its control at the design's own trunk lr", "daml/{d}" + OWN_TRUNK_LR,
+     "control/{d}" + OWN_TRUNK_LR),
+)
+
+
+def contrasts(frame: pd.DataFrame, metrics: Sequence[str] = ("recall@1", "map@r", "nmi"),
+              scale: float = 100.0) -> pd.DataFrame:
+    """The paired comparisons of :data:`CONTRASTS` that the frame's runs allow, per design
+    (the frame's presets, in order), one row per (question, design, metric): the
+    :func:`dmlkit.paired.paired_differences` columns plus ``question`` and ``design``."""
+    present = set(frame["run"])
+    designs = list(dict.fromkeys(r.split("/")[1].split(OWN_TRUNK_LR)[0]
+                                 for r in frame["run"] if "/" in r))
+    parts = []
+    for question, run, base in CONTRASTS:
+        for d in designs:
+            r, b = run.format(d=d), base.format(d=d)
+            if r in present and b in present:
+                t = paired.paired_differences(frame, baseline={r: b}, metrics=metrics,
+                                              runs=[r], scale=scale)
+                t.insert(0, "question", question)
+                t.insert(1, "design", d)
+                parts.append(t)
+    if not parts:
+        raise ValueError("the frame holds none of the ablation's contrasts; run "
+                         "ablation_runs() first")
+    return pd.concat(parts, ignore_index=True)
 
 
 def load_ablation(path: str | Path | None = None) -> pd.DataFrame:

@@ -1,7 +1,10 @@
-"""What explains an adversarial run's outcome: collapse of the real embeddings, how well a
-linear probe tells synthetic from real features, the generator's output norm, and how hard the
+"""Descriptions of an adversarial run: the geometry of the real embeddings (same- and
+different-class cosines, raw and after centring, and the shared offset), how well a linear
+probe tells synthetic from real features, the generator's output norm, and how hard the
 synthetic negatives are; as functions of tensors and recorded per epoch
-(``fit_adversarial(..., diagnostics=True)`` adds them to every history row).
+(``fit_adversarial(..., diagnostics=True)`` adds them to every history row). They describe a
+run; attributing a difference between runs to one of them takes a run that changes that one
+thing (:mod:`dmlkit.adversarial.ablation`).
 
 >>> import torch
 >>> emb = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
