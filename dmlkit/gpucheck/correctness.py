@@ -148,8 +148,9 @@ def _losses(ctx, sec) -> None:
             tv, tg = _value_grads(tiled, x64, y, dev)
             r["tiled vs dense"] = (None if stochastic else max(rel_err(tv, dv),
                                                                rel_err(tg, dg)))
-        ctx.log(f"  {name}: " + ", ".join(f"{k} {v:.1e}" for k, v in r.items()
-                                          if isinstance(v, float)))
+        ctx.log(f"  {name}: " + (", ".join(f"{k} {v:.1e}" for k, v in r.items()
+                                           if isinstance(v, float))
+                                 or f"finite {r['finite']} (samples at random: finiteness only)"))
     sec.tables["losses (max-norm relative errors)"] = rows
     n = len(rows)
     sec.check(f"every loss ({n}) finite on {dev.type}, fp32 and both autocasts",

@@ -199,7 +199,7 @@ def run(ctx, sec) -> None:
         rounds = 1
     else:
         big = dict(backbone="resnet50", size=224, classes=32, per_class=8, P=16, K=4,
-                   iterations=30, workers=4)
+                   iterations=50, workers=4)
         glyph = dict(kwargs={"num_classes": 64, "images_per_class": 16}, P=16, K=4,
                      iterations=150)
         rounds = 2 if cuda else 1
