@@ -101,3 +101,25 @@ def test_plot_comparison_bars_are_the_seed_means():
     assert ax.patches[0].get_facecolor()[:3] == ax.patches[1].get_facecolor()[:3]
     assert ax.patches[2].get_facecolor()[:3] != ax.patches[1].get_facecolor()[:3]
     plt.close(ax.figure)
+
+
+def test_plot_paired_intervals_one_bar_per_run_and_metric():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from dmlkit import paired
+
+    frame = pd.DataFrame({"run": ["c"] * 3 + ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 3,
+                          "m1": [0.5, 0.5, 0.5, 0.6, 0.61, 0.62, 0.4, 0.6, 0.5],
+                          "m2": [0.1] * 3 + [0.2] * 3 + [0.1] * 3})
+    table = paired.paired_differences(frame, baseline="c", metrics=["m1", "m2"], scale=100)
+    axes = plotting.plot_paired_intervals(table)
+    assert len(axes) == 2
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == ["a", "b"]
+    for ax in axes:
+        assert ax.get_xlabel().startswith(("m1 difference", "m2 difference"))
+        assert len(ax.containers) == 2          # one error bar per run
+    # "a" is better in m1 (solid marker), "b" cannot be told apart (hollow)
+    faces = [c.lines[0].get_markerfacecolor() for c in axes[0].containers]
+    assert faces[0] != "white" and faces[1] == "white"
+    plt.close("all")
