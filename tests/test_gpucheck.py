@@ -191,3 +191,35 @@ def test_gpu_wheels_pin_what_the_check_imports_and_nothing_preinstalled():
     assert "gpu-wheels:" in make and "-r benchmarks/gpu-wheels.txt" in make
     assert "--no-deps --only-binary=:all:" in make and "GPU_PYTHON   ?= 3.12" in make
     assert "/.whl/" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_large_batches_report_pml_ooms_and_retry_the_largest_size(monkeypatch, tmp_path):
+    """PML out of memory at the fixed sizes: reported per row, not raised; at "the largest
+    B that fits" one retry at 4/5 of it; the ratio where both ran."""
+    calls = []
+
+    def fake(ctx, impl, loss, B, dim, chunk, repeats):
+        calls.append((impl, loss, B))
+        oom = impl == "pml" and B in (16384, 65536, 30720, 12288)     # fits after a retry
+        return {"impl": impl, "B": B, "time_s": None if oom else 2.0 if impl == "pml" else 0.5,
+                "peak_mb": None if oom else 100.0,
+                "error": large_batches.classify_error(
+                    "torch.OutOfMemoryError: CUDA out of memory." if oom else "")}
+
+    monkeypatch.setattr(large_batches, "_measure", fake)
+    monkeypatch.setattr(large_batches, "_free_bytes", lambda device: 80e9)
+    ctx = gpucheck.Context(device=torch.device("cpu"), tiny=False, out=tmp_path,
+                           budget=report.Budget(600), log=lambda m: None)
+    sec = report.Section("large_batches", "L")
+    large_batches.run(ctx, sec)
+    rows = next(iter(sec.tables.values()))
+    assert [(r["loss"], r["B"]) for r in rows] == [
+        ("multi_similarity", "16384"), ("multi_similarity", "65536"),
+        ("multi_similarity", "24576 (largest for PML, after an OOM at 30720)"),
+        ("triplet", "16384"), ("triplet", "65536"),
+        ("triplet", "9216 (largest for PML, after an OOM at 12288)")]
+    assert all(r["error"].startswith("pml: OOM: torch.OutOfMemoryError") for r in rows[:2])
+    assert rows[2]["error"] is None and rows[2]["PML / tiled time"] == 4.0
+    assert rows[0]["PML / tiled time"] is None and rows[0]["tiled s"] == 0.5
+    assert ("tiled", "triplet", 9216) in calls and ("tiled", "triplet", 12288) not in calls
+    assert [c["passed"] for c in sec.checks] == [True, True]
