@@ -151,6 +151,7 @@ def test_the_budget_skips_sections_that_no_longer_fit(tmp_path, monkeypatch):
 def test_bad_options_fail_clearly(tmp_path, capsys):
     for argv, message in [(["--budget-s", "0"], "budget_s must be > 0"),
                           (["--device", "mps"], "device must be cuda, cuda:N or cpu"),
+                          (["--device", "gpu"], "device must be cuda, cuda:N or cpu"),
                           (["--only", "nothing"], "invalid choice: 'nothing'")]:
         with pytest.raises(SystemExit) as err:
             gpucheck.main([*argv, "--out", str(tmp_path)])

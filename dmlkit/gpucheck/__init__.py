@@ -158,12 +158,17 @@ def run_check(device: str = "cuda", tiny: bool = False, out: str | os.PathLike =
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         raise ValueError(f"unknown section(s) {unknown}; sections: {', '.join(SECTIONS)}")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be cuda, cuda:N or cpu, got {device!r}") from exc
+    if dev.type not in ("cuda", "cpu"):
+        raise ValueError(f"device must be cuda, cuda:N or cpu, got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("CUDA is not available here; on a machine without a GPU run "
                          "`python benchmarks/gpu.py --device cpu --tiny` (the smoke run)")
-    if dev.type not in ("cuda", "cpu"):
-        raise ValueError(f"device must be cuda, cuda:N or cpu, got {device!r}")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"{device!r}: only {torch.cuda.device_count()} GPU(s) visible")
     if dev.type == "cuda":
         dev = torch.device("cuda", dev.index if dev.index is not None
                            else torch.cuda.current_device())
@@ -223,8 +228,11 @@ def _run_sections(ctx, names, sections, meta, settings, say) -> dict:
         finally:
             sec.seconds = time.perf_counter() - start
             gc.collect()
-            if ctx.device.type == "cuda":
-                torch.cuda.empty_cache()
+            try:
+                if ctx.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            except Exception as exc:   # a broken CUDA context: said, the report still written
+                sec.note(f"after the section: {type(exc).__name__}: {exc}"[:300])
         fails = len(sec.failed_checks)
         say(f"{title}: {sec.status}" + (f" ({sec.reason})" if sec.reason else "")
             + (f", {fails} check(s) FAILED" if fails else "") + f" [{sec.seconds:.1f} s]")

@@ -79,9 +79,9 @@ def _value_grads(loss, x, y, device, dtype=torch.float32, amp: str | None = None
     with ctx:
         value = loss(xx, y.to(device))
     value.backward()
-    grads = [xx.grad] + [p.grad for p in loss.parameters() if p.grad is not None]
-    return (value.detach().double().cpu(),
-            [torch.zeros(0) if g is None else g.detach().double().cpu() for g in grads])
+    grads = [xx.grad] + [torch.zeros_like(p) if p.grad is None else p.grad
+                         for p in loss.parameters()]
+    return value.detach().double().cpu(), [g.detach().double().cpu() for g in grads]
 
 
 def _finite(value, grads) -> bool:
