@@ -51,6 +51,17 @@ def run(ctx, sec) -> None:
     unknown = sorted(set(params) - declared_parameters(source))
     sec.check("the notebook declares every parameter the check sets", not unknown,
               detail=", ".join(unknown))
+    import inspect
+
+    from ..nbrun import run_notebook
+
+    try:    # the call below, checked everywhere (the run itself needs CUDA)
+        inspect.signature(run_notebook).bind(source, out / f"{NAME}.ipynb", params, env={},
+                                             timeout=60)
+        bound = True
+    except TypeError:
+        bound = False
+    sec.check("dmlkit.nbrun.run_notebook takes the check's arguments", bound)
     if ctx.device.type != "cuda":
         raise Skip("no CUDA (notebook 09 on the CPU is run by tests/test_notebooks_tiny.py)")
     missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
@@ -67,8 +78,6 @@ def run(ctx, sec) -> None:
                  "(DMLKIT_PROJECTION=pca)")
     (out / "results" / f"{NAME}.json").unlink(missing_ok=True)
     (out / "results" / "runs.csv").unlink(missing_ok=True)
-    from ..nbrun import run_notebook
-
     seconds = run_notebook(source, out / f"{NAME}.ipynb", params, env=env,
                            timeout=int(max(60, min(600, ctx.budget.left()))))
     res = json.loads((out / "results" / f"{NAME}.json").read_text())
