@@ -2,7 +2,8 @@
 
 Everything dmlkit writes (checkpoints, results JSON, the runs CSV, figures, notebooks,
 downloads' final rename) goes through a temporary file in the same folder and ``os.replace``:
-a reader, or a crash, sees the old file or the new one, never half of one.
+a reader, or a crash, sees the old file or the new one, never half of one. The new file keeps
+the permissions of the one it replaces (a new one gets the usual ``0o666`` less the umask).
 
 >>> import tempfile, pathlib
 >>> folder = pathlib.Path(tempfile.mkdtemp())
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,12 +39,25 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
+        if hasattr(os, "fchmod"):  # not mkstemp's 0600: the mode the file has or would get
+            os.fchmod(fd, _file_mode(path))
         with os.fdopen(fd, mode, **open_kwargs) as fh:
             yield fh
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _file_mode(path: Path) -> int:
+    """The permission bits of ``path``, or those ``open`` gives a new file (0o666 less the
+    umask) when it does not exist."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

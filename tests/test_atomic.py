@@ -45,6 +45,23 @@ def test_failed_replace_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatc
     _only(tmp_path, "f")
 
 
+def test_permissions_are_those_of_the_replaced_file_or_the_umask(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o027)
+    try:
+        new = atomic.atomic_write_text(tmp_path / "new.json", "{}")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o640        # 0o666 less the umask
+        old = tmp_path / "old.png"
+        old.write_bytes(b"old")
+        old.chmod(0o604)
+        atomic.atomic_write_bytes(old, b"new")
+        assert stat.S_IMODE(old.stat().st_mode) == 0o604 and old.read_bytes() == b"new"
+    finally:
+        os.umask(umask)
+
+
 def test_exception_inside_the_block_keeps_the_old_file(tmp_path):
     path = tmp_path / "f.txt"
     path.write_text("old")
