@@ -8,17 +8,28 @@ folder, which the tests and notebook 10 read.
 Both folders are found from the notebook being run, never from where dmlkit is installed:
 JupyterLab, papermill and nbval run a notebook in its own folder (the working directory), so
 
-* results go to ``<notebook folder>/results/``;
-* figures go to ``<notebook folder>/../figures/`` when the folder is called ``notebooks`` (the
-  repository's layout: ``figures/`` next to ``notebooks/``), else ``<notebook folder>/figures/``;
-* ``DMLKIT_RESULTS_DIR`` / ``DMLKIT_FIGURES_DIR`` override either (the tests run notebooks into
-  a temporary folder this way).
+* in a checkout (the working directory is the ``notebooks/`` folder of the ``NN_name.py``
+  sources, or the folder holding it), a student's run writes into the ignored ``build/``:
+  results to ``build/notebooks/results/`` (which starts as a copy of the committed runs log
+  ``notebooks/results/runs.csv``, so notebook 10 shows it), figures to ``build/figures/`` --
+  the same folders as ``make demo``; the committed ``figures/`` and ``notebooks/results/``
+  are written by ``make notebooks`` only (:mod:`dmlkit.nbrun` names them explicitly);
+* elsewhere results go to ``<notebook folder>/results/`` and figures to
+  ``<notebook folder>/../figures/`` when the folder is called ``notebooks``, else
+  ``<notebook folder>/figures/``;
+* ``DMLKIT_RESULTS_DIR`` / ``DMLKIT_FIGURES_DIR`` override either (the tests and
+  ``make notebooks`` set them).
 
 >>> import pathlib, tempfile
->>> folder = pathlib.Path(tempfile.mkdtemp()) / "notebooks"
->>> [p.relative_to(folder.parent).as_posix() for p in output_dirs(folder, environ={})]
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> folder = root / "notebooks"
+>>> folder.mkdir()
+>>> [p.relative_to(root).as_posix() for p in output_dirs(folder, environ={})]
 ['figures', 'notebooks/results']
->>> [p.name for p in output_dirs(folder.parent / "elsewhere", environ={})]
+>>> _ = (folder / "00_intro.py").write_text("# %%")   # a checkout: the notebook sources
+>>> [p.relative_to(root).as_posix() for p in output_dirs(folder, environ={})]
+['build/figures', 'build/notebooks/results']
+>>> [p.name for p in output_dirs(root / "elsewhere", environ={})]
 ['figures', 'results']
 """
 
@@ -32,10 +43,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_text, atomic_write_with
+from .atomic import atomic_write_bytes, atomic_write_text, atomic_write_with
 from .seeding import seed_everything
 
-__all__ = ["NotebookContext", "output_dirs", "setup"]
+__all__ = ["RUNS_LOG", "SOURCE_GLOB", "NotebookContext", "checkout_root", "output_dirs", "setup"]
+
+#: The notebook sources of a checkout: ``notebooks/NN_name.py``.
+SOURCE_GLOB = "[0-9][0-9]_*.py"
+#: The results log notebook 09 appends to and notebook 10 reads.
+RUNS_LOG = "runs.csv"
 
 
 def output_dirs(folder: str | os.PathLike | None = None,
@@ -44,10 +60,29 @@ def output_dirs(folder: str | os.PathLike | None = None,
     directory), by the rule of the module docstring; absolute paths."""
     env = os.environ if environ is None else environ
     here = Path(folder if folder is not None else Path.cwd()).resolve()
-    default_figures = here.parent / "figures" if here.name == "notebooks" else here / "figures"
+    root = checkout_root(here)
+    if root is not None:
+        default_figures = root / "build" / "figures"
+        default_results = root / "build" / "notebooks" / "results"
+    else:
+        default_figures = (here.parent / "figures" if here.name == "notebooks" else
+                           here / "figures")
+        default_results = here / "results"
     figures = Path(env.get("DMLKIT_FIGURES_DIR") or default_figures)
-    results = Path(env.get("DMLKIT_RESULTS_DIR") or here / "results")
+    results = Path(env.get("DMLKIT_RESULTS_DIR") or default_results)
     return figures, results
+
+
+def checkout_root(folder: str | os.PathLike) -> Path | None:
+    """The checkout whose notebook sources (``notebooks/NN_name.py``) are in ``folder``
+    (a folder called ``notebooks``) or in ``folder/notebooks``; None elsewhere (an executed
+    copy in ``build/notebooks/``, a temporary folder)."""
+    here = Path(folder).resolve()
+    if here.name == "notebooks" and any(here.glob(SOURCE_GLOB)):
+        return here.parent
+    if any((here / "notebooks").glob(SOURCE_GLOB)):
+        return here
+    return None
 
 
 def _to_builtin(value):
@@ -95,25 +130,39 @@ class NotebookContext:
     def record(self, **values) -> None:
         """Merge key numbers into the notebook's results JSON (written atomically).
 
-        Returns None, so that a cell ending in ``nb.record(...)`` does not echo every number
-        recorded so far (they are in :attr:`results`).
+        The JSON holds what this run recorded so far: the file of a previous run stays whole
+        until this run's first ``record`` replaces it (nothing is deleted at :func:`setup`, so
+        an interrupted run leaves a complete file). Returns None, so that a cell ending in
+        ``nb.record(...)`` does not echo every number recorded so far (they are in
+        :attr:`results`).
         """
         self.results.update(_to_builtin(values))
         atomic_write_text(self.results_path, json.dumps(self.results, indent=2, sort_keys=True))
 
 
+def _start_runs_log(root: Path, results_dir: Path) -> None:
+    """A student's run in a checkout: ``build/notebooks/results/runs.csv`` starts as a copy of
+    the committed log (notebook 10 shows the committed runs; 09 appends to the copy)."""
+    committed, target = root / "notebooks" / "results" / RUNS_LOG, results_dir / RUNS_LOG
+    if committed.is_file() and not target.exists():
+        atomic_write_bytes(target, committed.read_bytes())
+
+
 def setup(name: str, seed: int = 0, style: bool = True) -> NotebookContext:
     """Seed everything, set the plotting style, and return the notebook's context.
 
-    Figures and results go next to the notebook being run (see :func:`output_dirs`).
+    Figures and results go where :func:`output_dirs` says for the working directory (in a
+    checkout: the ignored ``build/``). Nothing is written or deleted until the notebook saves
+    a figure or records a number.
     """
     seed_everything(seed)
     if style:
         from . import plotting
 
         plotting.set_style()
-    figures, results = output_dirs()
-    ctx = NotebookContext(name=name, figures_dir=figures, results_dir=results, seed=seed)
-    if ctx.results_path.exists():
-        ctx.results_path.unlink()  # a rerun records afresh
-    return ctx
+    here = Path.cwd()
+    figures, results = output_dirs(here)
+    root = checkout_root(here)
+    if root is not None and not os.environ.get("DMLKIT_RESULTS_DIR"):
+        _start_runs_log(root, results)
+    return NotebookContext(name=name, figures_dir=figures, results_dir=results, seed=seed)

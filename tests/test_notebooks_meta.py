@@ -2,12 +2,19 @@
 that ran them, the same bytes on every rerun)."""
 
 import re
+import shutil
 
 import nbformat
 import pytest
 from nbtest import NOTEBOOKS, REPO, committed, output_text, sources
 
-from dmlkit.nbrun import KERNELSPEC, build_notebook, clean_notebook
+from dmlkit.nbrun import (
+    JUPYTEXT_CELL_KEY,
+    KERNELSPEC,
+    build_notebook,
+    clean_notebook,
+    jupytext_metadata,
+)
 
 SOURCES = sources()
 
@@ -36,15 +43,18 @@ def test_notebook_conventions(source):
     nb = nbformat.reads(text, as_version=4)
     assert nb.metadata["kernelspec"] == KERNELSPEC
     assert (nb.nbformat, nb.nbformat_minor) == (4, 5)
-    assert set(nb.metadata) <= {"kernelspec", "language_info"}, (
-        "no widget state, papermill or jupytext metadata")
+    assert set(nb.metadata) <= {"kernelspec", "language_info", "jupytext"}, (
+        "no widget state or papermill metadata")
+    # the jupytext metadata JupyterLab writes on save (notebooks/jupytext.toml's options)
+    assert nb.metadata.get("jupytext") == jupytext_metadata(source.with_suffix(".ipynb")), (
+        "not the jupytext metadata JupyterLab writes: run `make notebooks`")
     # the kernel's language_info, version included: without it JupyterLab rewrites it when the
     # kernel starts and marks the notebook modified as soon as it opens
     assert re.fullmatch(r"\d+\.\d+\.\d+", nb.metadata["language_info"].get("version", "")), (
         "no Python version in language_info: run `make notebooks`")
     assert [c.id for c in nb.cells] == [f"cell-{i}" for i in range(len(nb.cells))]
     for c in nb.cells:
-        assert set(c.metadata) <= {"tags"}, c.metadata
+        assert set(c.metadata) <= {"tags", JUPYTEXT_CELL_KEY}, c.metadata
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
     assert tagged[0].cell_type == "code"
@@ -76,6 +86,27 @@ def test_notebook_conventions(source):
         if "=" in line and not line.startswith(("import", "from")):
             name = line.split("=")[0].strip()
             assert name.isupper(), f"parameter {name!r} should be UPPER_CASE"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_open_and_save_in_jupyterlab_changes_nothing(source, tmp_path):
+    """JupyterLab with jupytext (its contents manager reads the pair, the cells from the .py and
+    the outputs from the .ipynb, and writes both on save): opening and saving a committed
+    notebook leaves both files byte for byte as they are (`git status` stays empty)."""
+    from jupytext import TextFileContentsManager
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name in (source.name, source.with_suffix(".ipynb").name, "jupytext.toml"):
+        shutil.copy(NOTEBOOKS / name, folder / name)
+    manager = TextFileContentsManager(root_dir=str(tmp_path))
+    path = f"notebooks/{source.stem}.ipynb"
+    manager.save(manager.get(path), path)
+    assert (folder / source.name).read_text() == source.read_text(), (
+        f"{source.name} is not in jupytext's own percent format")
+    assert (folder / f"{source.stem}.ipynb").read_text() == (
+        source.with_suffix(".ipynb").read_text()), (
+        f"JupyterLab rewrites {source.stem}.ipynb on save: run `make notebooks`")
 
 
 def test_makefile_registers_the_notebooks_kernel():
