@@ -21,8 +21,8 @@ __version__ = "0.1.0"
 from . import losses, miners, weights
 
 _LAZY = ("adversarial", "atomic", "data", "distributed", "evaluate", "explorer", "memory",
-         "models", "nbrun", "notebook", "pairs", "plotting", "registry", "results", "seeding",
-         "similarity", "tasks", "train")
+         "models", "nbrun", "notebook", "pairs", "plotting", "reality", "registry", "results",
+         "seeding", "similarity", "tasks", "train")
 
 __all__ = ["losses", "miners", "weights", *_LAZY, "__version__"]
 
