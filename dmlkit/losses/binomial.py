@@ -114,8 +114,8 @@ class BinomialDevianceLoss(PairLoss):
 
     def tile_formulation(self, ctx):
         """Sums of the softplus terms and counts per row over the tiles
-        (:class:`dmlkit.losses.multi_similarity.KeptPairTiles` without mining)."""
-        from .multi_similarity import KeptPairTiles
+        (:class:`dmlkit.losses.kept_pair_tiles.KeptPairTiles` without mining)."""
+        from .kept_pair_tiles import KeptPairTiles
         return KeptPairTiles("binomial", "none", self.alpha, self.beta, self.lam,
                              self.reduction)
 
