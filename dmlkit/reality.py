@@ -3,28 +3,26 @@ classes, retrained over seeds, compared with paired intervals.
 
 Musgrave et al. 2020 found that with the same network, embedding size, optimiser, batch and
 budget, and hyper-parameters tuned on held-out *training* classes, most of the gains the papers
-reported shrink or vanish. This module runs that protocol on an in-memory task
+reported shrink or vanish. The protocol here, on an in-memory task
 (:func:`dmlkit.tasks.image_task`: glyphs, digits, Fashion-MNIST):
 
-1. **One protocol** (:class:`Protocol`): the network (:func:`dmlkit.tasks.build_net`), the
-   embedding size, Adam and its learning rate, P x K batches and the number of steps are the same
-   for every loss; the only thing that differs is the loss and its own hyper-parameters.
+1. **One protocol** (:class:`Protocol`): network, embedding size, Adam and its learning rate,
+   P x K batches and steps are the same for every loss; only the loss and its own
+   hyper-parameters differ.
 2. **Class-disjoint validation on the training classes** (:func:`class_folds`,
-   :func:`fold_tasks`): the training classes are cut (seeded) into ``folds`` groups; fold ``i``
-   trains on the other groups and scores retrieval on group ``i``. The test classes are never
-   looked at while tuning.
-3. **An Optuna study per loss** (:func:`tune`): TPE sampler, seeded; the objective is the mean
-   validation MAP@R over the folds; the search space of each loss (:data:`SEARCH_SPACES`) is in
-   the papers' symbols (``alpha``, ``beta``, ``lam``, ``margin``, ``epsilon``, ``delta``, ...).
-   The paper's default setting is the first trial, so the tuned setting is never worse on
-   validation than the default.
-4. **Retraining over seeds** (:func:`retrain`): the best trial's setting on all training classes,
-   one run per seed (:func:`dmlkit.tasks.run_ablation`: the same seed gives every loss the same
-   initial network and the same batches), scored on the unseen test classes.
-5. **Paired comparisons** (:func:`compare`): :func:`dmlkit.paired.paired_differences` over the
-   seeds, 95 % t intervals and the verdicts "better / worse / cannot tell with n = 5";
-   :func:`summarize`: each loss's mean with a 95 % t interval; :func:`orderings`: the papers'
-   claimed ordering (:func:`dmlkit.results.published_results`) beside the measured one.
+   :func:`fold_tasks`): fold ``i`` trains on the other groups of training classes and scores
+   retrieval on group ``i``; the test classes are never looked at while tuning.
+3. **An Optuna study per loss** (:func:`tune`): TPE, seeded; objective the mean validation
+   MAP@R over the folds; search spaces (:data:`SEARCH_SPACES`) in the papers' symbols
+   (``alpha``, ``beta``, ``lam``, ``margin``, ``epsilon``, ``delta``, ...); the paper's default
+   setting is the first trial, so the tuned one is never worse on validation.
+4. **Retraining over seeds** (:func:`retrain`): the best trial's setting on all training
+   classes, one run per seed (:func:`dmlkit.tasks.run_ablation`: a seed gives every loss the
+   same initial network and batches), scored on the unseen test classes.
+5. **Reading it**: :func:`compare` (:func:`dmlkit.paired.paired_differences`: paired 95 % t
+   intervals, "better / worse / cannot tell with n = 5"), :func:`summarize` (each loss's mean
+   with a 95 % t interval), :func:`orderings` and :func:`claim_pairs` (the papers' claimed
+   ordering, :func:`dmlkit.results.published_results`, beside the measured one).
 
 >>> from dmlkit import reality, tasks
 >>> task = tasks.image_task("glyphs", num_classes=8, num_test_classes=4, images_per_class=4,
@@ -59,10 +57,10 @@ from . import paired as _paired
 from . import tasks as _tasks
 
 __all__ = ["CLAIMS", "DEFAULT_LOSSES", "LABELS", "MUSGRAVE_METHODS", "Protocol",
-           "RealityCheck", "SAVED", "SEARCH_SPACES", "Range", "batch_shape",
-           "claimed_ordering", "class_folds", "compare", "fold_tasks", "load_saved",
-           "orderings", "paper_defaults", "require_optuna", "retrain", "run", "save",
-           "search_space", "suggest", "summarize", "trials_frame", "tune"]
+           "RealityCheck", "SAVED", "SEARCH_SPACES", "Range", "batch_shape", "claim_pairs",
+           "claim_sentence", "claimed_ordering", "class_folds", "compare", "fold_tasks",
+           "load_saved", "orderings", "paper_defaults", "require_optuna", "retrain", "run",
+           "save", "search_space", "suggest", "summarize", "trials_frame", "tune"]
 
 #: The package resource of the saved larger run (per-seed rows; its configuration beside it).
 SAVED = "resources/reality_check.csv"
@@ -159,12 +157,10 @@ class Protocol:
             raise ValueError(f"objective must be 'map@r' or 'recall@1', got {self.objective!r}")
         if int(self.folds) < 2:
             raise ValueError(f"folds must be >= 2 (class-disjoint k-fold), got {self.folds}")
-        if int(self.trials) < 1:
-            raise ValueError(f"trials must be >= 1, got {self.trials}")
+        if int(self.trials) < 1 or int(self.steps) < 1:
+            raise ValueError(f"trials and steps must be >= 1, got {self.trials}, {self.steps}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
-        if int(self.steps) < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
 
     def n_startup(self) -> int:
         if self.startup_trials is not None:
@@ -272,11 +268,6 @@ def class_folds(labels, folds: int = 3, seed: int = 0) -> list[np.ndarray]:
     return [np.sort(part) for part in np.array_split(order, int(folds))]
 
 
-def _relabel(y: torch.Tensor) -> torch.Tensor:
-    _, inv = torch.unique(y, return_inverse=True)
-    return inv.to(torch.int64)
-
-
 def fold_tasks(task: _tasks.ImageTask, folds: int = 3, seed: int = 0
                ) -> list[_tasks.ImageTask]:
     """One :class:`~dmlkit.tasks.ImageTask` per fold, built from the *training* images only:
@@ -285,17 +276,13 @@ def fold_tasks(task: _tasks.ImageTask, folds: int = 3, seed: int = 0
     out = []
     for i, val in enumerate(class_folds(task.y, folds, seed)):
         held = torch.as_tensor(np.isin(task.y.numpy(), val))
-        out.append(_tasks.ImageTask(task.X[~held], _relabel(task.y[~held]), task.X[held],
-                                    _relabel(task.y[held]), name=f"{task.name} fold {i}"))
+        relabel = [torch.unique(y, return_inverse=True)[1] for y in (task.y[~held], task.y[held])]
+        out.append(_tasks.ImageTask(task.X[~held], relabel[0], task.X[held], relabel[1],
+                                    name=f"{task.name} fold {i}"))
     return out
 
 
 # ---------------------------------------------------------------------------- tuning
-
-
-def _score(run, metric: str) -> float:
-    v = float(run.scores[metric])
-    return v if math.isfinite(v) else float("nan")
 
 
 def tune(task: _tasks.ImageTask, loss: str, protocol: Protocol = Protocol(), *,
@@ -328,10 +315,10 @@ def tune(task: _tasks.ImageTask, loss: str, protocol: Protocol = Protocol(), *,
 
         def objective(trial) -> float:
             params = suggest(trial, loss, spaces)
-            values = [_score(train_embedding(t, loss, loss_params=params,
-                                             seed=int(protocol.study_seed),
-                                             **protocol.train_kwargs(t.num_classes)),
-                             protocol.objective) for t in tasks_]
+            values = [float(train_embedding(t, loss, loss_params=params,
+                                            seed=int(protocol.study_seed),
+                                            **protocol.train_kwargs(t.num_classes)
+                                            ).scores[protocol.objective]) for t in tasks_]
             trial.set_user_attr("fold_values", values)
             trial.set_user_attr("diverged", not all(math.isfinite(v) for v in values))
             return float(np.mean([v if math.isfinite(v) else 0.0 for v in values]))
@@ -377,12 +364,6 @@ class RealityCheck:
     best: dict
     config: dict = field(default_factory=dict)
 
-    def summary(self, **kwargs) -> pd.DataFrame:
-        return summarize(self.frame, **kwargs)
-
-    def compare(self, baseline: str = "contrastive", **kwargs) -> pd.DataFrame:
-        return compare(self.frame, baseline=baseline, **kwargs)
-
 
 def _one_loss(task, loss, protocol, spaces):
     study = tune(task, loss, protocol, spaces=spaces)
@@ -410,25 +391,23 @@ def run(task: _tasks.ImageTask, losses: Sequence[str] = DEFAULT_LOSSES,
         _check_loss(loss, SEARCH_SPACES if spaces is None else spaces)
     optuna = require_optuna()
     class_folds(task.y, protocol.folds, protocol.study_seed)   # too few classes: fail now
-    if int(workers) < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
     jobs = [(task, loss, protocol, spaces) for loss in losses]
-    if int(workers) == 1:
-        results = []
-        for job in jobs:
-            results.append(_one_loss(*job))
-            _log_loss(log, results[-1])
-    else:
+    pool = None
+    if int(workers) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(int(workers), mp_context=mp.get_context("fork"),
-                                 initializer=torch.set_num_threads,
-                                 initargs=(torch.get_num_threads(),)) as pool:
-            results = []
-            for res in pool.map(_one_loss, *zip(*jobs)):
-                results.append(res)
-                _log_loss(log, res)
+        pool = ProcessPoolExecutor(int(workers), mp_context=mp.get_context("fork"),
+                                   initializer=torch.set_num_threads,
+                                   initargs=(torch.get_num_threads(),))
+    results = []
+    try:
+        for res in (pool.map if pool else map)(_one_loss, *zip(*jobs)):
+            results.append(res)
+            _log_loss(log, res)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     trials = pd.concat([r[0] for r in results], ignore_index=True)
     best = {loss: r[1] for loss, r in zip(losses, results)}
     frame = pd.concat([r[2] for r in results], ignore_index=True)
@@ -548,6 +527,47 @@ def orderings(frame: pd.DataFrame, published: pd.DataFrame | None = None,
     return claims.join(ours)
 
 
+def claim_pairs(frame: pd.DataFrame, metric: str = "map@r", published: pd.DataFrame | None = None,
+                confidence: float = 0.95) -> pd.DataFrame:
+    """Every pair of the frame's losses that the papers order (both have a claimed number in
+    :func:`claimed_ordering`), held against our runs: one row per pair ``winner`` (the higher
+    claimed R@1) over ``loser``, the claimed difference (R@1 points), our paired difference of
+    ``metric`` (x100, winner - loser, by seed) with its interval and
+    :func:`dmlkit.paired.paired_differences`' verdict, and ``agreement``: "as claimed" (better),
+    "reversed" (worse) or "within the noise" (cannot tell). No correction for the number of
+    pairs: about 1 in 20 intervals excludes 0 by chance when nothing differs."""
+    losses = list(dict.fromkeys(frame["loss"]))
+    claims = claimed_ordering(published, losses)["claimed R@1"].dropna()
+    rows = []
+    for i, a in enumerate(claims.index):
+        for b in claims.index[i + 1:]:
+            if claims[a] == claims[b]:
+                continue
+            win, lose = (a, b) if claims[a] > claims[b] else (b, a)
+            r = _paired.paired_differences(frame, baseline=lose, metrics=[metric], runs=[win],
+                                           run="loss", scale=100.0,
+                                           confidence=confidence).iloc[0]
+            agreement = ("as claimed" if r["verdict"].startswith("better") else
+                         "reversed" if r["verdict"].startswith("worse") else "within the noise")
+            rows.append({"winner": win, "loser": lose,
+                         "claimed difference": float(claims[win] - claims[lose]),
+                         "our difference": r["diff"], "low": r["low"], "high": r["high"],
+                         "n": int(r["n"]), "verdict": r["verdict"], "agreement": agreement})
+    return pd.DataFrame(rows)
+
+
+def claim_sentence(pairs: pd.DataFrame, metric: str = "map@r") -> str:
+    """One sentence counting :func:`claim_pairs`' agreements, with n and the caveat."""
+    counts = pairs["agreement"].value_counts()
+    ns = sorted(set(pairs["n"]))
+    n = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]} to {ns[-1]}"
+    return (f"Of the {len(pairs)} orderings of two losses that the papers' numbers claim, our "
+            f"{metric} (paired 95 % intervals, {n} seeds) shows {counts.get('as claimed', 0)} "
+            f"as claimed, {counts.get('reversed', 0)} reversed and "
+            f"{counts.get('within the noise', 0)} within the noise (no correction for the "
+            f"{len(pairs)} comparisons).")
+
+
 # ---------------------------------------------------------------------------- saved run
 
 
@@ -569,13 +589,9 @@ def save(result: RealityCheck, path: str | Path, **extra) -> tuple[Path, Path]:
 def load_saved(path: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
     """The saved run: ``(frame, config)``; default the package's
     ``dmlkit/resources/reality_check.csv`` and its ``.json``."""
-    if path is None:
-        base = resources.files("dmlkit").joinpath(SAVED)
-        with base.open() as fh:
-            frame = pd.read_csv(fh)
-        config = json.loads(resources.files("dmlkit").joinpath(
-            SAVED.replace(".csv", ".json")).read_text())
-        return frame, config
-    path = Path(path)
-    return pd.read_csv(path), json.loads(path.with_suffix(".json").read_text())
-
+    files = resources.files("dmlkit")
+    csv = files.joinpath(SAVED) if path is None else Path(path)
+    config = (files.joinpath(SAVED.replace(".csv", ".json")) if path is None
+              else Path(path).with_suffix(".json"))
+    with csv.open() as fh:
+        return pd.read_csv(fh), json.loads(config.read_text())
