@@ -88,8 +88,8 @@ class EmbeddingNet(nn.Module):
     ``freeze_bn=True`` keeps every BatchNorm layer of the backbone in eval mode during training
     (running statistics are not updated; the affine parameters still train), as the official
     multi-similarity code does (``ret_benchmark/utils/freeze_bn.py``, which notes +2% R@1 on
-    CUB and no effect elsewhere). With batches of a few classes x K images the batch statistics
-    are far from ImageNet's, which is what this guards against.
+    CUB and no effect elsewhere; dmlkit has not measured it). The motivation: the statistics of
+    a batch of a few classes x K images can be far from ImageNet's.
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, embedding_dim: int = 512,

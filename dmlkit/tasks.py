@@ -1,8 +1,8 @@
 """Small experiment tasks: in-memory glyph / digit tasks, tiny nets, ablations, label noise.
 
 Everything here is small-scale by design (a few hundred glyph images, a four-block CNN, a few
-hundred steps on a CPU) so that a notebook can compare several losses x seeds in seconds; the
-training itself is :func:`dmlkit.train.train_embedding`.
+hundred steps on a CPU) so that a notebook can compare several losses x seeds in about a
+minute; the training itself is :func:`dmlkit.train.train_embedding`.
 
 >>> from dmlkit import tasks
 >>> task = tasks.image_task("glyphs", num_classes=6, num_test_classes=4, images_per_class=4,
@@ -59,8 +59,9 @@ __all__ = [
 def single_thread() -> Iterator[None]:
     """Run the block with one torch thread (restored afterwards).
 
-    The networks here are tiny: intra-op parallelism costs more than it gains on a CPU, and on
-    a shared machine extra threads spin and slow everyone down.
+    The networks here are tiny, so intra-op parallelism has little to split, and on a shared
+    machine extra threads compete with the other processes (a choice, not a benchmark: the
+    repository saves no timing of one thread against several).
     """
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -201,8 +201,9 @@ EXERCISES = [
             "Re-run the sweep with CHUNK halved. Before you do, write what you expect for the "
             "tiled path's time, its peak memory and its values; then compare."),
         hints=["How many tiles does a B x B matrix have at tile side c? What does each hold?"],
-        reveal=("the tiled path gets slower (four times as many tiles, each a few Python-level "
-                "steps and a smaller, less efficient matrix product) while its peak memory "
+        reveal=("expect the tiled path to get slower (four times as many tiles, each with its "
+                "own Python-level steps and a smaller matrix product; your sweep shows whether "
+                "it does at these sizes) while its peak memory "
                 "goes down (O(chunk^2) per tile, plus the (B + M) x D inputs); the loss, the "
                 "gradient and the weights do not change beyond rounding: the tiles are exact.")),
     Exercise(
