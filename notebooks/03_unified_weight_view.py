@@ -97,13 +97,19 @@ HTML(theorem.style.set_uuid("theorem").format({
 nb.record(theorem_max_grad_diff=float(theorem["max_grad_diff"].max()),
           closed_form_max_err=float(theorem["closed_form_err"].max(skipna=True)),
           theorem_losses=len(theorem), min_weight=float(theorem["min_weight"].min()))
+# OSM+CAA with gradient through its weights (not the official code's default): the smallest positive-pair weight
+osm_live = losses.build("osm_caa", num_classes=6, embedding_dim=8, detach_weights=False).double()
+_, W_live = weights.pair_weights(osm_live, check_emb, check_labels)
+live_pos = losses.make_batch(check_emb, check_labels).pos
+print(f"OSM+CAA, detach_weights=False: smallest positive-pair weight {float(W_live[live_pos].min()):.2e}")
+nb.record(osm_caa_live_min_pos_weight=float(W_live[live_pos].min()))
 
 # %% [markdown]
 # The difference is at the level of float64 round-off for every loss: the gradient of a pair-based loss *is* the gradient of a
 # weighted sum of similarities. Two caveats the table hides. N-pair's L2 penalty on the norms is not a function of $S$: it is
 # added to both sides (`PairLoss.regularizer`) and has no pair weights. OSM+CAA satisfies the theorem because its official
 # code treats the weights as constants in the backward pass (`detach_weights=True`); with gradient through the weights some
-# positive-pair weights turn negative.
+# positive-pair weights turn negative (the line printed under the table: the smallest one on the same batch).
 #
 # ## 2. Weight versus similarity (Wang et al. 2019b, Figure 1)
 #
@@ -181,9 +187,9 @@ display(closed_errors)
 # ## 4. How the weights move during training
 #
 # A small CNN is trained with the multi-similarity loss; at a few steps we freeze a probe batch and read its pair weights.
-# The panels share the similarity axis: at step 0 the untrained network maps every glyph to nearly the same direction, so
-# every pair sits at $s \approx 1$ (one column at the right) and VTHM keeps all of them with nearly equal weights; training
-# spreads the similarities out.
+# The panels share the similarity axis: at step 0 the untrained network maps every glyph of the probe batch to nearly the
+# same direction, so every pair sits at $s \approx 1$ (one column at the right; the range is in the panel's title) and VTHM
+# keeps all of them; training spreads the similarities out.
 
 # %%
 snapshot_steps = sorted({round(t) for t in np.linspace(0, STEPS, SNAPSHOTS)})
@@ -207,15 +213,27 @@ pd.DataFrame(active).T.round(3)
 print("untrained:", {k: round(v, 3) for k, v in run.initial_scores.items()})
 print("trained:  ", {k: round(v, 3) for k, v in run.scores.items()})
 first, last = snapshot_steps[0], snapshot_steps[-1]
+gap = {t: active[t]["mean positive s"] - active[t]["mean negative s"] for t in (first, last)}
+print(f"mean positive s {active[first]['mean positive s']:.3f} -> {active[last]['mean positive s']:.3f}, "
+      f"mean negative s {active[first]['mean negative s']:.3f} -> {active[last]['mean negative s']:.3f}: "
+      f"their gap {gap[first]:.3f} -> {gap[last]:.3f} (step {first} -> {last})")
+S0, _, pos0, neg0 = run.snapshots[first]
 nb.record(untrained_map_at_r=run.initial_scores["map@r"], trained_map_at_r=run.scores["map@r"],
           untrained_recall_at_1=run.initial_scores["recall@1"], trained_recall_at_1=run.scores["recall@1"],
           neg_weighted_first=active[first]["negative pairs weighted"],
-          neg_weighted_last=active[last]["negative pairs weighted"])
+          neg_weighted_last=active[last]["negative pairs weighted"],
+          pos_weighted_first=active[first]["positive pairs weighted"],
+          mean_pos_s_first=active[first]["mean positive s"], mean_pos_s_last=active[last]["mean positive s"],
+          mean_neg_s_first=active[first]["mean negative s"], mean_neg_s_last=active[last]["mean negative s"],
+          s_gap_first=gap[first], s_gap_last=gap[last], probe_min_s_first=float(S0[pos0 | neg0].min()))
 
 # %% [markdown]
-# As training separates the classes, positive similarities rise and negative ones fall; VTHM then keeps fewer pairs (the share of
-# negative pairs with a non-zero weight drops) and the weight concentrates on the few pairs that still violate the margin. This is
-# the "hard mining for free" view of Wang et al. 2019b: the loss itself moves its attention to informative pairs.
+# Training separates the classes: starting from one column at $s \approx 1$, the mean negative similarity falls far below the
+# mean positive one, so the gap between them widens (the line above; both means start at 1, so both can fall, and between
+# later snapshots they can move together). VTHM then keeps fewer pairs (the share of negative pairs with a non-zero weight
+# drops) and the weight concentrates on the pairs that still come within $\epsilon$ of the other side. This is the view of
+# Wang et al. 2019b: with mining and weighting inside the loss, the loss itself moves its weight to the pairs it has not yet
+# separated.
 
 # %% [markdown]
 # ## 5. The weight explorer

@@ -158,8 +158,8 @@ exercises.check("recall_saturates", stays_at_one)
 # %% [markdown]
 # Recall@1 only asks whether the **single nearest** neighbour is of the right class, and every
 # image's twin is in its own clump: Recall@1 stays at 1.0. MAP@R asks whether **all** $R$
-# same-class images come first, so it sees the scatter: MAP@R and R-precision fall from 1.0
-# towards chance. Recall@1 cannot tell these embeddings apart.
+# same-class images come first, so it sees the scatter: MAP@R and R-precision fall from 1.0 as
+# the modes move apart (the table below). Recall@1 cannot tell these embeddings apart.
 
 # %%
 sweep_spread = tasks.metric_sweep(
@@ -186,9 +186,10 @@ nb.save_fig("saturation", fig)
 sweep_noise.round(3)
 
 # %% [markdown]
-# With one Gaussian per class (right), noise degrades every metric, but Recall@1 stays near 1 long
-# after MAP@R has started to fall: on well-trained embeddings the papers' R@1 differences shrink
-# while MAP@R still separates methods (Musgrave et al. 2020 report MAP@R for this reason).
+# With one Gaussian per class (right), no metric rises as the noise grows, but Recall@1 stays at or
+# near 1 after MAP@R has started to fall (the table above). On these synthetic embeddings Recall@1
+# saturates where MAP@R still separates them, one of the reasons Musgrave et al. 2020 give for
+# reporting MAP@R; whether the papers' R@1 differences shrink in the same way is not measured here.
 
 # %% [markdown]
 # ## All metrics on real images, and a retrieval gallery

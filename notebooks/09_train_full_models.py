@@ -152,10 +152,10 @@ print(f"recorded in {nb.results_path.name}: {', '.join(sorted(nb.results))}")
 # files are read from the data root, torchvision's `FashionMNIST/raw` or Debian's package
 # (`apt-get install dataset-fashion-mnist`); without them this section trains on five + five
 # glyph classes instead, and says so. With five training classes none is held out for
-# validation: the last epoch is tested. On these five unseen classes even random features find
-# a same-class neighbour for most queries (R@1 is near its ceiling: a test class holds many
-# near-duplicates); MAP@R, which needs *all* same-class images ranked first, shows what the
-# training on other classes changed.
+# validation: the last epoch is tested. Read both rows of the table below: Recall@1 only needs
+# one same-class image among a query's nearest neighbours, MAP@R needs *all* of them ranked
+# first (notebook 08), so the two can change by very different amounts. One run, one seed: the
+# table shows what this run did, not how much a rerun would vary.
 
 # %%
 real = {"dataset": "fashion_mnist",

@@ -12,7 +12,11 @@
 #   papers); only CUB-200-2011, Cars196, SOP and In-shop runs are comparable;
 # * most papers report the best *test* score over training; dmlkit selects on held-out training
 #   classes and tests once (Musgrave et al. 2020 show how much this matters);
-# * values are percentages, as printed in the papers.
+# * values are percentages, as printed in the papers;
+# * a paper's number is itself uncertain where the package copy says so: rows read from a table
+#   reconstructed from a garbled text copy are marked in the column `uncertain` and hatched in
+#   the figure (the `note` column of `published_results.csv` says what could not be read); no
+#   paper row comes with a spread over runs.
 
 # %% tags=["parameters"]
 SEED = 0
@@ -67,6 +71,13 @@ datasets = DATASETS
 if datasets is None:
     datasets = set(results.runs_long(runs)["dataset"]) | {"CUB-200-2011", "Cars196"}
 table = results.results_vs_papers(runs, published, datasets=datasets, metrics=METRICS)
+garbled = published[published["note"].fillna("").str.contains("garbled")]
+uncertain_keys = set(zip(garbled["paper"], garbled["dataset"], garbled["method"]))
+table["uncertain"] = [(p, d, m) in uncertain_keys
+                      for p, d, m in zip(table["paper"], table["dataset"], table["method"])]
+for (paper, dataset), part in garbled.groupby(["paper", "dataset"]):
+    notes = "; ".join(sorted(set(part["note"])))
+    print(f"uncertain: {len(part)} entries of published_results.csv for {paper} on {dataset} ({notes})")
 with pd.option_context("display.max_rows", 200):
     display(table.round(1))
 
@@ -87,11 +98,15 @@ sub = table[table["dataset"] == PLOT_DATASET].dropna(subset=["R@1"])
 labels = [f"{m}, {d}-d [{p[:45]}]" for m, d, p in zip(sub["method"], sub["embedding_dim"], sub["paper"])]
 fig, ax = plt.subplots(figsize=(7, 0.22 * len(sub) + 1))
 colors = ["#d95f02" if p == "dmlkit (this repository)" else "#7570b3" for p in sub["paper"]]
-ax.barh(range(len(sub)), sub["R@1"], color=colors)
+bars = ax.barh(range(len(sub)), sub["R@1"], color=colors)
+for bar, uncertain in zip(bars, sub["uncertain"]):
+    if uncertain:  # read from a table reconstructed from a garbled copy
+        bar.set_hatch("///")
+        bar.set_edgecolor("white")
 ax.set_yticks(range(len(sub)), labels, fontsize=6)
 ax.invert_yaxis()
 ax.set_xlabel("R@1 (%)")
-ax.set_title(f"R@1 on {PLOT_DATASET} (orange: dmlkit runs)")
+ax.set_title(f"R@1 on {PLOT_DATASET} (orange: dmlkit runs; hatched: from a garbled table)")
 nb.save_fig("r_at_1")
 plt.show()
 
@@ -100,5 +115,9 @@ ours = table[table["paper"] == "dmlkit (this repository)"]
 nb.record(n_runs=len(runs), n_published=len(published), n_table_rows=len(table),
           n_paper_rows=int((table["paper"] != "dmlkit (this repository)").sum()),
           n_our_rows=len(ours), datasets=sorted(datasets),
-          papers=sorted(table["paper"].unique()), n_differences=len(differences))
+          papers=sorted(table["paper"].unique()), n_differences=len(differences),
+          n_uncertain_rows=int(table["uncertain"].sum()),
+          uncertain_rows=[list(k) for k in sorted(uncertain_keys)],
+          marked_rows=[[p, d, m] for p, d, m, u in zip(table["paper"], table["dataset"], table["method"],
+                                                       table["uncertain"]) if u])
 print(f"{len(table)} table rows: {len(ours)} from our runs, {len(table) - len(ours)} from the papers")

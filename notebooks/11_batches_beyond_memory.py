@@ -3,7 +3,8 @@
 #
 # Every pair-based loss of dmlkit is a function of the similarity matrix $S$ ($B \times M$), and
 # the dense path holds $S$ and several buffers of its size: $O(BM)$ memory, about 20 bytes per
-# pair for multi-similarity (5 GB at $B = 16{,}384$, 75 GB at $65{,}536$). By Theorem 3.1 the
+# pair for multi-similarity (`dmlkit.scaling.BYTES_PER_PAIR`, measured at $B = 4096$; so about
+# 5.4 GB at $B = 16{,}384$ and 86 GB at $65{,}536$). By Theorem 3.1 the
 # gradient only needs the pair weights $W_{ij} = \mp\,\partial L / \partial S_{ij}$, and those are
 # functions of $S_{ij}$ and a few **per-row statistics** (hardest positive / negative,
 # log-sum-exp accumulators, counts, sorted positive thresholds). So a loss can be computed in
@@ -155,7 +156,7 @@ pd.Series(angular_check).to_frame("angular: tiled vs dense")
 # %% [markdown]
 # **Exercise 3 (experiment, ~10 min, not graded).** Halve `CHUNK` and re-run the sweep. Before you
 # do, write what you expect for the tiled path's time, its peak memory and its values; the check
-# cell then tells you what should happen, and the sweep shows it.
+# cell then tells you what to expect, and the sweep shows what happened.
 
 # %%
 chunk_expectation = ...  # your expectation, as a string
@@ -193,13 +194,23 @@ fig.tight_layout()
 nb.save_fig("time_memory", fig)
 plt.show()
 
+# %% tags=["varies"]
+times = sweep.pivot_table(index=["loss", "B"], columns="impl", values="time_s")
+for name, part in (times["tiled"] > times["dense"]).groupby(level="loss", sort=False):
+    sizes = part.index.get_level_values("B")
+    print(f"{name}: tiled slower than dense at B = {list(sizes[part.to_numpy()])}, "
+          f"not slower at B = {list(sizes[~part.to_numpy()])} (one timing per size)")
+
 # %% [markdown]
-# At these small sizes the tiled path pays for its many small tiles (each a few Python-level
-# operations) and is slower than dense; its advantage is the slope of the memory: the dense
-# buffers grow as $B^2$ (the angular loss's dense path also holds $(M, M)$ buffers). The
-# forward pass keeps its first tiles for the backward pass (up to
-# `tiling.cache_budget()`, 512 MiB), so here no tile is computed twice. With
-# `chunk_size="auto"` a loss stays dense while its estimated buffers fit the budget
+# Which path was faster at these small sizes is printed above: each number is one timing, and on
+# a machine shared with other work a timing can move by a factor of ten between runs, so read
+# the time panel as an illustration, not a benchmark (`benchmarks/large_batch.py` takes the
+# median of repeated runs, interleaved with `--interleave`). The tiled path's advantage is the
+# slope of the memory: from the smallest to the largest B the dense path's peak grows several
+# times as much as the tiled path's, as the dense buffers grow as $B^2$ (the angular loss's
+# dense path also holds $(M, M)$ buffers). The forward pass keeps its first tiles for the
+# backward pass (up to `tiling.cache_budget()`, 512 MiB), so here no tile is computed twice.
+# With `chunk_size="auto"` a loss stays dense while its estimated buffers fit the budget
 # (`dmlkit.losses.tiling.auto_budget()`, 2 GiB by default, `set_auto_budget`) and tiles beyond.
 
 # %%
