@@ -74,7 +74,7 @@ class Range(NamedTuple):
     log: bool = False
 
 
-#: The losses of the reality check, in the order the papers introduced them.
+#: The losses of the reality check, in the order its tables show them.
 DEFAULT_LOSSES: tuple[str, ...] = ("contrastive", "triplet", "lifted_structure", "npair",
                                    "binomial_deviance", "multi_similarity", "proxy_nca",
                                    "proxy_anchor")
