@@ -34,6 +34,7 @@ STEPS = 120               # optimisation steps per training run
 N_PAIRS = 16              # N: classes (pairs) per batch
 CANDIDATES = 32           # C: candidate classes of hard negative class mining
 SEEDS = (0, 1, 2)         # seeds of the comparison
+SOLUTIONS = False         # fill in the reference solutions of the exercises
 
 # %%
 from dmlkit import notebook
@@ -45,7 +46,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from dmlkit import data, losses, paired, results, tasks, train
+from dmlkit import data, exercises, losses, paired, results, tasks, train
 import torch.nn.functional as F
 
 # %% [markdown]
@@ -69,6 +70,42 @@ print("(2+1)-tuplet == smooth triplet:", bool(torch.isclose(tuplet, smooth, atol
 # %% [markdown]
 # (The tuplet call uses the query-vs-reference form: the anchor is the only query, the positive and the negative are the references.)
 #
+# ### Your turn: the losses of this notebook on $S$
+#
+# **Exercise 1 (implement, ~15 min).** Write `lifted_loss(S, pos, neg, lam=1.0)`, the generalised lifted structure loss of
+# Wang et al. 2019b (eq. 9) above: for anchor $i$, $h_i = [\log\sum_{k\in\mathcal P_i} e^{-s_{ik}} + \log\sum_{k\in\mathcal N_i} e^{s_{ik}}
+# + \lambda]_+$, where an anchor without a positive or without a negative contributes 0; return $\frac1B\sum_i h_i$ (all $B$
+# anchors count), with a gradient free of NaN. `S` is $(B, B)$, `pos` / `neg` the masks of notebook 01. The check compares
+# value and gradient with `losses.build("generalized_lifted_structure", form="similarity")`; stuck?
+# `exercises.hint("lifted_loss", 1)`.
+
+# %%
+def lifted_loss(S, pos, neg, lam=1.0):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    lifted_loss = exercises.solution("lifted_loss")
+exercises.check("lifted_loss", lifted_loss)
+
+# %% [markdown]
+# **Exercise 2 (implement, ~10 min).** Write `npair_loss(f, f_pos)`, N-pair-mc on $N$ pairs: `f` $(N, D)$ the anchors, `f_pos`
+# $(N, D)$ their positives, one pair per class, raw embeddings (no normalisation, no L2 penalty); return
+# $\frac1N\sum_i \log\big(1 + \sum_{j\ne i} e^{f_i^\top f_j^+ - f_i^\top f_i^+}\big)$ as a 0-dim tensor that stays finite for large
+# embeddings (section 1 showed it is a cross-entropy).
+
+# %%
+def npair_loss(f, f_pos):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    npair_loss = exercises.solution("npair_loss")
+exercises.check("npair_loss", npair_loss)
+
+# %% [markdown]
 # ## 2. Comparison at small scale: triplet vs lifted vs (N+1)-tuplet vs N-pair-mc vs N-pair-ovo
 #
 # Sohn 2016's comparison: every loss sees the same batches of `N_PAIRS` classes x 2 images (so the N-pair losses get their $N$ pairs),

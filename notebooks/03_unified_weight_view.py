@@ -32,6 +32,7 @@ DIFFICULTY = 0.3
 STEPS = 120               # optimisation steps per training run
 SNAPSHOTS = 3            # weight snapshots during training (first, ..., last step)
 CURVE_POINTS = 101        # grid of the weight-vs-similarity curves
+SOLUTIONS = False         # fill in the reference solutions of the exercises
 
 # %%
 from dmlkit import notebook
@@ -43,7 +44,7 @@ import pandas as pd
 import torch
 from IPython.display import HTML, display
 
-from dmlkit import data, losses, plotting, tasks, train, weights
+from dmlkit import data, exercises, losses, plotting, tasks, train, weights
 
 # %% [markdown]
 # ## 1. Theorem 3.1, every loss
@@ -115,6 +116,22 @@ nb.record(osm_caa_live_min_pos_weight=float(W_live[live_pos].min()))
 #
 # One anchor faces three positives with $s = 0.6, 0.7, 0.8$, three negatives with $s = 0.2, 0.3, 0.4$ and one more pair whose
 # similarity sweeps $[-1, 1]$ (`weights.weight_curve`). Curves are scaled to a maximum of 1 so that shapes compare.
+#
+# **Exercise 1 (predict, ~5 min).** Before the curves: the contrastive loss in its similarity form (sum reduction,
+# $\lambda = 0.5$) of an anchor with three negative pairs of similarities 0.2, 0.6 and 0.9. Predict the weight
+# $w_{ij} = \partial L / \partial s_{ij}$ of each (three numbers).
+
+# %%
+contrastive_weights = ...  # your prediction: three weights
+
+
+# %%
+if SOLUTIONS:
+    contrastive_weights = exercises.solution("contrastive_weights")
+exercises.check("contrastive_weights", contrastive_weights)
+
+# %% [markdown]
+# The curves:
 
 # %%
 CURVE_LOSSES = {
@@ -143,6 +160,23 @@ nb.save_fig("weight_curves")
 # * **multi-similarity** is RAW restricted to the VTHM pairs: the negative weight is zero until $s$ comes within $\epsilon$ of the
 #   hardest positive (0.6 here), the positive weight is zero once $s$ exceeds the hardest negative (0.4) $+\,\epsilon$.
 #
+# **Exercise 2 (implement, ~10 min).** The negative part of the multi-similarity loss of anchor $i$ is
+# $\frac1\beta \log\big(1 + \sum_{k\in\mathcal N_i} e^{\beta(s_{ik} - \lambda)}\big)$. Write `ms_negative_weights(S, neg, beta=50.0, lam=0.5)`:
+# the closed form of its weight $w_{ij} = \partial L / \partial s_{ij}$ on every negative pair, 0 elsewhere, a $(B, B)$ tensor that
+# stays finite for float16 `S` too. The check compares it with dmlkit's RAW weights (eq. 16); stuck?
+# `exercises.hint("ms_negative_weights", 1)`.
+
+# %%
+def ms_negative_weights(S, neg, beta=50.0, lam=0.5):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    ms_negative_weights = exercises.solution("ms_negative_weights")
+exercises.check("ms_negative_weights", ms_negative_weights)
+
+# %% [markdown]
 # ## 3. Closed forms on top of autograd, on real embeddings
 #
 # Embeddings of one $P \times K$ batch of glyphs from an untrained network. The dots are autograd weights (`pair_weights`), the

@@ -27,6 +27,7 @@ IMAGE_SIZE = 16
 DIFFICULTY = 0.3
 STEPS = 120               # optimisation steps per training run
 SEEDS = (0, 1, 2)         # seeds per loss of the ablation
+SOLUTIONS = False         # fill in the reference solutions of the exercises
 
 # %%
 from dmlkit import notebook
@@ -38,7 +39,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from dmlkit import losses, miners, paired, results, tasks, weights
+from dmlkit import exercises, losses, miners, paired, results, tasks, weights
 
 # %% [markdown]
 # ## 1. VTHM on a hand-made anchor
@@ -66,6 +67,52 @@ nb.record(demo_similarities=S_demo[0].tolist(), demo_weights=W_demo[0].tolist())
 # The easy positive (0.9) and the easy negative (0.3) get weight exactly 0; among the kept negatives the harder one (0.55) gets
 # most of the weight: RAW's relative term is a softmax of $\beta s$ over the kept negatives.
 #
+# ### Your turn: VTHM
+#
+# **Exercise 1 (predict, ~10 min).** Labels `[0, 0, 1, 1]` and the similarity matrix
+# `exercises.predictions.VTHM_EXAMPLE` (rows `[1, .9, .2, .85]`, `[.9, 1, .1, .3]`, `[.2, .1, 1, .8]`, `[.85, .3, .8, 1]`).
+# Which negative pairs $(i, j)$ does VTHM keep at $\epsilon = 0.1$? A list of `(i, j)` tuples.
+
+# %%
+vthm_kept = ...  # your prediction: a list of (i, j) pairs
+
+
+# %%
+if SOLUTIONS:
+    vthm_kept = exercises.solution("vthm_kept")
+exercises.check("vthm_kept", vthm_kept)
+
+# %% [markdown]
+# **Exercise 2 (implement, ~10 min).** Write `vthm_masks(S, pos, neg, epsilon=0.1)`: keep the negative pair $(i, j)$ iff
+# $s_{ij} + \epsilon > \min_{k\in\mathcal P_i} s_{ik}$ and the positive pair $(i, j)$ iff $s_{ij} - \epsilon < \max_{k\in\mathcal N_i} s_{ik}$;
+# an anchor without positives keeps no negative, one without negatives keeps no positive. Return `(pos_keep, neg_keep)`,
+# $(B, B)$ bool, checked against `miners.vthm`.
+
+# %%
+def vthm_masks(S, pos, neg, epsilon=0.1):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    vthm_masks = exercises.solution("vthm_masks")
+exercises.check("vthm_masks", vthm_masks)
+
+# %% [markdown]
+# **Exercise 3 (experiment, ~10 min, not graded).** Re-run the mining cell of section 1 with `epsilon=0.3` instead of 0.1.
+# Before you do, write what you expect for the share of negative pairs kept, and why; the check cell then tells you what
+# should happen, and the rerun shows what does.
+
+# %%
+epsilon_expectation = ...  # your expectation, as a string
+
+
+# %%
+if SOLUTIONS:
+    epsilon_expectation = exercises.solution("epsilon_experiment")
+exercises.check("epsilon_experiment", epsilon_expectation)
+
+# %% [markdown]
 # ## 2. The ablation (Wang et al. 2019b, Table 1) on glyphs
 #
 # Seven combinations, each trained from the same initialisation and on the same batches per seed, `STEPS` steps of
@@ -162,10 +209,10 @@ verdicts = paired.report(ablation, baseline="RAW+VTHM (MS)", metrics=("recall@1"
                          printer=verdict_lines.append)
 display(verdicts)
 print("\n".join(verdict_lines))
-vthm_kept = histories[("VTHM", SEEDS[0])]["neg_kept"]
+vthm_share = histories[("VTHM", SEEDS[0])]["neg_kept"]
 nb.record(**{f"verdict[{run} vs {row['baseline']}, {metric}]": row["verdict"]
              for (run, metric), row in verdicts.iterrows()},
-          vthm_neg_kept_first=float(vthm_kept.iloc[0]), vthm_neg_kept_last=float(vthm_kept.iloc[-1]))
+          vthm_neg_kept_first=float(vthm_share.iloc[0]), vthm_neg_kept_last=float(vthm_share.iloc[-1]))
 
 # %%
 nb.record(untrained_map_at_r=float(ablation["untrained_map@r"].mean()),

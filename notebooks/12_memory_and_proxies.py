@@ -32,6 +32,7 @@ START_ITERATION = 10      # XBM warm-up: in-batch loss only for the first steps
 SEEDS = (0, 1, 2)
 LR = 2e-3
 PROXY_LR_MULT = 100       # Proxy-Anchor: proxies at 100 x the learning rate
+SOLUTIONS = False         # fill in the reference solutions of the exercises
 
 # %%
 from dmlkit import notebook
@@ -43,15 +44,28 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from dmlkit import losses, paired, tasks, weights
+from dmlkit import exercises, losses, paired, tasks, weights
 from dmlkit.memory import CrossBatchMemory
 from dmlkit.train import train_embedding
 
 # %% [markdown]
 # ## 1. The ring and the self slot
 #
-# A memory of 10 slots fed batches of 4: after three batches the ring has wrapped (12 samples in 10 slots, the pointer at
-# 2). Query $i$'s own copy in the memory is neither a positive nor a negative, so the miners and weightings never see it.
+# **Exercise 1 (predict, ~5 min).** A memory of 10 slots, empty at first, receives three batches of 4. Predict
+# `(filled, pointer)` afterwards: how many slots hold data, and the next slot to write.
+
+# %%
+xbm_state = ...  # your prediction: (filled, pointer)
+
+
+# %%
+if SOLUTIONS:
+    xbm_state = exercises.solution("xbm_pointer")
+exercises.check("xbm_pointer", xbm_state)
+
+# %% [markdown]
+# The cell below feeds such a memory (`CrossBatchMemory.enqueue`) and prints its state after each batch. Query $i$'s own copy
+# in the memory is neither a positive nor a negative, so the miners and weightings never see it.
 
 # %% tags=["nbval-check-output"]
 demo = CrossBatchMemory(losses.build("multi_similarity"), embedding_dim=3, memory_size=10)
@@ -64,6 +78,25 @@ batch_demo = demo.memory_batch(x_demo, y_demo, slots)
 print("query 0: positives in the memory", batch_demo.pos[0].nonzero().flatten().tolist(),
       "| its own slot", int(slots[0]), "is positive:", bool(batch_demo.pos[0, slots[0]]),
       "negative:", bool(batch_demo.neg[0, slots[0]]))
+
+# %% [markdown]
+# After three batches the ring has wrapped: 12 samples in 10 slots, the pointer at 2.
+#
+# **Exercise 2 (implement, ~10 min).** Write the ring's update, `fifo_enqueue(memory, mem_labels, pointer, filled, emb, lab)`:
+# `memory` $(\text{memory\_size}, D)$, `mem_labels`, `pointer` (the next slot to write, an int) and `filled` (how many slots hold
+# data). Write the batch `emb` $(B, D)$, `lab` $(B,)$ into the slots `pointer, pointer + 1, ...` modulo the memory size (the
+# oldest entries are overwritten), detached from autograd; return `(memory, mem_labels, pointer, filled)` with the pointer after
+# the batch and `filled` capped at the memory size. Checked against `CrossBatchMemory.enqueue`.
+
+# %%
+def fifo_enqueue(memory, mem_labels, pointer, filled, emb, lab):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    fifo_enqueue = exercises.solution("fifo_enqueue")
+exercises.check("fifo_enqueue", fifo_enqueue)
 
 # %% [markdown]
 # ## 2. XBM on glyphs at a small batch

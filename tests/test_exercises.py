@@ -27,7 +27,7 @@ def test_catalogue():
     kinds = {exercises.get(n).kind for n in NAMES}
     assert kinds == {"implement", "predict", "experiment"}
     assert len(IMPLEMENT) == 12
-    for notebook in ("01", "08", "11"):
+    for notebook in ("01", "02", "03", "04", "08", "11", "12"):
         assert 2 <= len(exercises.available(notebook)) <= 4, notebook
     assert exercises.available("08") == ["recall_at_k", "map_at_r", "kmeanspp_step",
                                          "recall_saturates"]
@@ -348,8 +348,10 @@ def test_prediction_answers_come_from_dmlkit():
 
 
 # ----------------------------------------------------------------------------- the notebooks
-@pytest.mark.parametrize("stem", ["01_contrastive_and_triplet", "08_evaluation_metrics",
-                                  "11_batches_beyond_memory"])
+@pytest.mark.parametrize("stem", ["01_contrastive_and_triplet", "02_lifted_structure_and_npair",
+                                  "03_unified_weight_view", "04_multi_similarity_ablation",
+                                  "08_evaluation_metrics", "11_batches_beyond_memory",
+                                  "12_memory_and_proxies"])
 @pytest.mark.parametrize("solutions", [False, True], ids=["exercises", "solutions"])
 def test_notebook_exercise_cells(stem, solutions):
     """The exercise cells of a notebook (the student's cells, then the checks), run alone:
@@ -375,3 +377,16 @@ def test_notebook_exercise_cells(stem, solutions):
             assert result.status in ("passed", "noted"), result.text
         else:
             assert result.status == "not implemented", result.text
+
+
+def test_every_exercise_is_placed_in_its_notebook():
+    """Each exercise of the catalogue has its check cell in the notebook it names, once, after
+    the cell where the student writes the answer."""
+    from nbtest import sources
+
+    by_prefix = {p.stem[:2]: p.read_text() for p in sources()}
+    for name in NAMES:
+        text = by_prefix[exercises.get(name).notebook]
+        call = f'exercises.check("{name}", '
+        assert text.count(call) == 1, name
+        assert "# your " in text[:text.index(call)], name
