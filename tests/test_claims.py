@@ -431,3 +431,135 @@ def test_a_claim_test_fails_when_the_saved_ordering_is_flipped(monkeypatch):
     for claim in claims:
         with pytest.raises(AssertionError):
             claim()
+
+
+# ------------------------------------------------------------- README and 06-07: the DAML ablation
+# The README's sentences about the ablation (also in docs/adversarial.md), each against the saved
+# table dmlkit/resources/adversarial_ablation.csv through dmlkit.adversarial.ablation.contrasts.
+# Notebooks 06 and 07 print these answers from the same table with the same function.
+
+
+@pytest.fixture(scope="module")
+def ablation_answers():
+    from dmlkit.adversarial import ablation
+
+    return _answers(ablation.load_ablation())
+
+
+def _answers(frame) -> dict:
+    from dmlkit.adversarial import ablation
+
+    table = ablation.contrasts(frame, ["recall@1", "map@r", "nmi"])
+    return {(r["question"], r["design"], r["metric"]): r for r in table.to_dict(orient="records")}
+
+
+def _v(answers, question, design, metric) -> str:
+    return answers[(question, design, metric)]["verdict"]
+
+
+VS_CONTROL = "DAML vs its control"
+VS_MIDPOINT = "the learned generator over a fixed midpoint (same terms, same routing)"
+VS_SPLIT = "J_gen reaching the metric network (full vs split routing)"
+VS_NO_ADV = "J_adv (lambda2 = 1 vs 0)"
+PULL = "the pull terms alone on the control"
+OWN_LR = "DAML vs its control at the design's own trunk lr"
+
+
+def _claim_official_vs_control(a):
+    assert _v(a, VS_CONTROL, "official", "recall@1") == "better"
+    assert _v(a, VS_CONTROL, "official", "map@r") == "better"
+    assert _v(a, VS_CONTROL, "official", "nmi") == "worse"
+    for m in ("recall@1", "map@r", "nmi"):
+        assert _v(a, OWN_LR, "official", m) == "better", m
+
+
+def test_readme_official_daml_ahead_in_r1_and_map_behind_in_nmi(ablation_answers):
+    """README: "With the authors' design, DAML is ahead of its control in R@1 and MAP@R but
+    behind in NMI [...] At the design's own trunk learning rate [...] it is ahead in all
+    three"."""
+    _claim_official_vs_control(ablation_answers)
+
+
+def test_readme_learned_generator_adds_nothing_over_a_fixed_midpoint(ablation_answers):
+    """README: "A parameter-free negative, the midpoint of anchor and negative with DAML's
+    generator terms and routing, is not behind DAML in any design [...] MAP@R -0.6, behind);
+    with synthetic positives the learned generators are behind the fixed midpoints in all three
+    metrics"."""
+    a = ablation_answers
+    for design in ("official", "pml", "dmlkit"):
+        for m in ("recall@1", "map@r", "nmi"):
+            assert _v(a, VS_MIDPOINT, design, m) != "better", (design, m)
+    assert _v(a, VS_MIDPOINT, "official", "map@r") == "worse"
+    for m in ("recall@1", "map@r", "nmi"):
+        assert _v(a, "the learned generators over fixed midpoints, DAML+SP", "official",
+                  m) == "worse", m
+
+
+def test_readme_generator_objective_in_the_metric_network_carries_part_of_the_gain(
+        ablation_answers):
+    """README: "Keeping J_gen out of the trunk and head costs 7.2 R@1 (CI 4.7 to 9.7); the pull
+    term alone [...] added to the control raises its R@1 by 6.7 [...] and lowers its NMI by 4.9.
+    The synthetic negative without those terms still helps R@1 (+7.4 over the control [...])"."""
+    from dmlkit import paired
+    from dmlkit.adversarial import ablation
+
+    a = ablation_answers
+    assert _v(a, VS_SPLIT, "official", "recall@1") == "better"
+    assert _v(a, PULL, "official", "recall@1") == "better"
+    assert _v(a, PULL, "official", "nmi") == "worse"
+    split = paired.paired_differences(ablation.load_ablation(),
+                                      baseline="control/official",
+                                      runs=["daml split/official"], metrics=["recall@1"])
+    assert split["verdict"].iloc[0] == "better"
+
+
+def test_readme_j_adv(ablation_answers):
+    """README: "J_adv makes no difference that the intervals can tell with the authors' or
+    PML's design in R@1; with dmlkit's design DAML is behind DAML without J_adv"."""
+    a = ablation_answers
+    for design in ("official", "pml"):
+        assert _v(a, VS_NO_ADV, design, "recall@1").startswith("cannot tell"), design
+    assert _v(a, VS_NO_ADV, "dmlkit", "recall@1") == "worse"
+
+
+def test_readme_pml_and_dmlkit_designs_and_daml_sp(ablation_answers):
+    """README: "With PML's and dmlkit's designs, DAML does not differ from its control by more
+    than the noise (n = 5) in any metric. DAML with synthetic positives is behind DAML in all
+    three metrics"."""
+    a = ablation_answers
+    for design in ("pml", "dmlkit"):
+        for m in ("recall@1", "map@r", "nmi"):
+            assert _v(a, VS_CONTROL, design, m).startswith("cannot tell"), (design, m)
+            assert a[(VS_CONTROL, design, m)]["n"] == 5
+    for m in ("recall@1", "map@r", "nmi"):
+        assert _v(a, "DAML+SP vs DAML", "official", m) == "worse", m
+
+
+def test_readme_numbers_are_the_saved_ones(ablation_answers):
+    """The numbers the README quotes for the ablation, to the printed digit."""
+    a = ablation_answers
+    quoted = {(VS_CONTROL, "official", "recall@1"): (14.7, 12.8, 16.6),
+              (VS_CONTROL, "official", "nmi"): (-2.2, -3.7, -0.7),
+              (OWN_LR, "official", "nmi"): (0.9, 0.0, 1.8),
+              (VS_MIDPOINT, "official", "recall@1"): (-2.1, -4.4, 0.3),
+              (VS_SPLIT, "official", "recall@1"): (7.2, 4.7, 9.7),
+              (PULL, "official", "recall@1"): (6.7, 1.6, 11.7)}
+    for key, (diff, low, high) in quoted.items():
+        r = a[key]
+        assert (round(r["diff"], 1), round(r["low"], 1), round(r["high"], 1)) == \
+            (diff, low, high), key
+    assert round(a[(PULL, "official", "nmi")]["diff"], 1) == -4.9
+    assert round(a[(VS_NO_ADV, "dmlkit", "recall@1")]["diff"], 1) == -4.3
+
+
+def test_an_ablation_claim_fails_when_the_saved_runs_are_swapped():
+    """Swap DAML's and its control's numbers in the official design: the claim test fails."""
+    from dmlkit.adversarial import ablation
+
+    frame = ablation.load_ablation().copy()
+    daml, ctrl = frame["run"] == "daml/official", frame["run"] == "control/official"
+    for m in ("recall@1", "map@r", "nmi"):
+        a, b = frame.loc[daml, m].to_numpy(), frame.loc[ctrl, m].to_numpy()
+        frame.loc[daml, m], frame.loc[ctrl, m] = b, a
+    with pytest.raises(AssertionError):
+        _claim_official_vs_control(_answers(frame))
