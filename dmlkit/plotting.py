@@ -223,7 +223,8 @@ def plot_paired_intervals(table, metrics: Sequence[str] | None = None, axes=None
     """A :func:`dmlkit.paired.paired_differences` table as one panel per metric: every run's
     mean paired difference to its baseline (dot) with its confidence interval (bar), runs top
     to bottom in the table's order, a line at 0; intervals that exclude 0 drawn solid, the
-    others hollow. Returns the axes."""
+    others hollow; the interval's level and n belong in the figure's title. Returns the
+    axes."""
     import matplotlib.pyplot as plt
 
     metrics = list(dict.fromkeys(table["metric"])) if metrics is None else list(metrics)
@@ -244,9 +245,7 @@ def plot_paired_intervals(table, metrics: Sequence[str] | None = None, axes=None
                         fmt="o", color="C0" if sure else "0.45", capsize=3, ms=5,
                         mfc="C0" if sure else "white")
         ax.axvline(0, color="k", lw=0.8)
-        n = sorted(set(int(v) for v in part["n"]))
-        ax.set_xlabel(f"{m} difference to the control ({unit}), "
-                      f"{100 * part['confidence'].iloc[0]:.0f} % CI, n = {n[0]}")
+        ax.set_xlabel(f"{m} difference ({unit})")
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(runs)), [labels.get(r, r) for r in runs])
     axes[0].set_ylabel("run (each against its own control)")

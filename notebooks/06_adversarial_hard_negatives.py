@@ -59,6 +59,7 @@ nb = notebook.setup("06_adversarial_hard_negatives", seed=SEEDS[0])
 import pandas as pd
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from dmlkit import adversarial, paired, plotting
 from dmlkit.adversarial import ablation, comparison
@@ -141,13 +142,15 @@ plt.show()
 hist = pd.DataFrame(history)
 joint = hist[hist["phase"] == "joint"]
 fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+colour = {p: f"C{i}" for i, p in enumerate(adversarial.PRESETS)}   # one colour per design
 for run, part in joint.groupby("run", sort=False):
     mean = part.groupby("epoch").mean(numeric_only=True)
-    style = "--" if run.startswith("control") else "-"
-    axes[0].plot(mean.index, mean["centred_same"] - mean["centred_different"], style, label=run)
+    style = dict(ls="--" if run.startswith("control") else "-", marker="o", ms=3,
+                 color=colour.get(run.split("/")[-1], "k"), label=run)
+    axes[0].plot(mean.index, mean["centred_same"] - mean["centred_different"], **style)
     if not run.startswith("control"):
-        axes[1].plot(mean.index, mean["probe_accuracy"], style, label=run)
-        axes[2].plot(mean.index, mean["violating"], style, label=run)
+        axes[1].plot(mean.index, mean["probe_accuracy"], **style)
+        axes[2].plot(mean.index, mean["violating"], **style)
 axes[0].set_ylabel("centred cos(same) - cos(different)")
 axes[1].set_ylabel("probe accuracy (0.5 = chance)")
 axes[2].set_ylabel("share of triples violating")
@@ -156,6 +159,7 @@ axes[2].set_ylim(-0.05, 1.05)
 for ax, title in zip(axes, ("class separation after centring", "synthetic vs real negatives",
                             "triples the loss learns from")):
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title, fontsize="medium")
     ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2,
               frameon=False)
@@ -248,8 +252,8 @@ bench = ablation.load_ablation()
 table = ablation.ablation_table(bench, ["recall@1", "map@r", "nmi"])
 n_bench = int(bench.groupby("run")["seed"].nunique().min())
 axes = plotting.plot_paired_intervals(table, ["recall@1", "map@r", "nmi"])
-axes[0].figure.suptitle(f"the saved ablation: every run against its own control "
-                        f"(n = {n_bench} seeds)", fontsize="medium")
+axes[0].figure.suptitle(f"the saved ablation: every run minus its own control, mean and 95 % "
+                        f"interval over n = {n_bench} seeds", fontsize="medium")
 axes[0].figure.tight_layout()
 nb.save_fig("ablation", axes[0].figure)
 plt.show()
