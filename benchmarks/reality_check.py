@@ -86,7 +86,7 @@ def main(argv=None) -> None:
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 20)
     print(f"\ntest scores (x100), mean and 95 % t interval over {args.seeds} seeds:")
-    print(result.summary().round(1).to_string())
+    print(reality.summarize(result.frame).round(1).to_string())
     print()
     table = paired.report(result.frame, baseline=args.baseline, metrics=("map@r", "recall@1"),
                           run="loss", scale=100, labels=reality.LABELS)
