@@ -278,3 +278,37 @@ def test_11_batches_beyond_memory(tmp_path):
         (n, i, b) for n in ("multi_similarity", "angular") for i in ("dense", "tiled")
         for b in (64, 128)}
     assert all(row["time_s"] > 0 for row in r["sweep"])
+
+
+def test_13_reality_check(tmp_path):
+    import json
+
+    from dmlkit import paired, reality
+
+    r = run_tiny("13_reality_check",
+                 {"NUM_CLASSES": 8, "NUM_TEST_CLASSES": 6, "IMAGES_PER_CLASS": 5, "STEPS": 10,
+                  "TRIALS": 2, "FOLDS": 2, "SEEDS": [0, 1],
+                  "LOSSES": ["contrastive", "proxy_anchor"]}, tmp_path)
+    # the folds hold out whole training classes and cover them
+    assert sorted(c for f in r["folds"] for c in f) == list(range(8))
+    # the tiny study: each loss's best setting lies in its search space, every run has a verdict
+    assert r["tiny_trials"] == 4 and r["tiny_seeds"] == 2
+    labels = {v: k for k, v in reality.LABELS.items()}
+    for label, params in r["tiny_best_params"].items():
+        for name, rng in reality.search_space(labels[label]).items():
+            assert rng.low <= params[name] <= rng.high
+    assert {k for k in r if k.startswith("tiny_verdict[")} == {
+        f"tiny_verdict[Proxy-Anchor vs contrastive, {m}]" for m in ("map@r", "recall@1")}
+    # the saved run: the recorded means and verdicts are those of the package's table by hand
+    frame, config = reality.load_saved()
+    for loss, part in frame.groupby("loss"):
+        assert r[f"map_at_r[{reality.LABELS[loss]}]"] == pytest.approx(100 * part["map@r"].mean())
+    table = paired.paired_differences(frame, baseline="contrastive", metrics=["map@r", "recall@1"],
+                                      run="loss", scale=100)
+    for row in table.to_dict(orient="records"):
+        key = f"verdict[{reality.LABELS[row['run']]} vs contrastive, {row['metric']}]"
+        assert r[key] == row["verdict"]
+    assert r["saved_seeds"] >= 5 and r["saved_best_params"] == json.loads(
+        json.dumps(config["best_params"]))
+    assert r["claimed_pairs"] == sum(r[f"claimed_pairs_{k}"]
+                                     for k in ("as_claimed", "reversed", "within_the_noise"))
