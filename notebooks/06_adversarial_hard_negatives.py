@@ -101,7 +101,7 @@ summary = comparison.summarize(frame, ["recall@1", "map@r", "nmi"])
 columns = ["run", "negatives", "recall@1", "recall@1 sd", "recall@1 vs control",
            "recall@1 low", "recall@1 high", "recall@1 verdict", "map@r", "map@r vs control",
            "nmi", "nmi vs control", "routing", "steps"]
-summary[columns].round(1).fillna("n/a")
+summary[columns].round(1).astype(object).fillna("n/a")
 
 # %%
 for line in comparison.verdict_lines(summary, f"this run (n = {len(SEEDS)})",
@@ -168,7 +168,7 @@ nb.save_fig("diagnostics", fig)
 plt.show()
 summary[["run", "recall@1", "collapse_same", "collapse_different", "centred_same",
          "centred_different", "offset", "spread", "probe_accuracy", "violating"]].round(3) \
-    .fillna("n/a")
+    .astype(object).fillna("n/a")
 
 # %% [markdown]
 # ## Where are the synthetic negatives? One recorded run

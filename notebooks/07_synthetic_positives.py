@@ -71,7 +71,7 @@ for line in comparison.verdict_lines(summary, f"this run (n = {len(SEEDS)})",
     print(line)
 summary[["run", "negatives", "alpha_sign", "recall@1", "recall@1 sd", "recall@1 vs control",
          "recall@1 low", "recall@1 high", "recall@1 verdict", "map@r", "map@r vs control",
-         "centred_same", "centred_different", "probe_accuracy", "steps"]].round(2).fillna("n/a")
+         "centred_same", "centred_different", "probe_accuracy", "steps"]].round(2).astype(object).fillna("n/a")
 
 # %%
 ax = plotting.plot_comparison(frame, "recall@1")

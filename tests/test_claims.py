@@ -42,9 +42,10 @@ COMPARISONS = {
     "04_multi_similarity_ablation": ["RAW+VTHM (MS)"],
     "05_soft_mining_and_attention": ["OSM only", "OSM+CAA"],
     "12_memory_and_proxies": ["MS, memory 0"],
+    "13_reality_check": ["contrastive"],
 }
 #: the notebooks whose claims are audited here (06 and 07 have their own)
-AUDITED = ("00", "01", "02", "03", "04", "05", "08", "09", "10", "11", "12")
+AUDITED = ("00", "01", "02", "03", "04", "05", "08", "09", "10", "11", "12", "13")
 
 
 def saved(stem: str) -> dict:
