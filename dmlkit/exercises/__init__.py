@@ -31,7 +31,7 @@ False
 
 from __future__ import annotations
 
-from . import losses, metrics, predictions, streaming
+from . import losses, metrics, mining, predictions, streaming
 from .engine import Exercise, Feedback
 
 __all__ = ["EXERCISES", "Exercise", "Feedback", "available", "check", "describe", "get", "hint",
@@ -39,7 +39,8 @@ __all__ = ["EXERCISES", "Exercise", "Feedback", "available", "check", "describe"
 
 #: every exercise, by name, in notebook order
 EXERCISES: dict[str, Exercise] = {
-    ex.name: ex for ex in sorted(losses.EXERCISES + metrics.EXERCISES + streaming.EXERCISES
+    ex.name: ex for ex in sorted(losses.EXERCISES + mining.EXERCISES + metrics.EXERCISES
+                                 + streaming.EXERCISES
                                  + predictions.EXERCISES, key=lambda e: e.notebook)}
 
 
