@@ -46,7 +46,7 @@ def test_t_interval_n5_by_hand_and_verdicts():
 
 
 def test_every_seed_higher_is_not_enough_with_three_seeds():
-    # higher on every seed, but the interval contains zero
+    # ahead on each of the three seeds, yet the interval contains zero
     table = paired.paired_differences(_frame({"a": [0.0, 0.0, 0.0], "b": [0.1, 0.1, 3.0]}),
                                       baseline="a", metrics=["m"])
     assert table["low"].iloc[0] < 0 < table["high"].iloc[0]
