@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["PAIRED_COLUMNS", "display_table", "interval", "paired_differences", "report",
-           "summary_sentence", "verdict", "verdict_lines", "verdict_sentence"]
+           "summary_sentence", "verdict", "verdict_lines", "verdict_record", "verdict_sentence"]
 
 #: the columns of :func:`paired_differences`' table, in order
 PAIRED_COLUMNS = ("run", "baseline", "metric", "n", "mean", "baseline_mean", "diff", "sd",
@@ -293,3 +293,17 @@ def report(frame: pd.DataFrame | Mapping, *, baseline: str | Mapping[str, str],
     for m in metrics:
         printer(summary_sentence(table, m, labels))
     return display_table(table, digits, labels)
+
+
+def verdict_record(shown: pd.DataFrame) -> dict[str, str]:
+    """The verdicts of a :func:`display_table` / :func:`report` table as the keys a notebook
+    records (``nb.record(**verdict_record(shown))``): ``"verdict[<run> vs <baseline>,
+    <metric>]"`` -> the verdict.
+
+    >>> frame = pd.DataFrame({"run": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1],
+    ...                       "m": [0.1, 0.2, 0.3, 0.5]})
+    >>> verdict_record(report(frame, baseline="a", metrics=["m"], printer=lambda line: None))
+    {'verdict[b vs a, m]': 'cannot tell with n = 2'}
+    """
+    return {f"verdict[{run} vs {row['baseline']}, {metric}]": row["verdict"]
+            for (run, metric), row in shown.iterrows()}

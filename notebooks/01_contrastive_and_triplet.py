@@ -291,5 +291,4 @@ verdicts = paired.report(ablation, baseline="triplet (all)", metrics=("recall@1"
                          printer=verdict_lines.append)
 display(verdicts)
 print("\n".join(verdict_lines))
-nb.record(**{f"verdict[{run} vs {row['baseline']}, {metric}]": row["verdict"]
-             for (run, metric), row in verdicts.iterrows()})
+nb.record(**paired.verdict_record(verdicts))

@@ -157,8 +157,7 @@ loss_verdicts = paired.report(ablation, baseline="N-pair-mc", metrics=("recall@1
                               scale=100, printer=verdict_lines.append)
 display(loss_verdicts)
 print("\n".join(verdict_lines))
-nb.record(**{f"verdict[{run} vs {row['baseline']}, {metric}]": row["verdict"]
-             for (run, metric), row in loss_verdicts.iterrows()})
+nb.record(**paired.verdict_record(loss_verdicts))
 
 # %% [markdown]
 # Whatever the verdicts, this is not Sohn's setting: 120 steps instead of convergence, 60 training classes instead of
@@ -204,8 +203,7 @@ mining_verdicts = paired.report(both, baseline="N-pair-mc", metrics=("recall@1",
                                 printer=verdict_lines.append)
 display(mining_verdicts)
 print("\n".join(verdict_lines))
-nb.record(**{f"verdict[{run} vs {row['baseline']}, {metric}]": row["verdict"]
-             for (run, metric), row in mining_verdicts.iterrows()})
+nb.record(**paired.verdict_record(mining_verdicts))
 
 # %%
 nb.record(untrained_map_at_r=float(ablation["untrained_map@r"].mean()),

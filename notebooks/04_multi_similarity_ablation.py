@@ -210,8 +210,7 @@ verdicts = paired.report(ablation, baseline="RAW+VTHM (MS)", metrics=("recall@1"
 display(verdicts)
 print("\n".join(verdict_lines))
 vthm_share = histories[("VTHM", SEEDS[0])]["neg_kept"]
-nb.record(**{f"verdict[{run} vs {row['baseline']}, {metric}]": row["verdict"]
-             for (run, metric), row in verdicts.iterrows()},
+nb.record(**paired.verdict_record(verdicts),
           vthm_neg_kept_first=float(vthm_share.iloc[0]), vthm_neg_kept_last=float(vthm_share.iloc[-1]))
 
 # %%

@@ -112,8 +112,7 @@ noise_verdicts = paired.report(ablation, baseline="OSM+CAA", runs=["OSM+CAA, cle
 verdicts = pd.concat([caa_verdicts, noise_verdicts])
 display(verdicts)
 print("\n".join(verdict_lines))
-nb.record(**{f"verdict[{run} vs {row['baseline']}, {metric}]": row["verdict"]
-             for (run, metric), row in verdicts.iterrows()})
+nb.record(**paired.verdict_record(verdicts))
 
 # %% [markdown]
 # ## 3. What the attention does to the mislabelled samples

@@ -149,8 +149,7 @@ verdicts = paired.report(allruns, baseline="MS, memory 0", metrics=("recall@1", 
                          printer=verdict_lines.append)
 display(verdicts)
 print("\n".join(verdict_lines))
-nb.record(**{f"verdict[{run} vs {row['baseline']}, {metric}]": row["verdict"]
-             for (run, metric), row in verdicts.iterrows()})
+nb.record(**paired.verdict_record(verdicts))
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 3.6))

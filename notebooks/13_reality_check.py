@@ -176,8 +176,7 @@ nb.record(saved_seeds=int(summary["n"].min()), saved_best_params=config["best_pa
           **{f"map_at_r_low[{LABELS[k]}]": float(v) for k, v in summary["map@r_low"].items()},
           **{f"map_at_r_high[{LABELS[k]}]": float(v) for k, v in summary["map@r_high"].items()},
           **{f"recall_at_1[{LABELS[k]}]": float(v) for k, v in summary["recall@1"].items()},
-          **{f"verdict[{run} vs {row['baseline']}, {metric}]": row["verdict"]
-             for (run, metric), row in verdicts.iterrows()},
+          **paired.verdict_record(verdicts),
           **{f"verdict_vs_top[{LABELS[r['run']]}, {r['metric']}]": r["verdict"]
              for r in against_top.to_dict(orient="records")})
 
