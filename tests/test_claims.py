@@ -368,7 +368,7 @@ def test_every_comparison_prints_a_verdict(stem):
     text = source(stem)
     assert re.search(r"paired\.(report|summary_sentence)\(", text), stem
     assert re.search(r"from dmlkit import [^\n]*\bpaired\b", text), stem
-    assert 'f"verdict[{run} vs {row[\'baseline\']}, {metric}]"' in text, stem
+    assert "**paired.verdict_record(" in text, stem     # recorded with nb.record
 
 
 @pytest.mark.parametrize("stem", sorted(COMPARISONS))
