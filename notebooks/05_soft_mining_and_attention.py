@@ -33,6 +33,7 @@ STEPS = 120               # optimisation steps per training run
 NOISE = 0.3               # share of training labels flipped to another class
 SCALE = 16.0              # logit scale of the CAA classifier
 SEEDS = (0, 1)            # seeds of the noisy-label experiment
+SOLUTIONS = False         # fill in the reference solutions of the exercises
 
 # %%
 from dmlkit import notebook
@@ -44,7 +45,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from dmlkit import data, losses, paired, pairs, plotting, tasks
+from dmlkit import data, exercises, losses, paired, pairs, plotting, tasks
 
 # %% [markdown]
 # ## 1. A toy: one mislabelled point
@@ -75,6 +76,55 @@ nb.record(**{f"toy_{col}[{pair}, {'outlier' if flag else 'clean'}]": float(v)
 # of its pairs by its small attention: its negative pairs' weights drop to the order of the clean negative pairs' (column
 # `weight`), its positive pairs' far below the clean positive pairs'.
 #
+# ### Your turn: the OSM weights and the attention
+#
+# **Exercise 1 (implement, ~10 min).** Write `osm_weights(D, pos, neg, sigma=0.8, alpha=1.2)`: from the distances $D$
+# ($B \times B$, unit embeddings) and the masks of the positive and negative pairs, return `(w_pos, w_neg)`, two $(B, B)$
+# tensors: $s^+_{ij} = e^{-d_{ij}^2/\sigma^2}$ on the positive pairs, $s^-_{ij} = [\alpha - d_{ij}]_+$ on the negative pairs, 0
+# elsewhere (OSM alone). The next cell checks it against the weights of `losses.build("osm_caa", attention="none")` on
+# several batches (one class, singletons, ties, half precision); stuck? `exercises.hint("osm_weights", 1)` (levels 1-3).
+
+# %%
+def osm_weights(D, pos, neg, sigma=0.8, alpha=1.2):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    osm_weights = exercises.solution("osm_weights")
+exercises.check("osm_weights", osm_weights)
+
+# %% [markdown]
+# **Exercise 2 (implement, ~15 min).** Write `caa_attention(f, labels, centres, scale=1.0)`: with the logits
+# $z_{ik} = \text{scale} \cdot \cos(f_i, c_k)$ of the embeddings $f$ $(B, E)$ against the centres $c$ $(C, E)$, the attention of
+# sample $i$ is $a_i = \operatorname{softmax}_k(z_i)_{y_i}$; return the $(B, B)$ pair attention $a_{ij} = \min(a_i, a_j)$, stable
+# for a large scale. Checked against the loss's `pair_attention`.
+
+# %%
+def caa_attention(f, labels, centres, scale=1.0):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    caa_attention = exercises.solution("caa_attention")
+exercises.check("caa_attention", caa_attention)
+
+# %% [markdown]
+# **Exercise 3 (experiment, ~10 min, not graded).** Re-run the toy cell of section 1 with `scale=1.0` instead of 4.0. Before
+# you do, write what you expect for the outlier's attention, the clean samples' attention and the outlier's pair weights,
+# and why; the check cell then tells you what should happen, and the rerun shows what does.
+
+# %%
+scale_expectation = ...  # your expectation, as a string
+
+
+# %%
+if SOLUTIONS:
+    scale_expectation = exercises.solution("scale_experiment")
+exercises.check("scale_experiment", scale_expectation)
+
+# %% [markdown]
 # ## 2. Training on noisy labels
 #
 # A share `NOISE` of the training labels is flipped to a random other class (`tasks.inject_label_noise`). The same small CNN is

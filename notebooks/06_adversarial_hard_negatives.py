@@ -50,6 +50,7 @@ LR = 1e-3                   # the same for every run (official range 1e-5..1e-4 
 TRUNK_LR_FACTOR = 1.0       # the trunk starts from random weights: it learns at the full lr
 RECORDED_PRESET = "official"   # the DAML run whose synthetic negatives are plotted
 RECORD_PER_EPOCH = 64       # triples kept per epoch for the plots
+SOLUTIONS = False           # fill in the reference solutions of the exercises
 
 # %%
 from dmlkit import notebook
@@ -61,10 +62,30 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from dmlkit import adversarial, paired, plotting
+from dmlkit import adversarial, exercises, paired, plotting
 from dmlkit.adversarial import ablation, comparison
 
 torch.set_num_threads(1)  # small networks: one thread is faster, and runs are reproducible
+
+# %% [markdown]
+# ### Your turn: DAML's generator objective
+#
+# **Exercise 1 (implement, ~15 min).** Write
+# `daml_objective(anchor, positive, negative, synthetic, lambda1=1.0, lambda2=1.0, alpha=1.0)`: the rows are triples
+# $(x, x^+, x^-)$ and their synthetic negatives $\tilde x^-$, $(T, D)$, with $D$ the Euclidean distance in this space. Return
+# the mean over the triples of $J_{hard} + \lambda_1 J_{reg} + \lambda_2 J_{adv}$ (the formula above), a 0-dim tensor
+# differentiable with respect to the inputs. The next cell checks it and its gradient against
+# `adversarial.generator_objective`; stuck? `exercises.hint("daml_objective", 1)` (levels 1-3).
+
+# %%
+def daml_objective(anchor, positive, negative, synthetic, lambda1=1.0, lambda2=1.0, alpha=1.0):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    daml_objective = exercises.solution("daml_objective")
+exercises.check("daml_objective", daml_objective)
 
 # %% [markdown]
 # ## The three designs, setting by setting
@@ -117,6 +138,20 @@ for ax, metric in zip(axes, ("recall@1", "map@r")):
 fig.tight_layout()
 nb.save_fig("comparison", fig)
 plt.show()
+
+# %% [markdown]
+# **Exercise 2 (predict, ~5 min).** A linear probe is trained to tell the negatives the metric sees from real negatives,
+# and tested on held-out ones. For a control (the generator replaced by the identity, $G(x, x^+, x^-) = x^-$), what
+# accuracy do you expect? A number in $[0, 1]$; the diagnostics below show it.
+
+# %%
+control_probe = ...  # your prediction: the probe's accuracy
+
+
+# %%
+if SOLUTIONS:
+    control_probe = exercises.solution("control_probe")
+exercises.check("control_probe", control_probe)
 
 # %% [markdown]
 # ## Diagnostics over training
@@ -206,6 +241,22 @@ for ax, ep in zip(axes, (first, last)):
     ax.set_title(f"epoch {ep}")
 nb.save_fig("hardness", fig)
 plt.show()
+
+# %% [markdown]
+# **Exercise 3 (implement, ~10 min).** Write `synthetic_hardness(anchor, positive, synthetic, margin=0.0)`: for $T$
+# triples of embeddings $(T, E)$, return three numbers: the mean $D(a, p)$, the mean $D(a, \tilde n)$ (Euclidean) and the share
+# of triples that still violate the margin, $D(a, \tilde n) < D(a, p) + m$ (those the triplet loss learns from). Checked
+# against `adversarial.hardness` (its Euclidean form), which gives the diagnostics' "violating" share.
+
+# %%
+def synthetic_hardness(anchor, positive, synthetic, margin=0.0):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    synthetic_hardness = exercises.solution("synthetic_hardness")
+exercises.check("synthetic_hardness", synthetic_hardness)
 
 # %% [markdown]
 # UMAP and t-SNE of the recorded embeddings, early and late. Colour = class (anchors and

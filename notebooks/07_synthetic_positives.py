@@ -39,6 +39,7 @@ LR = 1e-3                   # the same for every run
 TRUNK_LR_FACTOR = 1.0       # the trunk starts from random weights: it learns at the full lr
 RECORDED_PRESET = "official"   # the DAML+SP run whose synthetic samples are plotted
 RECORD_PER_EPOCH = 64
+SOLUTIONS = False           # fill in the reference solutions of the exercises
 
 # %%
 from dmlkit import notebook
@@ -50,10 +51,42 @@ import pandas as pd
 import matplotlib.pyplot as plt
 import torch
 
-from dmlkit import adversarial, paired, plotting
+from dmlkit import adversarial, exercises, paired, plotting
 from dmlkit.adversarial import ablation, comparison
 
 torch.set_num_threads(1)  # small networks: one thread is faster, and runs are reproducible
+
+# %% [markdown]
+# ### Your turn: the synthetic positive
+#
+# **Exercise 1 (predict, ~5 min).** One triple: anchor $x = (0, 0)$, positive $x^+ = (3, 0)$, $\lambda_1 = 2$. Where does the
+# synthetic positive $g^+$ that minimises $J^+_{gen}$ land? A point `(x, y)`.
+
+# %%
+synthetic_positive_landing = ...  # your prediction: a point (x, y)
+
+
+# %%
+if SOLUTIONS:
+    synthetic_positive_landing = exercises.solution("synthetic_positive_landing")
+exercises.check("synthetic_positive_landing", synthetic_positive_landing)
+
+# %% [markdown]
+# **Exercise 2 (implement, ~10 min).** Write `positive_objective(anchor, positive, synthetic_positive, lambda1=1.0)`: the
+# rows are triples $(x, x^+, g^+)$, $(T, D)$; return the mean over the triples of
+# $\lVert g^+ - x\rVert^2 + \lambda_1 \lVert g^+ - x^+\rVert^2$, a 0-dim tensor differentiable with respect to
+# `synthetic_positive`. Checked with its gradient against `adversarial.synthetic_positive_objective`; stuck?
+# `exercises.hint("positive_objective", 1)`.
+
+# %%
+def positive_objective(anchor, positive, synthetic_positive, lambda1=1.0):
+    raise NotImplementedError  # your code here
+
+
+# %%
+if SOLUTIONS:
+    positive_objective = exercises.solution("positive_objective")
+exercises.check("positive_objective", positive_objective)
 
 # %% [markdown]
 # ## DAML+SP vs its control, per preset
@@ -128,6 +161,21 @@ plotting.plot_embedding_2d(xy, meta["label"].to_numpy(), markers=meta["kind"].to
                            title=f"DAML+SP, epoch {last_epoch} (UMAP of the trunk's output)")
 nb.save_fig("umap")
 plt.show()
+
+# %% [markdown]
+# **Exercise 3 (experiment, ~10 min, not graded).** Re-run the recorded run above with `lambda1=10` added to
+# `fit_adversarial_images` (the presets use 1). Before you do, write what you expect for the mean
+# $D(\text{anchor}, \text{synthetic positive})$ against $D(\text{anchor}, \text{positive})$, and why; the check cell then tells
+# you what should happen, and the rerun shows what does.
+
+# %%
+lambda1_expectation = ...  # your expectation, as a string
+
+
+# %%
+if SOLUTIONS:
+    lambda1_expectation = exercises.solution("lambda1_experiment")
+exercises.check("lambda1_experiment", lambda1_expectation)
 
 # %% [markdown]
 # ## At a larger size: DAML+SP in the saved ablation

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dmlkit import exercises
+from dmlkit.exercises import adversarial as ex_adversarial
 from dmlkit.exercises import metrics as ex_metrics
 from dmlkit.exercises import predictions
 
@@ -26,11 +27,12 @@ def _check(name, answer):
 def test_catalogue():
     kinds = {exercises.get(n).kind for n in NAMES}
     assert kinds == {"implement", "predict", "experiment"}
-    assert len(IMPLEMENT) == 12
-    for notebook in ("01", "02", "03", "04", "08", "11", "12"):
+    assert len(IMPLEMENT) == 17
+    for notebook in ("01", "02", "03", "04", "05", "06", "07", "08", "11", "12"):
         assert 2 <= len(exercises.available(notebook)) <= 4, notebook
     assert exercises.available("08") == ["recall_at_k", "map_at_r", "kmeanspp_step",
                                          "recall_saturates"]
+    assert exercises.available("06") == ["control_probe", "daml_objective", "synthetic_hardness"]
     for name in NAMES:
         ex = exercises.get(name)
         assert ex.hints and ex.statement and ex.title
@@ -157,7 +159,39 @@ def fifo_keeps_graph(memory, mem_labels, pointer, filled, emb, lab):
         min(filled + len(lab), memory.shape[0])
 
 
+def osm_sigma_unsquared(D, pos, neg, sigma=0.8, alpha=1.2):
+    return torch.exp(-D ** 2 / sigma) * pos, torch.clamp(alpha - D, min=0) * neg
+
+
+def caa_softmax_over_samples(f, labels, centres, scale=1.0):
+    z = scale * torch.nn.functional.normalize(f, dim=1) @ \
+        torch.nn.functional.normalize(centres, dim=1).T
+    a = torch.softmax(z, dim=0)[torch.arange(len(labels)), labels]
+    return torch.minimum(a[:, None], a[None, :])
+
+
+def daml_with_norms(anchor, positive, negative, synthetic, lambda1=1.0, lambda2=1.0, alpha=1.0):
+    d_syn = (synthetic - anchor).norm(dim=1)
+    j_adv = torch.relu(d_syn - (positive - anchor).norm(dim=1) - alpha)
+    return (d_syn + lambda1 * (synthetic - negative).norm(dim=1) + lambda2 * j_adv).mean()
+
+
+def hardness_as_dict(anchor, positive, synthetic, margin=0.0):
+    d_ap, d_as = (positive - anchor).norm(dim=1), (synthetic - anchor).norm(dim=1)
+    return {"d_ap": d_ap.mean(), "d_asyn": d_as.mean(), "violating": (d_as < d_ap + margin)}
+
+
+def positive_objective_entry_mean(anchor, positive, synthetic_positive, lambda1=1.0):
+    return ((synthetic_positive - anchor) ** 2 + lambda1 * (synthetic_positive - positive) ** 2
+            ).mean()
+
+
 @pytest.mark.parametrize(("name", "answer", "words"), [
+    ("osm_weights", osm_sigma_unsquared, ["Looks like: sigma is not squared"]),
+    ("caa_attention", caa_softmax_over_samples, ["Looks like: the softmax runs over the samples"]),
+    ("daml_objective", daml_with_norms, ["Looks like: the distances are not squared"]),
+    ("synthetic_hardness", hardness_as_dict, ["three numbers", "dict"]),
+    ("positive_objective", positive_objective_entry_mean, ["a mean over every coordinate"]),
     ("contrastive_loss", contrastive_sum, ["the sum instead of the mean"]),
     ("contrastive_loss", contrastive_inplace, ["in place", "torch.where", "line"]),
     ("contrastive_loss", contrastive_item, ["not connected", "case 1 of"]),
@@ -311,6 +345,14 @@ def test_inputs_changed_in_place_are_reported():
     ("xbm_pointer", (12, 12), False, ["exceed"]),
     ("contrastive_weights", [0, 1, 1], True, []),
     ("contrastive_weights", [0.2, 0.6, 0.9], False, ["hinge"]),
+    ("control_probe", 0.52, True, []),
+    ("control_probe", 50, True, []),
+    ("control_probe", 1.0, False, ["coin"]),
+    ("control_probe", "high", False, ["number"]),
+    ("synthetic_positive_landing", [2, 0], True, []),
+    ("synthetic_positive_landing", (1.5, 0.0), False, ["midpoint"]),
+    ("synthetic_positive_landing", (1.0, 0.0), False, ["larger weight"]),
+    ("synthetic_positive_landing", 2.0, False, ["two numbers"]),
 ])
 def test_predictions(name, answer, passed, words):
     result = _check(name, answer)
@@ -325,6 +367,10 @@ def test_experiments_reveal_the_direction_only_after_an_answer():
     result = _check("epsilon_experiment", "fewer, I think")
     assert result.status == "noted" and "more negatives are kept" in result.text
     assert _check("chunk_experiment", 42).status == "failed"
+    for name, words in (("scale_experiment", "the attention flattens"),
+                        ("lambda1_experiment", "toward the real positive")):
+        assert words not in _check(name, ...).text
+        assert words in _check(name, "no idea").text
 
 
 # ----------------------------------------------------------------------------- references
@@ -345,11 +391,14 @@ def test_prediction_answers_come_from_dmlkit():
     assert predictions._vthm_expected() == {(0, 3), (3, 0)}
     assert predictions._xbm_expected() == (10, 2)
     assert np.isclose(exercises.solution("dense_memory_gib"), 16.0)
+    assert ex_adversarial._sp_expected() == pytest.approx((2.0, 0.0), abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- the notebooks
 @pytest.mark.parametrize("stem", ["01_contrastive_and_triplet", "02_lifted_structure_and_npair",
                                   "03_unified_weight_view", "04_multi_similarity_ablation",
+                                  "05_soft_mining_and_attention",
+                                  "06_adversarial_hard_negatives", "07_synthetic_positives",
                                   "08_evaluation_metrics", "11_batches_beyond_memory",
                                   "12_memory_and_proxies"])
 @pytest.mark.parametrize("solutions", [False, True], ids=["exercises", "solutions"])

@@ -31,7 +31,7 @@ False
 
 from __future__ import annotations
 
-from . import losses, metrics, mining, predictions, streaming
+from . import adversarial, losses, metrics, mining, predictions, soft_mining, streaming
 from .engine import Exercise, Feedback
 
 __all__ = ["EXERCISES", "Exercise", "Feedback", "available", "check", "describe", "get", "hint",
@@ -40,6 +40,7 @@ __all__ = ["EXERCISES", "Exercise", "Feedback", "available", "check", "describe"
 #: every exercise, by name, in notebook order
 EXERCISES: dict[str, Exercise] = {
     ex.name: ex for ex in sorted(losses.EXERCISES + mining.EXERCISES + metrics.EXERCISES
+                                 + soft_mining.EXERCISES + adversarial.EXERCISES
                                  + streaming.EXERCISES
                                  + predictions.EXERCISES, key=lambda e: e.notebook)}
 

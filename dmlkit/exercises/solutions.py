@@ -12,6 +12,7 @@ copied notebook) finds them without touching ``sys.path``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["ANSWERS"]
 
@@ -83,6 +84,63 @@ epsilon_experiment = ("More negatives should be kept: epsilon lowers the bar a n
                       "pass, so the mining keeps more of them.")
 
 
+# ----------------------------------------------------------------------------- notebook 05
+def osm_weights(D, pos, neg, sigma=0.8, alpha=1.2):
+    w_pos = torch.where(pos, torch.exp(-D ** 2 / sigma ** 2), 0.0)
+    w_neg = torch.where(neg, torch.relu(alpha - D), 0.0)
+    return w_pos, w_neg
+
+
+def caa_attention(f, labels, centres, scale=1.0):
+    f = f.float() if f.dtype == torch.float16 else f
+    cos = F.normalize(f, dim=1) @ F.normalize(centres.to(f.dtype), dim=1).T
+    a = torch.softmax(scale * cos, dim=1).gather(1, labels[:, None]).squeeze(1)
+    return torch.minimum(a[:, None], a[None, :])
+
+
+scale_experiment = ("The attention gets flatter: the outlier's attention rises and the clean "
+                    "samples' falls toward 1/2, so the outlier's pairs lose less weight.")
+
+
+# ----------------------------------------------------------------------------- notebook 06
+control_probe = 0.5
+
+
+def daml_objective(anchor, positive, negative, synthetic, lambda1=1.0, lambda2=1.0, alpha=1.0):
+    def d2(x, y):
+        if x.dtype == torch.float16:
+            x, y = x.float(), y.float()
+        return ((x - y) ** 2).sum(1)
+
+    j_hard = d2(synthetic, anchor)
+    j_reg = d2(synthetic, negative)
+    j_adv = torch.relu(d2(synthetic, anchor) - d2(positive, anchor) - alpha)
+    return (j_hard + lambda1 * j_reg + lambda2 * j_adv).mean()
+
+
+def synthetic_hardness(anchor, positive, synthetic, margin=0.0):
+    d_ap = (positive.double() - anchor.double()).norm(dim=1)
+    d_asyn = (synthetic.double() - anchor.double()).norm(dim=1)
+    violating = (d_asyn < d_ap + margin).double().mean()
+    return float(d_ap.mean()), float(d_asyn.mean()), float(violating)
+
+
+# ----------------------------------------------------------------------------- notebook 07
+synthetic_positive_landing = (2.0, 0.0)
+
+
+def positive_objective(anchor, positive, synthetic_positive, lambda1=1.0):
+    g = synthetic_positive.float() if synthetic_positive.dtype == torch.float16 \
+        else synthetic_positive
+    hard = ((g - anchor.to(g.dtype)) ** 2).sum(1)
+    reg = ((g - positive.to(g.dtype)) ** 2).sum(1)
+    return (hard + lambda1 * reg).mean()
+
+
+lambda1_experiment = ("The synthetic positive moves toward the real positive, so its distance "
+                      "to the anchor grows toward D(anchor, positive).")
+
+
 # ----------------------------------------------------------------------------- notebook 08
 def _ranking(D):
     D = D.clone()
@@ -148,4 +206,4 @@ xbm_pointer = (10, 2)
 
 #: exercise name -> its solution
 ANSWERS = {name: value for name, value in dict(globals()).items()
-           if not name.startswith("_") and name not in ("annotations", "torch", "ANSWERS")}
+           if not name.startswith("_") and name not in ("annotations", "torch", "F", "ANSWERS")}
