@@ -10,8 +10,7 @@ import math
 import pytest
 import torch
 from naive import naive_cos, naive_raw, naive_vthm_sets
-from pytorch_metric_learning import losses as pml_losses
-from pytorch_metric_learning import miners as pml_miners
+from optional_pml import pml_losses, pml_miners
 
 from dmlkit import losses
 from dmlkit.memory import CrossBatchMemory

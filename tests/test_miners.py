@@ -4,7 +4,7 @@ closed form of the distance-weighted sampling density; the miner registry."""
 import pytest
 import torch
 from naive import naive_dw_probabilities, naive_hard, naive_semihard, naive_vthm
-from pytorch_metric_learning import miners as pml_miners
+from optional_pml import pml_miners
 
 from dmlkit import miners
 from dmlkit.similarity import pair_masks, similarity_matrix

@@ -108,6 +108,7 @@ def test_all_singletons_give_nan_or_zero():
 
 
 def test_matches_pytorch_metric_learning():
+    pytest.importorskip("pytorch_metric_learning")  # a PML comparison skips on its own
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
     x, y = clustered(400, 8, 40, 1.5, seed=5, singletons=6, dtype=np.float32)

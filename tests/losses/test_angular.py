@@ -1,13 +1,12 @@
 """Angular loss (dmlkit.losses.angular): naive per-pair / per-negative loops, gradcheck, half
 precision and PML (through a normalisation layer, see the docstring)."""
 
-import pytest
 from naive import naive_angular
 from naive.loss_testing import naive_loop_tests, pml_tests
+from optional_pml import pml_losses
 
 from dmlkit import losses
 
-pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
 
 # name, kwargs, naive function, naive kwargs
 CASES = [

@@ -14,14 +14,13 @@ from naive.loss_testing import (
     through_masks,
     value_and_grad_S,
 )
+from optional_pml import pml_distances, pml_losses
 
 from dmlkit import losses
 from dmlkit.losses.base import make_batch
 from dmlkit.losses.contrastive import ContrastiveLoss
 from dmlkit.similarity import mask_any
 
-pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
-pml_distances = pytest.importorskip("pytorch_metric_learning.distances")
 
 # name, kwargs, naive function, naive kwargs
 CASES = [

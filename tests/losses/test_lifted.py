@@ -7,12 +7,11 @@ import pytest
 import torch
 from naive import naive_generalized_lifted, naive_lifted
 from naive.loss_testing import autograd_weights, naive_loop_tests, pml_tests, random_batch
+from optional_pml import pml_distances, pml_losses
 
 from dmlkit import losses
 from dmlkit.losses.base import make_batch
 
-pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
-pml_distances = pytest.importorskip("pytorch_metric_learning.distances")
 
 # name, kwargs, naive function, naive kwargs
 CASES = [

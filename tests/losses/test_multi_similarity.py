@@ -25,8 +25,7 @@ from naive.loss_testing import (
     through_masks,
     value_and_grad_S,
 )
-from pytorch_metric_learning import losses as pml_losses
-from pytorch_metric_learning import miners as pml_miners
+from optional_pml import pml_losses, pml_miners
 
 from dmlkit import losses, miners
 from dmlkit.losses.base import make_batch

@@ -8,12 +8,11 @@ import pytest
 import torch
 from naive import naive_npair, naive_tuplet
 from naive.loss_testing import LABEL_LAYOUTS, naive_loop_tests, pml_tests
+from optional_pml import pml_distances, pml_losses
 
 from dmlkit import losses
 from dmlkit.losses.base import make_batch
 
-pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
-pml_distances = pytest.importorskip("pytorch_metric_learning.distances")
 
 # name, kwargs, naive function, naive kwargs
 CASES = [

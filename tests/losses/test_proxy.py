@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from naive.loss_testing import random_batch
-from pytorch_metric_learning import losses as pml_losses
+from optional_pml import pml_losses
 
 from dmlkit import losses, weights
 from dmlkit.losses.base import make_batch
