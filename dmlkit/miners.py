@@ -5,6 +5,7 @@ similarity matrix (cosine for unit vectors), ``pos`` / ``neg`` the (B, M) bool m
 and negative pairs (see :func:`dmlkit.similarity.pair_masks`), and the result the subsets of the
 pairs a loss should weight. Mining is a *selection*: it runs under ``torch.no_grad()`` and
 returns bool masks (the loss then weights the kept pairs with a differentiable function of S).
+A half-precision S is compared in float32 (docs/precision.md).
 VTHM and the Table 1 miners: docs/formulas.md#vthm-mining.
 
 Registry (:data:`MINERS`, a :class:`dmlkit.registry.Registry`): :func:`available`,
@@ -35,6 +36,7 @@ from collections.abc import Callable
 
 import torch
 
+from .precision import promote
 from .registry import Registry
 
 __all__ = [
@@ -68,7 +70,7 @@ def _check(S: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tenso
     for name, m in (("pos", pos), ("neg", neg)):
         if not isinstance(m, torch.Tensor) or m.shape != S.shape or m.dtype != torch.bool:
             raise ValueError(f"{name} must be a bool tensor of the shape of S {tuple(S.shape)}")
-    return S.detach()
+    return promote(S.detach())      # half precision is compared in float32 (docs/precision.md)
 
 
 @MINERS.register("none")
@@ -121,7 +123,9 @@ def vthm_negative_threshold(p: torch.Tensor, epsilon: float) -> torch.Tensor:
     ``x + epsilon > p`` (:func:`vthm`'s expression) for every x of that dtype, since rounding
     is monotone, so a tiled pass tests its negatives without adding epsilon. Found by
     bisection on the floats' bits (32 or 64 steps; many consecutive floats x can share one
-    rounded x + epsilon). p = +inf gives +inf (nothing is kept)."""
+    rounded x + epsilon). p = +inf gives +inf (nothing is kept); half precision is
+    computed in float32."""
+    p = promote(p)
     finite = torch.isfinite(p)
     q = torch.where(finite, p, 0.0)
     room = q.abs() + abs(epsilon) + 1.0

@@ -10,7 +10,8 @@ Conventions (the same in every function of dmlkit.evaluate)
 -----------------------------------------------------------
 * **Similarity.** Cosine similarity (embeddings L2-normalised, ``normalize=True``, the papers'
   setting; on unit vectors this ranks exactly as Euclidean distance). ``normalize=False`` ranks
-  by the raw inner product. Computation is float32 (float64 inputs stay float64); queries
+  by the raw inner product. Computation is float32 (float64 inputs stay float64; half
+  precision is cast to float32 and autocast is off: docs/precision.md); queries
   with neighbours in their top list within float32 resolution of each other (nearly collinear
   embeddings) are ranked again in float64 (``near_ties``).
 * **Ranking and ties.** The database is ranked by similarity, descending, and exact ties are
@@ -63,6 +64,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from ..precision import without_autocast
 from .inputs import DEFAULT_BLOCK, block_rows, check_choice, check_ks, query_database
 
 __all__ = ["recall_at_k", "retrieval_metrics"]
@@ -256,6 +258,7 @@ def _average(values: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, ave
     return float((sums / cnts).mean())
 
 
+@without_autocast
 def retrieval_metrics(
     embeddings,
     labels,

@@ -33,19 +33,11 @@ import torch
 from torch import nn
 
 from .._checks import check_embeddings, check_embeddings_labels, check_labels
+from ..precision import compute_dtype, full_precision_forward, promote
 from ..similarity import distances_from_similarity, pair_masks, similarity_matrix, squared_distances
 
 __all__ = ["PairBatch", "PairLoss", "check_batch_inputs", "make_batch", "positive_slots",
            "zero_loss"]
-
-
-def _promote_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def _promote(x: torch.Tensor) -> torch.Tensor:
-    """Half-precision inputs are computed in float32 (as similarity_matrix does)."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 @dataclass
@@ -126,7 +118,7 @@ class PairBatch:
         """Squared Euclidean distances (B, M): 2 - 2S for unit vectors, else from the embeddings."""
         if self.normalized:
             return (2.0 - 2.0 * self.S).clamp_min(0.0)
-        q, r = _promote(self.embeddings), _promote(self.ref_embeddings)
+        q, r = promote(self.embeddings), promote(self.ref_embeddings)
         return squared_distances(q, None if self.in_batch else r)
 
 
@@ -220,7 +212,9 @@ class PairLoss(nn.Module):
     Subclasses set ``self.normalize`` (L2-normalise embeddings before S; default True) and
     implement :meth:`compute`. Terms that are not functions of S (e.g. N-pair's L2 penalty on
     the embedding norms) go in :meth:`regularizer`; the weight view covers only :meth:`compute`.
-    Returns a 0-dim float tensor (float32 for half-precision inputs).
+    Returns a 0-dim float tensor (float32 for half-precision inputs). Every ``forward``
+    (this one and a subclass's) follows the precision policy of docs/precision.md: a
+    half-precision input is cast to float32 once, on entry, and autocast is disabled within.
 
     ``chunk_size`` (constructor keyword of every loss, ``losses.build(name, chunk_size=...)``,
     or the attribute): None (default) = the dense (B, M) path; an int = the exact tiled path
@@ -238,6 +232,9 @@ class PairLoss(nn.Module):
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
             cls.__init__ = _with_chunk_size(cls.__dict__["__init__"])
+        forward = cls.__dict__.get("forward")
+        if forward is not None and not getattr(forward, "full_precision", False):
+            cls.forward = full_precision_forward(forward)   # the precision policy
 
     def __init__(self, normalize: bool = True):
         super().__init__()
@@ -279,7 +276,7 @@ class PairLoss(nn.Module):
         if self.chunk_size is None:
             return None
         from .tiling import resolve_chunk_size
-        return resolve_chunk_size(self.chunk_size, B, M, _promote_dtype(dtype),
+        return resolve_chunk_size(self.chunk_size, B, M, compute_dtype(dtype),
                                   self.dense_elements(B, M))
 
     def dense_elements(self, B: int, M: int) -> int:
@@ -288,6 +285,7 @@ class PairLoss(nn.Module):
         from .tiling import DENSE_BUFFERS
         return DENSE_BUFFERS * B * M
 
+    @full_precision_forward
     def forward(self, embeddings, labels, ref_embeddings=None, ref_labels=None) -> torch.Tensor:
         if self.chunk_size is not None:
             chunk = self.tiled_chunk(len(embeddings), len(labels if ref_labels is None

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .._checks import check_embeddings_labels
+from ..precision import compute_dtype
 from .base import PairBatch, PairLoss, make_batch, zero_loss
 from .registry import register
 
@@ -51,8 +52,9 @@ class ProxyLoss(PairLoss):
 
     Labels must lie in ``[0, num_classes)``; the embeddings must have ``embedding_dim``
     columns; passing references (``ref_embeddings``) is a ValueError: the proxies are the
-    references. Half-precision embeddings are computed in float32; otherwise the proxies are
-    cast (differentiably) to the embeddings' dtype and device.
+    references. Half-precision embeddings are computed in float32 with float32 proxies
+    (docs/precision.md); otherwise the proxies are cast (differentiably) to the embeddings'
+    dtype and device.
     """
 
     def __init__(self, num_classes: int | None = None, embedding_dim: int | None = None,
@@ -73,7 +75,7 @@ class ProxyLoss(PairLoss):
     def references(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(proxies, labels 0..C-1)`` in the dtype / device of ``like`` (the embeddings)."""
         like = torch.as_tensor(like)
-        dtype = like.dtype if like.is_floating_point() else self.proxies.dtype
+        dtype = compute_dtype(like.dtype) if like.is_floating_point() else self.proxies.dtype
         proxies = self.proxies.to(device=like.device, dtype=dtype)
         return proxies, torch.arange(self.num_classes, device=like.device)
 
