@@ -27,8 +27,11 @@ demo: $(STAMP)
 notebooks: $(STAMP)
 	$(PY) -m dmlkit.nbrun --in-place $(if $(ONLY),--only $(ONLY))
 
+# in parallel, a test file per worker at a time (tests/conftest.py); PYTEST_WORKERS=0: serial
+PYTEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q --doctest-modules dmlkit tests
+	$(PY) -m pytest -q --doctest-modules -n $(PYTEST_WORKERS) --dist loadgroup \
+		--no-loadscope-reorder dmlkit tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check dmlkit tests benchmarks notebooks

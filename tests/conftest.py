@@ -1,6 +1,8 @@
 """Shared test helpers: building any registered loss with the arguments it needs; a loss's
 value and its gradients with respect to every floating-point input."""
 
+import pytest
+
 from dmlkit import losses
 
 #: constructor arguments for losses that need more than their defaults
@@ -24,3 +26,25 @@ def value_and_grads(loss, *args):
     value = loss(*leaves)
     value.backward()
     return value.detach(), [a.grad for a in leaves if a.is_floating_point()]
+
+
+# ``make test`` runs the suite in parallel (pytest-xdist, ``--dist loadgroup``): a test file is
+# one unit of work, so its module-scoped fixtures run once; the browser tests share one unit
+# (one Chromium at a time); the longest files are handed out first.
+_FIRST = ("test_notebooks_rerun.py", "ui", "test_notebooks_tiny.py", "test_gpucheck.py",
+          "test_claims.py")
+
+
+def _unit(item) -> str:
+    path = item.path
+    return "ui" if path.parent.name == "ui" else path.name
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(_FIRST)}
+    items.sort(key=lambda item: rank.get(_unit(item), len(rank)))   # stable: files keep order
+    for item in items:
+        unit = "ui" if _unit(item) == "ui" else str(item.path)
+        item.add_marker(pytest.mark.xdist_group(unit))
+
