@@ -7,8 +7,9 @@ import torch
 from conftest import build_loss
 from naive.loss_testing import label_layout_batches, through_masks
 
-from dmlkit import losses, weights
+from dmlkit import losses, miners, weights
 from dmlkit.losses.base import make_batch, positive_slots
+from dmlkit.losses.multi_similarity import WEIGHTINGS
 
 ALL = losses.available()
 #: losses whose mining samples at random: compare them with a fixed seed
@@ -68,24 +69,61 @@ class TestEveryLoss:
         assert torch.isfinite(emb.grad.float()).all()
 
     def test_theorem_3_1_surrogate_has_the_same_gradient(self, name):
-        if name in STOCHASTIC:
-            pytest.skip("stochastic mining: covered with a fixed generator in the miner tests")
-        loss = build_loss(name)
+        # a loss that samples its negatives: two losses seeded alike draw the same negatives,
+        # one for the loss's gradient, one for the surrogate's weights
         emb, lab = self.batch(dtype=torch.float64, seed=3)
-        g_loss, g_sur, diff = weights.theorem_3_1_check(loss, emb, lab)
+        g_loss, g_sur = theorem_3_1_gradients(lambda: _seeded(name), emb, lab)
         assert g_loss.abs().max() > 0, "no gradient at all: pick a batch with active pairs"
-        assert diff < 1e-10
+        assert float((g_loss - g_sur).abs().max()) < 1e-10
+        if name not in STOCHASTIC:
+            assert weights.theorem_3_1_check(_seeded(name), emb, lab)[2] < 1e-10
 
     def test_weights_are_non_negative_and_zero_off_pairs(self, name):
-        if name in STOCHASTIC:
-            pytest.skip("stochastic mining")
-        loss = build_loss(name)
+        loss = _seeded(name)
         emb, lab = self.batch(dtype=torch.float64, seed=4)
         S, W = weights.pair_weights(loss, emb, lab)
         owns_references = hasattr(loss, "references")   # proxy losses: S is samples x proxies
         assert W.shape == S.shape == (16, loss.num_classes if owns_references else 16)
         assert (W >= -1e-12).all(), f"{name} has negative pair weights: {W.min()}"
         assert owns_references or (W.diagonal() == 0).all()
+
+
+def _seeded(name):
+    torch.manual_seed(0)      # a proxy loss draws its proxies
+    return build_loss(name, seed=0) if name in STOCHASTIC else build_loss(name)
+
+
+def theorem_3_1_gradients(make_loss, emb, lab, ref=None, ref_lab=None):
+    """Gradients of the loss and of its Theorem 3.1 surrogate (Wang et al. 2019b), each from a
+    fresh ``make_loss()``: a seeded sampling miner draws the same pairs for both."""
+    x1 = emb.clone().requires_grad_(True)
+    (g_loss,) = torch.autograd.grad(make_loss()(x1, lab, ref, ref_lab), x1)
+    x2 = emb.clone().requires_grad_(True)
+    (g_sur,) = torch.autograd.grad(weights.surrogate(make_loss(), x2, lab, ref, ref_lab), x2)
+    return g_loss, g_sur
+
+
+@pytest.mark.parametrize("mining", miners.available())
+@pytest.mark.parametrize("weighting", sorted(WEIGHTINGS))
+def test_theorem_3_1_for_every_weighting_and_mining(weighting, mining):
+    # Theorem 3.1 (Wang et al. 2019b) for every weighting x mining of weighted_pair, in the
+    # in-batch and the query-vs-reference form; distance-weighted sampling with two negatives
+    # per anchor, drawn alike for the loss and the surrogate by two equally seeded generators
+    extra = ({"num_negatives": 2} if mining == "distance_weighted" else {})
+
+    def make():
+        if mining == "distance_weighted":
+            extra["generator"] = torch.Generator().manual_seed(1)
+        return losses.build("weighted_pair", weighting=weighting, mining=mining, **extra)
+
+    g = torch.Generator().manual_seed(5)
+    emb = torch.randn(14, 5, generator=g, dtype=torch.float64)
+    lab = torch.arange(14) % 4
+    ref = torch.randn(9, 5, generator=g, dtype=torch.float64)
+    for args in ((), (ref, torch.arange(9) % 3)):
+        g_loss, g_sur = theorem_3_1_gradients(make, emb, lab, *args)
+        assert g_loss.abs().max() > 1e-3
+        torch.testing.assert_close(g_sur, g_loss, rtol=0, atol=1e-12)
 
 
 def _params(name):
