@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo notebooks test install lint bench clean gpu-wheels
+.PHONY: demo notebooks test install lint bench clean gpu-wheels mutation
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/evaluate.py
 	$(PY) benchmarks/train.py
 	$(PY) benchmarks/adversarial.py
+
+# mutation testing of the numeric core (not part of `make test`; docs/development.md has the
+# scores): MODULES="similarity retrieval tiling ..." (benchmarks/mutation.py --list), into build/
+mutation: $(STAMP)
+	$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -e ".[mutation]"
+	nice -n 15 $(PY) benchmarks/mutation.py $(MODULES)
 
 # the wheels the GPU check needs beyond a machine with torch & co. preinstalled
 # (benchmarks/gpu-wheels.txt; docs/gpu.md: the offline run), into the ignored .whl/
