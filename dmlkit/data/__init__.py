@@ -35,7 +35,7 @@ from .download import DownloadError, data_root, download_url, extract_archive, m
 from .fashion_mnist import FashionMNIST
 from .glyphs import DEFAULT_DIFFICULTY, Glyphs
 from .idx import IDXError, read_idx
-from .image_folder import BadImageError, ImageFolder
+from .image_folder import BadImageError, ImageFolder, write_image_folder
 from .registry import DATASETS, DatasetInfo, available, dataset_info, register_dataset
 from .samplers import HardNegativeClassSampler, PKSampler, select_hard_classes
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, get_transforms
@@ -76,6 +76,7 @@ __all__ = [
     "register_dataset",
     "select_hard_classes",
     "train_val_split",
+    "write_image_folder",
 ]
 
 
