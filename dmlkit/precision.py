@@ -41,8 +41,8 @@ from importlib import resources
 import torch
 
 __all__ = ["FACTOR", "FLOORS", "HALF_DTYPES", "TABLE", "UNIT_ROUNDOFF", "compute_dtype",
-           "dtype_name", "full_precision_forward", "load_table", "no_autocast", "promote",
-           "tolerance", "without_autocast"]
+           "dtype_name", "family_tolerance", "full_precision_forward", "load_table",
+           "no_autocast", "promote", "tolerance", "without_autocast"]
 
 #: the half-precision dtypes that are computed in float32
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -151,6 +151,18 @@ def load_table(path=None) -> list[dict]:
 def _table_index() -> dict:
     return {(r["kind"], r["name"], r["path"], r["dtype"], r["quantity"], r["reference"]):
             r["max_error"] for r in load_table()}
+
+
+def family_tolerance(kind: str, dtype, quantity: str, reference: str) -> float:
+    """:func:`tolerance` of the worst measured case of a family (``kind``): the bound for a
+    setting the table does not list (a loss with other hyper-parameters)."""
+    dname = dtype if isinstance(dtype, str) else dtype_name(dtype)
+    cases = [k for k in _table_index() if k[0] == kind and k[3] == dname and k[4] == quantity
+             and k[5] == reference]
+    if not cases:
+        raise ValueError(f"no measured {kind} {quantity} error in {dname} against {reference} "
+                         f"in dmlkit/resources/{TABLE}")
+    return max(tolerance(*k) for k in cases)
 
 
 def tolerance(kind: str, name: str, path: str, dtype, quantity: str, reference: str) -> float:

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dmlkit import losses
+from dmlkit import losses, precision
 from dmlkit.losses.base import make_batch
 
 __all__ = [
@@ -114,7 +114,8 @@ def autograd_weights(loss, x, y):
 def naive_loop_tests(cases):
     """The test class that checks every case ``(name, kwargs, naive, naive_kwargs)`` of a loss
     module against its naive loop: in-batch and query-vs-reference values (float64, 1e-10),
-    gradcheck in both forms, and half precision (finite, float32 out, within 2e-2).
+    gradcheck in both forms, and half precision (float32 out, the gradient in the input's
+    dtype, the value within the measured tolerance of dmlkit.precision on the rounded input).
 
     A test module assigns it to a ``Test...`` name: ``TestNaiveLoops = naive_loop_tests(CASES)``.
     """
@@ -153,17 +154,20 @@ def naive_loop_tests(cases):
 
         @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
         @each_case
-        def test_half_precision_is_finite(self, name, kw, naive, nkw, dtype):
+        def test_half_precision_equals_naive_loop_on_rounded_input(self, name, kw, naive, nkw,
+                                                                   dtype):
+            """Computed in float32 from the rounded input (docs/precision.md): within the
+            largest measured float32-vs-float64 value error of any loss (the table's
+            tolerance), not a blanket band."""
             x, y = random_batch(3, B=16, D=8)
             xh = (5 * x).to(dtype).requires_grad_(True)
             value = losses.build(name, **kw)(xh, y)
             value.backward()
-            assert torch.isfinite(value)
-            if kw.get("normalize", True) or name in ("npair", "npair_ovo", "tuplet"):
-                assert value.dtype == torch.float32     # S is promoted to float32
+            assert value.dtype == torch.float32 and xh.grad.dtype == dtype
             assert torch.isfinite(xh.grad.float()).all()
-            ref = naive((5 * x).to(dtype).double(), y, **nkw)
-            assert value.item() == pytest.approx(ref, rel=2e-2, abs=2e-2)
+            ref = naive(xh.detach().double(), y, **nkw)
+            tol = precision.family_tolerance("loss", dtype, "value", "fp64")
+            assert abs(value.item() - ref) <= tol * max(abs(ref), 1e-6), (value.item(), ref)
 
     return NaiveLoops
 
