@@ -122,8 +122,10 @@ def pair_f1(labels, clusters) -> float:
     return 2 * p * r / (p + r)
 
 
-def expected_vrf(x, y, neg: int) -> float:
-    """E[VRF]: per anchor, mean over positives of C(#neg below s_ap, neg) / C(#neg, neg)."""
+def expected_vrf(x, y, neg: int, replace: bool = False) -> float:
+    """E[VRF]: per anchor, mean over positives of C(#neg below s_ap, neg) / C(#neg, neg);
+    ``replace=True``: of (#neg below / #neg) ** neg, the expectation if the ``neg`` negatives
+    were drawn with replacement (the rule violation the tests must tell apart)."""
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     s = x @ x.T
     per_anchor = []
@@ -132,6 +134,8 @@ def expected_vrf(x, y, neg: int) -> float:
         negs = np.nonzero(y != y[a])[0]
         if not pos or len(negs) < neg:
             continue
-        per_anchor.append(np.mean([math.comb(int((s[a, negs] < s[a, p]).sum()), neg)
-                                   / math.comb(len(negs), neg) for p in pos]))
+        below = [int((s[a, negs] < s[a, p]).sum()) for p in pos]
+        per_anchor.append(np.mean([(b / len(negs)) ** neg if replace else
+                                   math.comb(b, neg) / math.comb(len(negs), neg)
+                                   for b in below]))
     return float(np.mean(per_anchor))
