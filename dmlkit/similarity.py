@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .precision import HALF_DTYPES, without_autocast
+
 __all__ = ["similarity_matrix", "pair_masks", "squared_distances", "distances_from_similarity",
            "mask_any"]
 
@@ -61,19 +63,21 @@ class _SymmetricGram(torch.autograd.Function):
         return G @ q, None
 
 
+@without_autocast
 def similarity_matrix(query: torch.Tensor, reference: torch.Tensor | None = None,
                       normalize: bool = True) -> torch.Tensor:
     """Inner products ``S[i, j] = <q_i, r_j>`` (cosine similarities when ``normalize``).
 
     query: (B, D); reference: (M, D) or None for the batch itself. Returns (B, M) in float32 at
-    least (half-precision inputs are promoted so that exp(beta * s) stays finite).
+    least: half-precision inputs are promoted (so that exp(beta * s) stays finite) and the
+    product runs with autocast disabled (the precision policy, docs/precision.md).
     """
-    q = query.float() if query.dtype in (torch.float16, torch.bfloat16) else query
+    q = query.float() if query.dtype in HALF_DTYPES else query
     if normalize:
         q = F.normalize(q, dim=1)
     if reference is None:
         return _SymmetricGram.apply(q, normalize)
-    r = reference.float() if reference.dtype in (torch.float16, torch.bfloat16) else reference
+    r = reference.float() if reference.dtype in HALF_DTYPES else reference
     r = r.to(q.dtype)
     if normalize:
         r = F.normalize(r, dim=1)
@@ -95,8 +99,10 @@ def pair_masks(labels: torch.Tensor, ref_labels: torch.Tensor | None = None):
     return pos, neg
 
 
+@without_autocast
 def squared_distances(query: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
-    """Squared Euclidean distances (B, M), clamped at 0, computed without a (B, M, D) tensor."""
+    """Squared Euclidean distances (B, M), clamped at 0, computed without a (B, M, D) tensor
+    (in the inputs' dtype, autocast disabled: docs/precision.md)."""
     r = query if reference is None else reference
     sq = (query * query).sum(1, keepdim=True) + (r * r).sum(1)[None, :] - 2.0 * query @ r.t()
     return sq.clamp_min(0.0)

@@ -56,25 +56,34 @@ def test_similarity_matrix_query_vs_reference_and_half_precision():
     assert S.shape == (4, 6)
     torch.testing.assert_close(S, F.normalize(q, dim=1) @ F.normalize(r, dim=1).t())
     torch.testing.assert_close(similarity_matrix(q, r, normalize=False), q @ r.t())
-    assert similarity_matrix(q.half(), r.half()).dtype == torch.float32
+    for dtype in (torch.float16, torch.bfloat16):    # float32 on the rounded input
+        qh, rh = q.to(dtype), r.to(dtype)
+        assert torch.equal(similarity_matrix(qh, rh), similarity_matrix(qh.float(), rh.float()))
+        assert torch.equal(similarity_matrix(qh), similarity_matrix(qh.float()))
 
 
-def test_in_batch_gram_backward_under_autocast():
-    """Under autocast the Gram matrix is a half-precision product of float32 rows; its
-    backward (outside the autocast block, as with a GradScaler) once failed on the dtypes."""
+def test_autocast_leaves_the_gram_matrix_in_float32():
+    """The precision policy (docs/precision.md): under autocast the similarity matrix is
+    still the float32 product, value and gradient bit for bit (its backward, outside the
+    autocast block as with a GradScaler, once failed on the dtypes of a half Gram)."""
     g = torch.Generator().manual_seed(4)
     x = torch.randn(12, 6, generator=g)
+    r = torch.randn(5, 6, generator=g)
     w = torch.randn(12, 12, generator=g)
     x32 = x.clone().requires_grad_(True)
-    (similarity_matrix(x32) * w).sum().backward()
+    S32 = similarity_matrix(x32)
+    (S32 * w).sum().backward()
     for dtype in (torch.bfloat16, torch.float16):
         xh = x.clone().requires_grad_(True)
         with torch.autocast("cpu", dtype=dtype):
             S = similarity_matrix(xh)
-        assert S.dtype == dtype
+            Sr = similarity_matrix(x, r)
+            D2 = squared_distances(x, r)
+        assert S.dtype == Sr.dtype == D2.dtype == torch.float32
+        assert torch.equal(S, S32.detach()) and torch.equal(Sr, similarity_matrix(x, r))
+        assert torch.equal(D2, squared_distances(x, r))
         (S * w).sum().backward()
-        assert xh.grad.dtype == torch.float32
-        torch.testing.assert_close(xh.grad, x32.grad, atol=0.05, rtol=0.05)
+        assert xh.grad.dtype == torch.float32 and torch.equal(xh.grad, x32.grad)
 
 
 def test_pair_masks_in_batch_and_query_vs_reference():
