@@ -212,3 +212,50 @@ def measure_all(seeds=SEEDS, names=None) -> list[dict]:
                           quantity="metric", reference=r, max_error=e, **stamp)
                      for (k, r), e in metric_errors(path, dtype, seeds).items()]
     return rows
+
+
+def _fmt(x: float) -> str:
+    return "0" if x == 0 else f"{x:.1e}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The docs' tables of the measured errors (docs/precision.md): per loss the largest error
+    over its paths (dense, tiled) of the value against float64 and of the gradient against
+    float32 and (rounded to the dtype) against float64, in bf16 and fp16; per miner and per
+    retrieval metric the largest error against float64 (and float32)."""
+    worst: dict = {}
+    paths: dict = {}
+    for r in rows:
+        key = (r["kind"], r["name"], r["dtype"], r["quantity"], r["reference"])
+        worst[key] = max(worst.get(key, 0.0), float(r["max_error"]))
+        paths.setdefault((r["kind"], r["name"]), set()).add(r["path"])
+    cols = [("value", "fp64"), ("grad", "fp32"), ("grad_rounded", "fp64")]
+    head = ["loss", "paths"] + [f"{d} {q.replace('_rounded', ' rounded')} vs {ref}"
+                                for d in ("bf16", "fp16") for q, ref in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for kind, name in paths:
+        if kind != "loss":
+            continue
+        cells = [_fmt(worst[("loss", name, d, q, ref)]) for d in ("bf16", "fp16")
+                 for q, ref in cols]
+        lines.append("| " + " | ".join([f"`{name}`", " + ".join(sorted(paths[kind, name])),
+                                        *cells]) + " |")
+    lines += ["", "| miner | " + " | ".join(
+        f"{d} {q} vs {ref}" for d in ("bf16", "fp16") for q, ref in
+        (("mask", "fp32"), ("mask", "fp64"), ("prob", "fp64"))) + " |", "|" + "---|" * 7]
+    for kind, name in paths:
+        if kind == "miner":
+            cells = [_fmt(worst[key]) if key in worst else "-" for d in ("bf16", "fp16")
+                     for key in (("miner", name, d, "mask", "fp32"),
+                                 ("miner", name, d, "mask", "fp64"),
+                                 ("miner", name, d, "prob", "fp64"))]
+            lines.append("| " + " | ".join([f"`{name}`", *cells]) + " |")
+    lines += ["", "| metric (self and gallery) | " + " | ".join(
+        f"{d} vs {ref}" for d in ("bf16", "fp16") for ref in REFERENCES) + " |",
+        "|" + "---|" * 5]
+    for kind, name in paths:
+        if kind == "metric":
+            cells = [_fmt(worst[("metric", name, d, "metric", ref)]) for d in ("bf16", "fp16")
+                     for ref in REFERENCES]
+            lines.append("| " + " | ".join([f"`{name}`", *cells]) + " |")
+    return "\n".join(lines) + "\n"
