@@ -22,7 +22,7 @@ reported shrink or vanish. The protocol here, on an in-memory task
 5. **Reading it**: :func:`compare` (:func:`dmlkit.paired.paired_differences`: paired 95 % t
    intervals, "better / worse / cannot tell with n = 5"), :func:`summarize` (each loss's mean
    with a 95 % t interval), :func:`orderings` and :func:`claim_pairs` (the papers' claimed
-   ordering, :func:`dmlkit.results.published_results`, beside the measured one).
+   ordering beside the measured one; in :mod:`dmlkit.leaderboard`, re-exported here).
 
 >>> from dmlkit import reality, tasks
 >>> task = tasks.image_task("glyphs", num_classes=8, num_test_classes=4, images_per_class=4,
@@ -34,7 +34,9 @@ reported shrink or vanish. The protocol here, on an in-memory task
 
 Search ranges: wide, around each paper's default (log-uniform for scales and temperatures), in
 the spirit of Musgrave et al. 2020's Bayesian search; they are dmlkit's choice, not copied from
-that paper. Where a loss has a trainable part (the proxies of Proxy-Anchor and ProxyNCA) it gets
+that paper. A range whose edge a saved run's best setting reached was widened (a best value
+at an edge says the optimum may lie outside): multi-similarity's, see :data:`SEARCH_SPACES`.
+Where a loss has a trainable part (the proxies of Proxy-Anchor and ProxyNCA) it gets
 ``Protocol.loss_lr_mult`` times the network's learning rate (100, the official Proxy-Anchor
 recipe); the losses without parameters are not affected by it.
 """
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -55,15 +57,20 @@ import torch
 
 from . import paired as _paired
 from . import tasks as _tasks
+from .leaderboard import (CLAIMS, MUSGRAVE_METHODS, claim_pairs, claim_sentence,
+                          claimed_ordering, orderings)
 
 __all__ = ["CLAIMS", "DEFAULT_LOSSES", "LABELS", "MUSGRAVE_METHODS", "Protocol",
-           "RealityCheck", "SAVED", "SEARCH_SPACES", "Range", "batch_shape", "claim_pairs",
-           "claim_sentence", "claimed_ordering", "class_folds", "compare", "fold_tasks",
-           "load_saved", "orderings", "paper_defaults", "require_optuna", "retrain", "run",
-           "save", "search_space", "suggest", "summarize", "trials_frame", "tune"]
+           "RealityCheck", "SAVED", "SAVED_RUNS", "SEARCH_SPACES", "SYMBOLS", "Range",
+           "batch_shape", "claim_pairs", "claim_sentence", "claimed_ordering", "class_folds",
+           "compare", "fold_tasks", "load_saved", "orderings", "paper_defaults",
+           "require_optuna", "retrain", "run", "save", "search_space", "suggest", "summarize",
+           "trials_frame", "tune"]
 
-#: The package resource of the saved larger run (per-seed rows; its configuration beside it).
+#: The package resources of the saved larger runs (per-seed rows, configuration beside each):
+#: glyphs (notebook 13) and Fashion-MNIST (notebook 10).
 SAVED = "resources/reality_check.csv"
+SAVED_RUNS = {"glyphs": SAVED, "fashion_mnist": "resources/reality_check_fashion_mnist.csv"}
 
 
 class Range(NamedTuple):
@@ -87,6 +94,10 @@ LABELS: dict[str, str] = {
     "proxy_anchor": "Proxy-Anchor",
 }
 
+#: The searched parameters as a reader sees them: the papers' symbols (others by name).
+SYMBOLS: dict[str, str] = {"alpha": "α", "beta": "β", "lam": "λ", "epsilon": "ε", "delta": "δ",
+                           "l2_reg": "L2 weight"}
+
 #: Search space per loss, in the losses' own parameter names (the papers' symbols); every other
 #: parameter keeps its default (e.g. contrastive's squared hinges, triplet over all triplets).
 SEARCH_SPACES: dict[str, dict[str, Range]] = {
@@ -97,33 +108,16 @@ SEARCH_SPACES: dict[str, dict[str, Range]] = {
     "npair": {"l2_reg": Range(1e-4, 1e-1, log=True)},
     "binomial_deviance": {"alpha": Range(0.5, 20.0, log=True),
                           "beta": Range(1.0, 100.0, log=True), "lam": Range(0.0, 1.0)},
-    "multi_similarity": {"alpha": Range(0.5, 20.0, log=True),
-                         "beta": Range(1.0, 100.0, log=True), "lam": Range(0.0, 1.0),
-                         "epsilon": Range(0.0, 0.5)},
+    # widened after a glyph run (alpha 0.5-20, beta 1-100, epsilon 0-0.5) tuned beta to 1.45,
+    # epsilon to 0.497 (both at an edge) and alpha to 15.3: beta now reaches 0.1 (a nearly
+    # linear, averaging negative term), epsilon 2 (cosines of unit vectors differ by at most 2:
+    # VTHM keeps every pair, no mining), alpha 50
+    "multi_similarity": {"alpha": Range(0.5, 50.0, log=True),
+                         "beta": Range(0.1, 100.0, log=True), "lam": Range(0.0, 1.0),
+                         "epsilon": Range(0.0, 2.0)},
     "proxy_nca": {"scale": Range(1.0, 64.0, log=True)},
     "proxy_anchor": {"alpha": Range(1.0, 64.0, log=True), "delta": Range(0.0, 0.5)},
 }
-
-#: Where each loss's claimed number comes from in ``published_results.csv``: (paper, method,
-#: note filter or None), on CUB-200-2011 R@1. One table holds the four oldest losses (Wang et
-#: al. 2019a, raw images); N-pair is its own paper's, ProxyNCA and multi-similarity (RAW+VTHM)
-#: are Wang et al. 2019b's Table 2. Proxy-Anchor has no number in the file.
-CLAIMS: dict[str, tuple[str, str, str | None]] = {
-    "contrastive": ("Wang et al. 2019a (OSM+CAA)", "Contrastive", "raw images"),
-    "triplet": ("Wang et al. 2019a (OSM+CAA)", "Triplet", "raw images"),
-    "lifted_structure": ("Wang et al. 2019a (OSM+CAA)", "LiftedStruct", "raw images"),
-    "npair": ("Sohn 2016 (N-pair)", "60-pair-mc", None),
-    "binomial_deviance": ("Wang et al. 2019a (OSM+CAA)", "Binomial Deviance", "raw images"),
-    "multi_similarity": ("Wang et al. 2019b (unified view / multi-similarity)", "RAW+VTHM",
-                         "Table 2"),
-    "proxy_nca": ("Wang et al. 2019b (unified view / multi-similarity)", "ProxyNCA",
-                  "Table 2"),
-}
-
-#: Musgrave et al. 2020's own re-run of a loss (method name in ``published_results.csv``).
-MUSGRAVE_METHODS: dict[str, str] = {"contrastive": "Contrastive", "triplet": "Triplet",
-                                    "multi_similarity": "MS", "proxy_nca": "ProxyNCA"}
-_MUSGRAVE = "Musgrave et al. 2020 (A Metric Learning Reality Check)"
 
 
 @dataclass(frozen=True)
@@ -397,7 +391,9 @@ def run(task: _tasks.ImageTask, losses: Sequence[str] = DEFAULT_LOSSES,
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        pool = ProcessPoolExecutor(int(workers), mp_context=mp.get_context("fork"),
+        # spawned, not forked: a child forked from a parent whose torch thread pool is up can
+        # hang at its first parallel operation (it did, after loading Fashion-MNIST)
+        pool = ProcessPoolExecutor(int(workers), mp_context=mp.get_context("spawn"),
                                    initializer=torch.set_num_threads,
                                    initargs=(torch.get_num_threads(),))
     results = []
@@ -472,102 +468,6 @@ def compare(frame: pd.DataFrame, baseline: str = "contrastive",
                                       run="loss", scale=scale, **kwargs)
 
 
-def claimed_ordering(published: pd.DataFrame | None = None,
-                     losses: Iterable[str] = DEFAULT_LOSSES) -> pd.DataFrame:
-    """The papers' numbers for each loss on CUB-200-2011 R@1 (:data:`CLAIMS`) and Musgrave et
-    al. 2020's own re-run (MAP@R, 128-d, CUB-200-2011), from ``published`` (default
-    :func:`dmlkit.results.published_results`). Index: loss; columns paper, method, backbone,
-    claimed R@1, claimed rank (1 = best, among the losses with a number), note, Musgrave et al.
-    2020 MAP@R."""
-    from . import results as _results
-
-    pub = _results.published_results() if published is None else published
-    cub = pub[pub["dataset"] == "CUB-200-2011"]
-    rows = []
-    for loss in losses:
-        row = {"loss": loss, "paper": None, "method": None, "backbone": None,
-               "claimed R@1": math.nan, "note": "no number in published_results.csv"}
-        if loss in CLAIMS:
-            paper, method, note = CLAIMS[loss]
-            hit = cub[(cub["paper"] == paper) & (cub["method"] == method)
-                      & (cub["metric"] == "R@1")]
-            if note is not None:
-                hit = hit[hit["note"].fillna("").str.contains(note, regex=False)]
-            if len(hit):
-                r = hit.iloc[0]
-                row.update({"paper": paper, "method": method, "backbone": r["backbone"],
-                            "claimed R@1": float(r["value"]),
-                            "note": "" if pd.isna(r["note"]) else str(r["note"])})
-        mus = cub[(cub["paper"] == _MUSGRAVE) & (cub["method"] == MUSGRAVE_METHODS.get(loss))
-                  & (cub["metric"] == "MAP@R")
-                  & (cub["embedding_dim"].astype(str) == "128")]
-        row["Musgrave et al. 2020 MAP@R"] = float(mus["value"].iloc[0]) if len(mus) else math.nan
-        rows.append(row)
-    out = pd.DataFrame(rows).set_index("loss")
-    out.insert(4, "claimed rank",
-               out["claimed R@1"].rank(ascending=False, method="min").astype("Int64"))
-    return out
-
-
-def orderings(frame: pd.DataFrame, published: pd.DataFrame | None = None,
-              metric: str = "map@r") -> pd.DataFrame:
-    """The papers' claimed ordering beside the measured one: :func:`claimed_ordering` of the
-    frame's losses joined with the measured mean, 95 % interval and rank (1 = best) of
-    ``metric`` (percent). Ranks of means say nothing about the noise: read them with
-    :func:`compare`'s verdicts."""
-    losses = list(dict.fromkeys(frame["loss"]))
-    claims = claimed_ordering(published, losses)[["paper", "claimed R@1", "claimed rank",
-                                                  "Musgrave et al. 2020 MAP@R"]]
-    s = summarize(frame, metrics=(metric,))
-    name = "MAP@R" if metric == "map@r" else "R@1" if metric == "recall@1" else metric
-    ours = pd.DataFrame({f"our {name}": s[metric], "95 % CI low": s[f"{metric}_low"],
-                         "95 % CI high": s[f"{metric}_high"],
-                         "our rank": s[metric].rank(ascending=False,
-                                                    method="min").astype("Int64")})
-    return claims.join(ours)
-
-
-def claim_pairs(frame: pd.DataFrame, metric: str = "map@r", published: pd.DataFrame | None = None,
-                confidence: float = 0.95) -> pd.DataFrame:
-    """Every pair of the frame's losses that the papers order (both have a claimed number in
-    :func:`claimed_ordering`), held against our runs: one row per pair ``winner`` (the higher
-    claimed R@1) over ``loser``, the claimed difference (R@1 points), our paired difference of
-    ``metric`` (x100, winner - loser, by seed) with its interval and
-    :func:`dmlkit.paired.paired_differences`' verdict, and ``agreement``: "as claimed" (better),
-    "reversed" (worse) or "within the noise" (cannot tell). No correction for the number of
-    pairs: about 1 in 20 intervals excludes 0 by chance when nothing differs."""
-    losses = list(dict.fromkeys(frame["loss"]))
-    claims = claimed_ordering(published, losses)["claimed R@1"].dropna()
-    rows = []
-    for i, a in enumerate(claims.index):
-        for b in claims.index[i + 1:]:
-            if claims[a] == claims[b]:
-                continue
-            win, lose = (a, b) if claims[a] > claims[b] else (b, a)
-            r = _paired.paired_differences(frame, baseline=lose, metrics=[metric], runs=[win],
-                                           run="loss", scale=100.0,
-                                           confidence=confidence).iloc[0]
-            agreement = ("as claimed" if r["verdict"].startswith("better") else
-                         "reversed" if r["verdict"].startswith("worse") else "within the noise")
-            rows.append({"winner": win, "loser": lose,
-                         "claimed difference": float(claims[win] - claims[lose]),
-                         "our difference": r["diff"], "low": r["low"], "high": r["high"],
-                         "n": int(r["n"]), "verdict": r["verdict"], "agreement": agreement})
-    return pd.DataFrame(rows)
-
-
-def claim_sentence(pairs: pd.DataFrame, metric: str = "map@r") -> str:
-    """One sentence counting :func:`claim_pairs`' agreements, with n and the caveat."""
-    counts = pairs["agreement"].value_counts()
-    ns = sorted(set(pairs["n"]))
-    n = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]} to {ns[-1]}"
-    return (f"Of the {len(pairs)} orderings of two losses that the papers' numbers claim, our "
-            f"{metric} (paired 95 % intervals, {n} seeds) shows {counts.get('as claimed', 0)} "
-            f"as claimed, {counts.get('reversed', 0)} reversed and "
-            f"{counts.get('within the noise', 0)} within the noise (no correction for the "
-            f"{len(pairs)} comparisons).")
-
-
 # ---------------------------------------------------------------------------- saved run
 
 
@@ -586,12 +486,15 @@ def save(result: RealityCheck, path: str | Path, **extra) -> tuple[Path, Path]:
     return path, config_path
 
 
-def load_saved(path: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
-    """The saved run: ``(frame, config)``; default the package's
-    ``dmlkit/resources/reality_check.csv`` and its ``.json``."""
+def load_saved(path: str | Path | None = None, dataset: str = "glyphs"
+               ) -> tuple[pd.DataFrame, dict]:
+    """A saved run: ``(frame, config)`` of ``path`` and its ``.json``; default the package's
+    run on ``dataset`` (:data:`SAVED_RUNS`: ``dmlkit/resources/reality_check*.csv``)."""
+    if path is None and dataset not in SAVED_RUNS:
+        raise ValueError(f"no saved run on {dataset!r}; saved: {sorted(SAVED_RUNS)}")
     files = resources.files("dmlkit")
-    csv = files.joinpath(SAVED) if path is None else Path(path)
-    config = (files.joinpath(SAVED.replace(".csv", ".json")) if path is None
+    csv = files.joinpath(SAVED_RUNS[dataset]) if path is None else Path(path)
+    config = (files.joinpath(SAVED_RUNS[dataset].replace(".csv", ".json")) if path is None
               else Path(path).with_suffix(".json"))
     with csv.open() as fh:
         return pd.read_csv(fh), json.loads(config.read_text())
