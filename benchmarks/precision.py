@@ -5,10 +5,12 @@ Each case is computed from bfloat16 / float16 input and from float32 and float64
 same rounded input (dmlkit.precision_errors says how each error is measured), over several
 random batches; the table printed is the largest error of each case. ``--save`` writes it to
 ``dmlkit/resources/precision_errors.csv`` (with the date and the torch version), the table the
-tests hold every case to (dmlkit.precision.tolerance).
+tests hold every case to (dmlkit.precision.tolerance), and its per-case summary into
+docs/precision.md (between the ``precision table`` markers).
 
     python benchmarks/precision.py              # print the table
-    python benchmarks/precision.py --save       # and write the resource
+    python benchmarks/precision.py --save       # and write the resource and the docs table
+    python benchmarks/precision.py --markdown   # the docs table of the saved resource
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dmlkit import precision
 from dmlkit import precision_errors as pe
-from dmlkit.atomic import atomic_write
+from dmlkit.atomic import atomic_write, atomic_write_text
 
 RESOURCE = Path(__file__).resolve().parents[1] / "dmlkit" / "resources" / precision.TABLE
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "precision.md"
 
 
 def _fmt(x: float) -> str:
@@ -57,7 +60,12 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--save", action="store_true", help=f"write {RESOURCE.name}")
     ap.add_argument("--out", type=Path, default=RESOURCE, help="where --save writes")
+    ap.add_argument("--markdown", action="store_true",
+                    help="print the docs table of the saved resource and stop")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(pe.markdown_table(precision.load_table()), end="")
+        return
     t0 = time.perf_counter()
     rows = pe.measure_all()
     print_table(rows)
@@ -68,6 +76,9 @@ def main(argv=None) -> None:
             writer.writeheader()
             writer.writerows({c: r[c] for c in pe.COLUMNS} for r in rows)
         print(f"wrote {args.out}")
+        if args.out == RESOURCE:
+            atomic_write_text(DOCS, pe.with_docs_table(DOCS.read_text(), pe.markdown_table(rows)))
+            print(f"wrote the table of {DOCS}")
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ from .evaluate import retrieval_metrics
 from .precision import dtype_name
 from .similarity import pair_masks, similarity_matrix
 
-__all__ = ["CHUNK", "COLUMNS", "DTYPES", "METRIC_KEYS", "REFERENCES", "SEEDS", "build",
-           "loss_batch", "loss_errors", "loss_paths", "measure_all", "metric_batch",
-           "metric_errors", "miner_errors"]
+__all__ = ["CHUNK", "COLUMNS", "DOCS_MARKERS", "DTYPES", "METRIC_KEYS", "REFERENCES", "SEEDS",
+           "build", "loss_batch", "loss_errors", "loss_paths", "markdown_table", "measure_all",
+           "metric_batch", "metric_errors", "miner_errors", "with_docs_table"]
 
 #: the random batches of every case
 SEEDS = (0, 1, 2, 3, 4)
@@ -259,3 +259,16 @@ def markdown_table(rows: list[dict]) -> str:
                      for ref in REFERENCES]
             lines.append("| " + " | ".join([f"`{name}`", *cells]) + " |")
     return "\n".join(lines) + "\n"
+
+
+#: the markers of the generated table in docs/precision.md
+DOCS_MARKERS = ("<!-- precision table: begin -->", "<!-- precision table: end -->")
+
+
+def with_docs_table(text: str, table: str) -> str:
+    """``text`` (docs/precision.md) with ``table`` between the :data:`DOCS_MARKERS`."""
+    begin, end = DOCS_MARKERS
+    if begin not in text or end not in text:
+        raise ValueError(f"docs/precision.md lacks the markers {begin} ... {end}")
+    head, rest = text.split(begin, 1)
+    return head + begin + "\n" + table + end + rest.split(end, 1)[1]

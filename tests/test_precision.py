@@ -141,3 +141,12 @@ def test_promote_and_compute_dtype():
         t = torch.ones(3, dtype=dtype)
         assert precision.compute_dtype(dtype) == dtype and precision.promote(t) is t
     assert precision.promote(None) is None
+
+
+def test_the_docs_table_is_the_measured_table():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "precision.md").read_text()
+    assert pe.with_docs_table(text, pe.markdown_table(precision.load_table())) == text
+    assert pe.markdown_table(precision.load_table()).count("\n| `") == (
+        len(losses.available()) + len(miners.available()) + len(pe.METRIC_KEYS))
