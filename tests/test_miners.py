@@ -1,6 +1,8 @@
 """Miners (dmlkit.miners) against naive per-pair loops, PML's MultiSimilarityMiner and the
 closed form of the distance-weighted sampling density; the miner registry."""
 
+import itertools
+
 import pytest
 import torch
 from naive import naive_dw_probabilities, naive_hard, naive_semihard, naive_vthm
@@ -151,20 +153,39 @@ def test_distance_weighted_sampling_reproducible_and_only_negatives():
     assert any(not torch.equal(many[0], m) for m in many[1:])
 
 
-def test_distance_weighted_sampling_frequencies():
+def _inclusion_probabilities(prob, k):
+    """P(j among k draws without replacement, each ∝ prob among the rest): a naive
+    enumeration of the ordered draws (Plackett-Luce)."""
+    out = torch.zeros_like(prob)
+    for seq in itertools.permutations(range(len(prob)), k):
+        p, rest = 1.0, 1.0
+        for j in seq:
+            p, rest = p * prob[j] / rest, rest - prob[j]
+        out[list(seq)] += p
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_distance_weighted_sampling_frequencies(k):
     d = torch.tensor([0.6, 0.9, 1.2, 1.35], dtype=torch.float64)
     S = (1 - d ** 2 / 2)[None]
     neg = torch.ones_like(S, dtype=torch.bool)
     pos = torch.zeros_like(neg)
     prob = miners.distance_weighted_probabilities(S, pos, neg, dim=4)[0]
-    n = 4000    # n independent anchors with the same row: one draw each
+    n = 16000    # n independent anchors with the same row: k draws each
     rows = S.expand(n, 4)
     gen = torch.Generator().manual_seed(0)
-    counts = miners.distance_weighted(rows, pos.expand(n, 4), neg.expand(n, 4), dim=4,
-                                      generator=gen)[1].double().sum(0)
-    freq = counts / n
-    sd = (prob * (1 - prob) / n).sqrt()
-    assert ((freq - prob).abs() <= 4 * sd + 1e-12).all(), (freq, prob)
+    kept = miners.distance_weighted(rows, pos.expand(n, 4), neg.expand(n, 4), dim=4,
+                                    num_negatives=k, generator=gen)[1]
+    assert (kept.sum(1) == k).all()                        # k distinct negatives per anchor
+    expected = _inclusion_probabilities(prob, k)
+    freq = kept.double().mean(0)
+    sd = (expected * (1 - expected) / n).sqrt()
+    assert ((freq - expected).abs() <= 4 * sd).all(), (freq, expected)
+    # power: sampling ∝ prob ** 1.1 (a 10 % error in the log-probabilities) or uniformly
+    # moves some frequency by > 6 standard errors
+    for wrong in (prob ** 1.1 / (prob ** 1.1).sum(), torch.full_like(prob, 0.25)):
+        assert ((_inclusion_probabilities(wrong, k) - expected).abs() / sd).max() > 6
 
 
 def test_registry_and_errors():
