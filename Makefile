@@ -4,14 +4,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo notebooks test install lint bench clean gpu-wheels mutation
+.PHONY: demo notebooks test install lint bench clean gpu-wheels docs mutation
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --upgrade pip setuptools wheel
-	$(PY) -m pip install -e ".[test,notebooks]"
+	$(PY) -m pip install -e ".[test,notebooks,docs]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)"
 	touch $(STAMP)
 
@@ -32,6 +32,11 @@ PYTEST_WORKERS ?= auto
 test: $(STAMP)
 	$(PY) -m pytest -q --doctest-modules -n $(PYTEST_WORKERS) --dist loadgroup \
 		--no-loadscope-reorder dmlkit tests
+
+# the book (Sphinx): the README, docs/, the notebooks as committed, the API and the exercise
+# solutions, offline, into the ignored build/docs/html/index.html (docs/development.md)
+docs: $(STAMP)
+	$(PY) docs/book/build.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check dmlkit tests benchmarks notebooks
