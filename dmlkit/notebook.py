@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_bytes, atomic_write_text, atomic_write_with
+from .figure_audit import AUDIT_ENV, record_audit
 from .seeding import seed_everything
 
 __all__ = ["RUNS_LOG", "SOURCE_GLOB", "NotebookContext", "checkout_root", "output_dirs", "setup"]
@@ -119,11 +120,15 @@ class NotebookContext:
         """Save the current (or given) figure as ``<figures>/<notebook>_<name>.png`` (atomically).
 
         Returns None, so that a cell ending in ``nb.save_fig(...)`` displays nothing (no path
-        of the machine that ran it in the committed outputs); see :meth:`figure_path`.
+        of the machine that ran it in the committed outputs); see :meth:`figure_path`. With
+        ``$DMLKIT_FIGURE_AUDIT`` set, the figure is audited first
+        (:func:`dmlkit.figure_audit.record_audit`).
         """
         import matplotlib.pyplot as plt
 
         fig = fig or plt.gcf()
+        if os.environ.get(AUDIT_ENV):   # the notebook tests: audit what is saved
+            record_audit(fig, f"{self.name}_{name}")
         atomic_write_with(self.figure_path(name),
                           lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
 

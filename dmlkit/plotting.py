@@ -30,6 +30,7 @@ __all__ = [
     "plot_pair_weights",
     "plot_retrieval_gallery",
     "plot_weight_curves",
+    "plain_log_axis",
     "project_2d",
     "retrieval_gallery",
     "set_style",
@@ -47,6 +48,13 @@ def set_style() -> None:
     sns.set_theme(style="whitegrid", palette="colorblind", context="notebook")
     mpl.rcParams.update({"figure.figsize": (6.4, 4.0), "figure.dpi": 100,
                          "axes.titleweight": "bold", "savefig.bbox": "tight"})
+
+
+def _locator(n: int):
+    """At most ``n`` ticks at round steps."""
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(n, steps=[1, 2, 2.5, 5, 10])
 
 
 def _axes(ax=None, figsize=None) -> Axes:
@@ -69,14 +77,37 @@ def plot_weight_curves(curves: Sequence, ax=None, title: str | None = None,
         ax.plot(c.similarity, w, style, label=f"{c.loss_name} ({c.pair})")
     ax.set_xlabel("similarity $s_{ij}$ of the pair")
     ax.set_ylabel("weight $w_{ij}$" + (" (scaled to max 1)" if normalize else ""))
+    ax.xaxis.set_major_locator(_locator(5))   # a few ticks: "-1.00-0.75" would touch
     if title:
         ax.set_title(title)
     ax.legend(fontsize="small")
     return ax
 
 
-def plot_pair_weights(S, W, pos, neg, ax=None, title: str | None = None, alpha=0.5) -> Axes:
-    """Scatter of every pair's weight against its similarity, positives and negatives apart."""
+def plain_log_axis(ax, which: str = "y", values: Sequence[float] | None = None) -> Axes:
+    """A log axis labelled with plain numbers (``256``, ``0.01``, ``200``) instead of
+    matplotlib's minor labels ("3x10^2"): ticks at ``values`` (e.g. the batch sizes of a
+    sweep) or at 1, 2, 5 x 10^k within the axis limits; no minor ticks."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    if values is None:
+        lo, hi = sorted(ax.get_xlim() if which == "x" else ax.get_ylim())
+        decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+        values = [m * 10.0 ** k for k in decades for m in (1, 2, 5) if lo <= m * 10.0 ** k <= hi]
+        if len(values) < 2:   # a narrow range: its ends
+            values = [lo, hi]
+    axis.set_major_locator(FixedLocator(list(values)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.3g}" if v >= 1 else f"{v:.2g}"))
+    axis.set_minor_locator(NullLocator())
+    return ax
+
+
+def plot_pair_weights(S, W, pos, neg, ax=None, title: str | None = None, alpha=0.5,
+                      legend: bool = True) -> Axes:
+    """Scatter of every pair's weight against its similarity, positives and negatives apart
+    (``legend``: in the axes, where matplotlib finds the fewest points)."""
     import torch
 
     ax = _axes(ax)
@@ -88,21 +119,61 @@ def plot_pair_weights(S, W, pos, neg, ax=None, title: str | None = None, alpha=0
     ax.scatter(S[neg], W[neg], s=10, alpha=alpha, color=NEG_COLOR, label="negative pairs")
     ax.set_xlabel("similarity $s_{ij}$")
     ax.set_ylabel("weight $w_{ij} = \\mp\\,\\partial L / \\partial s_{ij}$")
+    ax.xaxis.set_major_locator(_locator(5))
     if title:
         ax.set_title(title)
-    ax.legend(fontsize="small")
+    if legend:
+        ax.legend(fontsize="small")
     return ax
 
 
-def plot_history(history, metrics: Iterable[str] = ("loss",), ax=None, x: str = "epoch") -> Axes:
-    """Line plot of columns of a training history DataFrame."""
+_SPLITS = {"val_": ("validation", "-", "o"), "test_": ("test", "--", "s")}
+_METRIC_COLORS = ("C0", "C2", "C4", "C1", "C3", "C5", "C6", "C7")
+
+
+def plot_history(history, metrics: Iterable[str] = ("loss",), ax=None, x: str = "epoch",
+                 legend: bool = True) -> Axes:
+    """Line plot of columns of a training history DataFrame.
+
+    ``loss`` (and ``lr``) are drawn as they are; every other column is a retrieval metric,
+    drawn as a percentage. A metric keeps its colour across splits, the split is the line
+    style (``val_``: solid with dots, ``test_``: dashed with squares), so validation and test
+    never get two similar colours. The y axis is labelled with what is drawn, the x axis has
+    whole epochs and spans the whole history (a loss that starts at epoch 1 lines up with
+    metrics that start at epoch 0). ``legend``: beside the axes (never over the curves),
+    for two curves or more.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    from .tables import metric_name
+
     ax = _axes(ax)
+    drawn, colours = [], {}
     for m in metrics:
-        if m in history:
-            data = history[[x, m]].dropna()
-            ax.plot(data[x], data[m], marker="o", ms=3, label=m)
+        if m not in history:
+            continue
+        data = history[[x, m]].dropna()
+        split = next((p for p in _SPLITS if m.startswith(p)), None)
+        base = m[len(split):] if split else m
+        raw = base in ("loss", "lr")
+        colour = colours.setdefault(base, _METRIC_COLORS[len(colours) % len(_METRIC_COLORS)])
+        name, ls, marker = _SPLITS.get(split, ("", "-", "o"))
+        label = f"{name} {metric_name(base)}".strip()
+        ax.plot(data[x], data[m] if raw else 100.0 * data[m], ls=ls, marker=marker, ms=3,
+                color=colour, label=label)
+        drawn.append(base if raw else metric_name(base))
+    if drawn:
+        bases = list(dict.fromkeys(drawn))
+        ax.set_ylabel(" / ".join(bases) + ("" if set(bases) <= {"loss", "lr"} else " (%)"))
+    values = history[x].dropna()
+    if len(values):
+        lo, hi = float(values.min()), float(values.max())
+        pad = 0.05 * max(hi - lo, 1.0)
+        ax.set_xlim(lo - pad, hi + pad)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(x)
-    ax.legend(fontsize="small")
+    if legend and len(drawn) > 1:
+        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     return ax
 
 

@@ -94,6 +94,19 @@ class ImageTask:
                 f"classes, test {tuple(self.X_test.shape)} / "
                 f"{len(torch.unique(self.y_test))} unseen classes)")
 
+    def describe(self) -> str:
+        """One sentence for a reader: images, classes and image size of both splits."""
+        def split(X, classes, what):
+            size = " x ".join(str(d) for d in X.shape[1:])
+            return f"{X.shape[0]} {what} images ({size}) of {classes} classes"
+
+        return (f"{self.name}: {split(self.X, self.num_classes, 'training')}; "
+                f"{split(self.X_test, len(torch.unique(self.y_test)), 'test')} (unseen)")
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        """What ``display(task)`` shows in a notebook: :meth:`describe`, not the repr."""
+        printer.text(self.describe())
+
 
 def _tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
     if hasattr(ds, "images") and getattr(ds, "transform", None) is None:

@@ -2,17 +2,17 @@
 
 A header names the columns once (short metric names, validation and test columns grouped),
 then each evaluated epoch is one line of fixed-width numbers, short enough not to wrap in a
-notebook:
+notebook; metrics as percentages with one decimal (:mod:`dmlkit.tables`' convention):
 
 >>> log = EpochLog()
 >>> row = {"epoch": 1, "loss": 0.8913, "lr": 1e-3, "val_recall@1": 0.5333, "val_map@r": 0.1453,
 ...        "test_recall@1": 0.1867, "test_map@r": 0.036}
 >>> print("\\n".join(log.lines(row)))
-             |  validation  |     test
+             | validation % |    test %
 epoch   loss |   R@1  MAP@R |   R@1  MAP@R
-    1 0.8913 | 0.533  0.145 | 0.187  0.036
+    1 0.8913 |  53.3   14.5 |  18.7    3.6
 >>> log.lines({**row, "epoch": 2})   # same columns: no new header
-['    2 0.8913 | 0.533  0.145 | 0.187  0.036']
+['    2 0.8913 |  53.3   14.5 |  18.7    3.6']
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = ["EpochLog", "short_metric_name"]
 _SHORT = (("recall@", "R@"), ("precision@", "P@"), ("map@r", "MAP@R"), ("r_precision", "RP"),
           ("nmi", "NMI"), ("f1", "F1"), ("cmc@", "CMC@"), ("vrf_neg", "VRF/"))
 _WIDTH = 6
-_GROUPS = (("val_", "validation"), ("test_", "test"))
+_GROUPS = (("val_", "validation %"), ("test_", "test %"))
 
 
 def short_metric_name(name: str) -> str:
@@ -60,6 +60,6 @@ class EpochLog:
         cells = [f"{row['epoch']:5d} " + ("     -" if math.isnan(loss) else f"{loss:6.4f}")]
         for keys in groups:
             if keys:
-                cells.append(" ".join(f"{row[k]:{_WIDTH}.3f}" for k in keys))
+                cells.append(" ".join(f"{100 * row[k]:{_WIDTH}.1f}" for k in keys))
         out.append(" | ".join(cells))
         return out

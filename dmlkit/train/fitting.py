@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ from .batches import EpochBatches
 from .checkpoint import check_resume_config, load_checkpoint, training_state
 from .config import TrainConfig, metric_keys, resolve_config
 from .device import amp_dtype, select_device
-from .epoch_log import EpochLog
+from .epoch_log import EpochLog, short_metric_name
 from .engine import Trainer
 
 __all__ = ["FitResult", "FitTrainer", "fit"]
@@ -397,8 +398,9 @@ class FitTrainer(Trainer):
             if cfg.verbose:
                 which = (f"best val epoch {self.best_epoch}" if self.val_ds is not None
                          else "last epoch")
-                print(f"test ({which}): " + ", ".join(f"{k}={v:.4f}" for k, v in
-                                                       test_metrics.items()))
+                print(textwrap.fill(f"test ({which}), %: " + ", ".join(
+                    f"{short_metric_name(k)} {100 * v:.1f}" for k, v in test_metrics.items()),
+                    width=88, break_long_words=False))
             if self.write:
                 self.paths["metrics"] = atomic_write_text(
                     self.out_dir / "metrics.json",
