@@ -1,12 +1,13 @@
 """Mutation testing of the numeric core (``make mutation``; docs/development.md has the scores).
 
 Each module (a name below: one or a few source files and *their own* fast tests, no notebook,
-UI or training test) is run by mutmut 3 in its own copy of the working tree,
-``build/mutation/<name>/`` (ignored: the checkout stays clean and the ``dmlkit`` that other
-processes import from it is never mutated). mutmut 3 was chosen over mutmut 2 because it
-imports torch and the tests once and forks per mutant, running only the tests that cover the
-mutated function: on a 2-core machine a pytest start alone costs 10-25 s, which mutmut 2 pays
-for every mutant. Its tests run from the copied ``mutants/`` tree, which works here because
+UI or training test) is run by mutmut 3 in its own copy of the last commit (``--worktree``: of
+the working tree), ``build/mutation/<name>/`` (ignored: the checkout stays clean and the
+``dmlkit`` that other processes import from it is never mutated). mutmut 3 was chosen over
+mutmut 2 because it imports torch and the tests once and forks per mutant, running only the
+tests that cover the mutated function: on a 2-core machine a pytest start alone costs 10-25 s,
+which mutmut 2 pays for every mutant. Its tests run from the copied ``mutants/`` tree, which
+works here because
 the tests import ``dmlkit`` by name (the copy comes first on ``sys.path``).
 
 mutmut 3 does not mutate decorated functions other than static and class methods; the copy
@@ -58,7 +59,19 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
 }
 
 # mutant name -> why no input can kill it (reviewed by hand; docs/development.md lists them)
-EQUIVALENT: dict[str, str] = {}
+EQUIVALENT: dict[str, str] = {
+    "dmlkit.similarity.x_similarity_matrix__mutmut_10":
+        "F.normalize(q, dim=1) -> F.normalize(q): dim=1 is F.normalize's default",
+    "dmlkit.similarity.x_similarity_matrix__mutmut_27":
+        "F.normalize(r, dim=1) -> F.normalize(r): dim=1 is F.normalize's default",
+    "dmlkit.similarity.x_similarity_matrix__mutmut_18":
+        "a half reference is no longer promoted to float32 first: the next line's "
+        "r.to(q.dtype) converts it to float32 / float64 anyway, exactly (every half value is "
+        "a float32 value)",
+    "dmlkit.similarity.x_zero_where_clamped___mutmut_2":
+        "the guard S.max() > 1 -> >= 1: when the maximum is exactly 1 the masked_fill_(S > 1) "
+        "it lets through changes nothing (a speed path only)",
+}
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\))\n)+)def (\w+)\(",
                         re.M)
@@ -84,12 +97,20 @@ def _undecorate(path: Path) -> int:
     return len(tail)
 
 
-def _copy_tree(work: Path) -> None:
+def _copy_tree(work: Path, worktree: bool) -> None:
+    """The committed dmlkit/, tests/ and pyproject.toml (HEAD), or with ``worktree`` the
+    files as they are now (uncommitted edits of others included)."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    paths = ("dmlkit", "tests", "pyproject.toml")
+    if not worktree:
+        archive = subprocess.run(["git", "archive", "HEAD", *paths], cwd=ROOT,
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+        return
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
-    for sub in ("dmlkit", "tests"):
+    for sub in paths[:2]:
         shutil.copytree(ROOT / sub, work / sub, ignore=ignore)
     shutil.copy2(ROOT / "pyproject.toml", work / "pyproject.toml")
 
@@ -115,16 +136,17 @@ def _status(code) -> str:
     return status_by_exit_code[code]
 
 
-def run_module(name: str, children: int) -> dict:
+def run_module(name: str, children: int, worktree: bool = False) -> dict:
     sources, tests = MODULES[name]
-    tests = [t for t in tests if (ROOT / t).exists()]
     work = OUT / name
-    _copy_tree(work)
+    _copy_tree(work, worktree)
+    tests = [t for t in tests if (work / t).exists()]
     rewritten = sum(_undecorate(work / s) for s in sources)
     with open(work / "pyproject.toml", "a") as f:
         f.write(_config(sources, tests))
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONPATH=str(work / "mutants"))
+    # no PYTHONPATH: mutmut puts mutants/ first itself (a PYTHONPATH to it leaves the
+    # stats run without a covering test)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t0 = time.time()
     with open(work / "mutmut.log", "w") as log:
         rc = subprocess.call([sys.executable, "-m", "mutmut", "run", "--max-children",
@@ -141,12 +163,14 @@ def run_module(name: str, children: int) -> dict:
         if status == "survived" and mutant in EQUIVALENT:
             status = "equivalent"
         counts[status] = counts.get(status, 0) + 1
-        if status not in ("killed", "timeout"):
+        if status == "survived":
             survivors.append(mutant)
+    show = ("import sys; from mutmut.__main__ import find_mutant, get_diff_for_mutant\n"
+            "for name in sys.argv[1:]:\n"
+            "    print('#', name); print(get_diff_for_mutant(name, path=find_mutant(name).path))")
     with open(work / "survivors.diff", "w") as f:
-        for mutant in survivors:
-            f.write(subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=work,
-                                   env=env, capture_output=True, text=True).stdout + "\n")
+        subprocess.run([sys.executable, "-c", show, *survivors], cwd=work, env=env, stdout=f,
+                       stderr=subprocess.STDOUT)
     total = sum(counts.values())
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     judged = total - counts.get("equivalent", 0)
@@ -171,6 +195,8 @@ def main(argv=None) -> int:
     ap.add_argument("modules", nargs="*", default=["similarity", "retrieval"],
                     help=f"any of: {', '.join(MODULES)}")
     ap.add_argument("--children", type=int, default=2, help="mutants run at once")
+    ap.add_argument("--worktree", action="store_true",
+                    help="mutate the working tree as it is, not the last commit")
     ap.add_argument("--list", action="store_true", help="print the modules and their tests")
     args = ap.parse_args(argv)
     if args.list:
@@ -182,7 +208,7 @@ def main(argv=None) -> int:
         ap.error(f"unknown modules {unknown}; --list shows them")
     print("module             mutants  killed  timeout  survived  equivalent  other  score   wall")
     for name in args.modules:
-        r = run_module(name, args.children)
+        r = run_module(name, args.children, args.worktree)
         c = r["counts"]
         other = r["total"] - sum(c.get(k, 0) for k in ("killed", "timeout", "survived",
                                                           "equivalent"))
