@@ -7,13 +7,12 @@ the working tree), ``build/mutation/<name>/`` (ignored: the checkout stays clean
 mutmut 2 because it imports torch and the tests once and forks per mutant, running only the
 tests that cover the mutated function: on a 2-core machine a pytest start alone costs 10-25 s,
 which mutmut 2 pays for every mutant. Its tests run from the copied ``mutants/`` tree, which
-works here because
-the tests import ``dmlkit`` by name (the copy comes first on ``sys.path``).
+works here because the tests import ``dmlkit`` by name (the copy comes first on ``sys.path``).
 
 mutmut 3 does not mutate decorated functions other than static and class methods; the copy
-therefore rewrites the top-level ``@torch.no_grad()`` / ``@MINERS.register(...)`` functions as
-``f = decorator(f)`` after the module's last line (same objects, same registry; in the copy
-only). Properties and cached properties stay unmutated.
+therefore rewrites the top-level ``@torch.no_grad()``, ``@without_autocast`` and
+``@MINERS.register(...)`` functions as ``f = decorator(f)`` after the module's last line (same
+objects, same registry; in the copy only). Properties and cached properties stay unmutated.
 
     python benchmarks/mutation.py similarity retrieval     # or: make mutation MODULES="..."
     python benchmarks/mutation.py --list
@@ -73,8 +72,8 @@ EQUIVALENT: dict[str, str] = {
         "it lets through changes nothing (a speed path only)",
 }
 
-_DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\))\n)+)def (\w+)\(",
-                        re.M)
+_DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"
+                        r"|without_autocast)\n)+)def (\w+)\(", re.M)
 
 
 def _undecorate(path: Path) -> int:
