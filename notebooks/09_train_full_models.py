@@ -48,13 +48,20 @@ UMAP_POINTS = 1000           # test embeddings shown in the UMAP
 REAL_IMAGES_PER_CLASS = 200  # last section (Fashion-MNIST): images per class, train and test
 REAL_EPOCHS = 2              # last section: epochs of REAL_ITERATIONS_PER_EPOCH batches 5 x 6
 REAL_ITERATIONS_PER_EPOCH = 15
+FOLDER_IMAGES_PER_CLASS = 30 # last section (image_folder): PNGs written per class
+FOLDER_TEST_FRACTION = 0.4   # last section: share of the class folders held out as unseen test classes
+FOLDER_EPOCHS = 2            # last section: epochs of FOLDER_ITERATIONS_PER_EPOCH batches 4 x 6
+FOLDER_ITERATIONS_PER_EPOCH = 10
 
 # %%
 from dmlkit import notebook
 nb = notebook.setup("09_train_full_models", seed=SEED)
 
 # %%
+import shutil
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -202,7 +209,7 @@ real_embeddings = {"untrained (random weights)": embed_images(untrained_net, rea
 real_metrics = {name: evaluate.evaluate(emb, real_test.labels, metrics=["recall", "map@r"],
                                         ks=(1, 2, 4, 8))
                 for name, emb in real_embeddings.items()}
-display(results.compare_metrics(real_metrics))
+display(results.compare_metrics(real_metrics, digits=1, percent=True))  # x 100
 
 # %% [markdown]
 # The same queries (one drawn at random from each unseen class) before and after training:
@@ -228,3 +235,79 @@ for name, emb in real_embeddings.items():
 nb.record(real_dataset=real["dataset"], real_test_images=len(real_test),
           real_untrained=real_metrics["untrained (random weights)"],
           real_trained=real_metrics["trained"], real_gallery_correct=real_correct)
+
+# %% [markdown]
+# ## Your own images: `image_folder`
+#
+# To train on images of your own, put each class in a folder of its own, `root/<class>/<image>`
+# (any format PIL opens), and load it as `image_folder`: the *classes* are split into training
+# classes and unseen test classes (a seeded share `test_fraction` of the folders, or the
+# `test_classes` you name). This section writes such a folder from the ten classes above,
+# `FOLDER_IMAGES_PER_CLASS` PNGs each (`data.write_image_folder`; into the ignored `build/` of
+# the checkout, elsewhere into a temporary folder), adds one file that is not an image, and
+# then makes the calls you would make on yours. From a shell the same run is
+# `python -m dmlkit train --dataset image_folder --data-root DIR`.
+
+# %%
+checkout = notebook.checkout_root(Path.cwd())
+folder = (checkout / "build" if checkout else Path(tempfile.mkdtemp())) / "09_image_folder"
+shutil.rmtree(folder, ignore_errors=True)  # this section's own folder, written afresh
+written = {}
+for split in (real_train, real_test):
+    keep = np.concatenate([np.flatnonzero(split.labels == c)[:FOLDER_IMAGES_PER_CLASS]
+                           for c in range(split.num_classes)])
+    written |= data.write_image_folder(folder, split.images[keep],
+                                       split.class_ids[split.labels[keep]],
+                                       getattr(split, "class_names", None))
+broken = folder / sorted(written)[0] / "broken.png"
+atomic.atomic_write_bytes(broken, b"this is not a PNG")
+print(f"root/<class>/<image>: {sum(written.values())} PNGs in {len(written)} class folders "
+      f"({', '.join(written)}), and {broken.relative_to(folder)}")
+
+# %% [markdown]
+# Every image is decoded once when the data set is built, so a damaged file is reported then,
+# with its path, and never stops training in the middle of an epoch: by default an error that
+# lists every such file; with `skip_bad=True` a warning, and the files are left out (printed
+# here with the folder shown as `root`).
+
+# %%
+try:
+    data.load_dataset("image_folder", "all", root=folder)
+except data.BadImageError as err:
+    print(f"{type(err).__name__}: {str(err).replace(str(folder), 'root')}")
+folder_kwargs = {"test_fraction": FOLDER_TEST_FRACTION, "seed": SEED, "skip_bad": True}
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    folder_train, folder_test = (data.load_dataset("image_folder", split, root=folder,
+                                                   **folder_kwargs)
+                                 for split in ("train", "test"))
+for warning in caught:
+    print(f"{warning.category.__name__}: {str(warning.message).replace(str(folder), 'root')}")
+print(f"training classes: {', '.join(folder_train.class_names[c] for c in folder_train.class_ids)} "
+      f"({len(folder_train)} images); unseen test classes: "
+      f"{', '.join(folder_test.test_classes)} ({len(folder_test)} images)")
+
+# %% [markdown]
+# Training and testing through `train.fit`, by the data set's name and folder as from the command
+# line. The images are read from the files on every step (resized to `image_size`, random crops
+# and flips while training, ImageNet normalisation); no training class is held out for
+# validation here, so the last epoch is tested. One run, one seed.
+
+# %%
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="left out")   # the warning printed above
+    folder_result = train.fit(dataset="image_folder", data_root=str(folder),
+                              dataset_kwargs=folder_kwargs, backbone="small_cnn",
+                              embedding_dim=EMBEDDING_DIM, epochs=FOLDER_EPOCHS,
+                              iterations_per_epoch=FOLDER_ITERATIONS_PER_EPOCH, P=4, K=6, lr=LR,
+                              image_size=28, resize=28, val_fraction=0.0, initial_test=True,
+                              device=DEVICE, amp=AMP, num_workers=0, seed=SEED,
+                              save_checkpoints=False, progress=False, verbose=False)
+display(results.compare_metrics({"untrained": folder_result.initial_test_metrics,
+                                 "trained": folder_result.test_metrics}, digits=1, percent=True))
+nb.record(folder_classes=written, folder_skipped=len(folder_train.skipped) + len(folder_test.skipped),
+          folder_test_classes=folder_test.test_classes,
+          folder_untrained=folder_result.initial_test_metrics,
+          folder_trained=folder_result.test_metrics)
+if checkout is None:  # outside a checkout the folder was a temporary one
+    shutil.rmtree(folder.parent, ignore_errors=True)

@@ -150,9 +150,18 @@ def test_08_evaluation_metrics(tmp_path):
 
 def test_09_train_full_models(tmp_path):
     params = {**TINY_GLYPH_TRAINING, "DATASET_KWARGS": TINY_GLYPHS, "UMAP_POINTS": 80,
-              "REAL_IMAGES_PER_CLASS": 12, "REAL_EPOCHS": 1, "REAL_ITERATIONS_PER_EPOCH": 3}
+              "REAL_IMAGES_PER_CLASS": 12, "REAL_EPOCHS": 1, "REAL_ITERATIONS_PER_EPOCH": 3,
+              "FOLDER_IMAGES_PER_CLASS": 6, "FOLDER_EPOCHS": 1, "FOLDER_ITERATIONS_PER_EPOCH": 2}
     res = run_tiny("09_train_full_models", params, tmp_path)
     assert res["method"] == "metric"
+    # the image-folder section: 10 class folders of 6 PNGs, the broken file left out, 4 of the
+    # 10 classes (test_fraction 0.4) unseen
+    assert list(res["folder_classes"].values()) == [6] * 10 and res["folder_skipped"] == 1
+    assert len(res["folder_test_classes"]) == 4
+    assert set(res["folder_test_classes"]) < set(res["folder_classes"])
+    for key in ("folder_untrained", "folder_trained"):
+        m = res[key]
+        assert 0.0 < m["map@r"] < 1.0 and 0.0 < m["recall@1"] <= m["recall@8"] <= 1.0
     # the real-photo section: Fashion-MNIST if its files are installed, else glyphs
     assert res["real_dataset"] in ("fashion_mnist", "glyphs") and res["real_test_images"] == 60
     assert set(res["real_gallery_correct"].values()) <= set(range(5 * 6 + 1))
