@@ -28,6 +28,7 @@ from torch import nn
 
 from ._checks import check_embeddings_labels
 from .losses.base import PairBatch, PairLoss
+from .precision import full_precision_forward
 from .similarity import similarity_matrix
 
 __all__ = ["CrossBatchMemory"]
@@ -148,6 +149,7 @@ class CrossBatchMemory(nn.Module):
                          embeddings=embeddings, ref_embeddings=ref, in_batch=False,
                          normalized=self.loss.normalize, label_masks=False)
 
+    @full_precision_forward     # half input in float32, autocast off (docs/precision.md)
     def forward(self, embeddings, labels) -> torch.Tensor:
         emb, lab = self._check(embeddings, labels)
         self.iteration.add_(1)

@@ -117,15 +117,16 @@ def without_autocast(fn):
 
 
 def full_precision_forward(forward):
-    """A loss's ``forward(embeddings, labels, ref_embeddings=None, ref_labels=None)`` with the
-    policy applied: half-precision embeddings cast to float32 once, autocast disabled.
-    :class:`dmlkit.losses.PairLoss` applies it to ``forward`` of every subclass."""
+    """A loss's ``forward(embeddings, labels, ...)`` with the policy applied: every
+    half-precision tensor argument (the embeddings, the references) cast to float32 once,
+    autocast disabled. :class:`dmlkit.losses.PairLoss` applies it to ``forward`` of every
+    subclass; :class:`dmlkit.memory.CrossBatchMemory` uses it too."""
 
     @functools.wraps(forward)
-    def wrapped(self, embeddings, labels, ref_embeddings=None, ref_labels=None):
+    def wrapped(self, *args, **kwargs):
         with no_autocast():
-            return forward(self, promote(embeddings), labels, promote(ref_embeddings),
-                           ref_labels)
+            return forward(self, *map(promote, args),
+                           **{k: promote(v) for k, v in kwargs.items()})
 
     wrapped.full_precision = True
     return wrapped

@@ -150,3 +150,44 @@ def test_the_docs_table_is_the_measured_table():
     assert pe.with_docs_table(text, pe.markdown_table(precision.load_table())) == text
     assert pe.markdown_table(precision.load_table()).count("\n| `") == (
         len(losses.available()) + len(miners.available()) + len(pe.METRIC_KEYS))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pair_weights_of_half_input_are_those_of_float32(name):
+    """The weight view (dmlkit.weights) builds its batch without the loss's forward: its S
+    and W on half input are float32's on the rounded input, bit for bit."""
+    from dmlkit import weights
+
+    loss = pe.build(name)
+    x, y = pe.loss_batch(2)
+    for dtype in pe.DTYPES:
+        xh = x.to(dtype)
+        torch.manual_seed(0)
+        S, W = weights.pair_weights(loss, xh, y)
+        torch.manual_seed(0)
+        S32, W32 = weights.pair_weights(loss, xh.float(), y)
+        assert S.dtype == W.dtype == torch.float32
+        assert torch.equal(S, S32) and torch.equal(W, W32), (name, dtype)
+
+
+@pytest.mark.parametrize("name", ["contrastive", "triplet", "multi_similarity"])
+def test_cross_batch_memory_of_half_input_is_that_of_float32(name):
+    from dmlkit.memory import CrossBatchMemory
+
+    for dtype in pe.DTYPES:
+        runs = []
+        for as_float in (False, True):
+            mem = CrossBatchMemory(pe.build(name), pe.D, memory_size=40)
+            out = []
+            for seed in range(3):
+                x, y = pe.loss_batch(seed)
+                leaf = x.to(dtype)
+                leaf = (leaf.float() if as_float else leaf).requires_grad_(True)
+                with torch.autocast("cpu", dtype=dtype):
+                    value = mem(leaf, y)
+                value.backward()
+                out.append((value.detach(), leaf.grad.to(dtype)))
+            runs.append(out)
+        for (v, g), (v32, g32) in zip(*runs):
+            assert v.dtype == torch.float32
+            assert torch.equal(v, v32) and torch.equal(g, g32), (name, dtype)
