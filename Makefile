@@ -48,10 +48,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/adversarial.py
 
 # mutation testing of the numeric core (not part of `make test`; docs/development.md has the
-# scores): MODULES="similarity retrieval tiling ..." (benchmarks/mutation.py --list), into build/
+# scores): MODULES="similarity retrieval tiling ..." (benchmarks/mutation.py --list), into build/;
+# MUTATION_ARGS="--time-limit 1800" stops each module there, "--resume" goes on
 mutation: $(STAMP)
 	$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -e ".[mutation]"
-	nice -n 15 $(PY) benchmarks/mutation.py $(MODULES)
+	nice -n 15 $(PY) benchmarks/mutation.py $(MODULES) $(MUTATION_ARGS)
 
 # the wheels the GPU check needs beyond a machine with torch & co. preinstalled
 # (benchmarks/gpu-wheels.txt; docs/gpu.md: the offline run), into the ignored .whl/

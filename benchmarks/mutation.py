@@ -32,6 +32,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -135,22 +136,39 @@ def _status(code) -> str:
     return status_by_exit_code[code]
 
 
-def run_module(name: str, children: int, worktree: bool = False) -> dict:
+def run_module(name: str, children: int, worktree: bool = False, resume: bool = False,
+               only: tuple[str, ...] = (), time_limit: float | None = None,
+               report_only: bool = False) -> dict:
+    """Run one module (``resume``: go on in its existing copy, rerunning nothing already
+    judged; ``only``: mutant-name globs; ``time_limit``: stop after that many seconds, keeping
+    what was judged; ``report_only``: read the results of an earlier run)."""
     sources, tests = MODULES[name]
     work = OUT / name
-    _copy_tree(work, worktree)
+    fresh = not ((resume or report_only) and (work / "mutants").exists())
+    if fresh:
+        _copy_tree(work, worktree)
+        rewritten = sum(_undecorate(work / s) for s in sources)
+        with open(work / "pyproject.toml", "a") as f:
+            f.write(_config(sources, [t for t in tests if (work / t).exists()]))
+        (work / "rewritten.txt").write_text(str(rewritten))
+    marker = work / "rewritten.txt"
+    rewritten = int(marker.read_text()) if marker.exists() else None
     tests = [t for t in tests if (work / t).exists()]
-    rewritten = sum(_undecorate(work / s) for s in sources)
-    with open(work / "pyproject.toml", "a") as f:
-        f.write(_config(sources, tests))
     # no PYTHONPATH: mutmut puts mutants/ first itself (a PYTHONPATH to it leaves the
     # stats run without a covering test)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t0 = time.time()
-    with open(work / "mutmut.log", "w") as log:
-        rc = subprocess.call([sys.executable, "-m", "mutmut", "run", "--max-children",
-                              str(children)], cwd=work, env=env, stdout=log,
-                             stderr=subprocess.STDOUT)
+    rc = None
+    if not report_only:
+        with open(work / "mutmut.log", "a") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "mutmut", "run", "--max-children",
+                                     str(children), *only], cwd=work, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+            try:
+                rc = proc.wait(timeout=time_limit)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGINT)          # mutmut keeps what it judged
+                rc = proc.wait()
     wall = time.time() - t0
     codes = {}
     for meta in (work / "mutants").rglob("*.meta"):
@@ -172,12 +190,15 @@ def run_module(name: str, children: int, worktree: bool = False) -> dict:
                        stderr=subprocess.STDOUT)
     total = sum(counts.values())
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
-    judged = total - counts.get("equivalent", 0)
+    # the score is over the mutants judged: not those left unchecked (a time limit) nor the
+    # equivalent ones; a mutant no test covers ("no tests") counts as a survivor
+    judged = total - counts.get("equivalent", 0) - counts.get("not checked", 0)
     report = {
         "module": name, "sources": sources, "tests": tests, "rc": rc,
         "date": datetime.date.today().isoformat(), "wall_s": round(wall),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "decorated_functions_rewritten": rewritten, "total": total, "counts": counts,
+        "decorated_functions_rewritten": rewritten, "total": total,
+        "checked": total - counts.get("not checked", 0), "counts": counts,
         "score": round(100 * killed / judged, 1) if judged else None,
         "stale_equivalents": sorted(m for m in EQUIVALENT
                                     if m.split(".x")[0] in {s[:-3].replace("/", ".")
@@ -196,6 +217,13 @@ def main(argv=None) -> int:
     ap.add_argument("--children", type=int, default=2, help="mutants run at once")
     ap.add_argument("--worktree", action="store_true",
                     help="mutate the working tree as it is, not the last commit")
+    ap.add_argument("--resume", action="store_true",
+                    help="go on in the existing copy: only mutants not judged yet")
+    ap.add_argument("--only", nargs="+", default=(),
+                    help="mutant-name globs, e.g. 'dmlkit.evaluate.retrieval.x__ordered_topk*'")
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="seconds per module; stops there and reports what was judged")
+    ap.add_argument("--report", action="store_true", help="only read an earlier run's results")
     ap.add_argument("--list", action="store_true", help="print the modules and their tests")
     args = ap.parse_args(argv)
     if args.list:
@@ -205,15 +233,19 @@ def main(argv=None) -> int:
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         ap.error(f"unknown modules {unknown}; --list shows them")
-    print("module             mutants  killed  timeout  survived  equivalent  other  score   wall")
+    print("module            mutants checked killed timeout survived no-tests equivalent "
+          "score   wall")
     for name in args.modules:
-        r = run_module(name, args.children, args.worktree)
+        r = run_module(name, args.children, args.worktree, args.resume, tuple(args.only),
+                       args.time_limit, args.report)
         c = r["counts"]
-        other = r["total"] - sum(c.get(k, 0) for k in ("killed", "timeout", "survived",
-                                                          "equivalent"))
-        print(f"{name:17} {r['total']:8} {c.get('killed', 0):7} {c.get('timeout', 0):8} "
-              f"{c.get('survived', 0):9} {c.get('equivalent', 0):11} {other:6} "
-              f"{r['score']}%  {r['wall_s']} s", flush=True)
+        print(f"{name:17} {r['total']:7} {r['checked']:7} {c.get('killed', 0):6} "
+              f"{c.get('timeout', 0):7} {c.get('survived', 0):8} {c.get('no tests', 0):8} "
+              f"{c.get('equivalent', 0):10} {r['score']}%  {r['wall_s']} s", flush=True)
+        other = {k: v for k, v in c.items() if k not in (
+            "killed", "timeout", "survived", "no tests", "equivalent", "not checked")}
+        if other:
+            print(f"  also: {other}", flush=True)
         for m in r["stale_equivalents"]:
             print(f"  EQUIVALENT lists {m}, which this run did not produce", flush=True)
     return 0
