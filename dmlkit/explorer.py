@@ -8,16 +8,22 @@ other positives at s = 0.6, 0.7, 0.8, its other negatives at 0.2, 0.3, 0.4). It 
 * a loss selector with every registered S-based loss that ``weight_curve`` can draw
   (:func:`supported_losses`, read from the registry each time, so a newly registered loss
   appears; aliases of one loss are listed once),
-* one slider per hyper-parameter of the selected loss that changes its weights, named by the
-  paper's symbol (``alpha``, ``beta``, ``lam``, ``epsilon``, ``margin``, ...), and
+* one slider per hyper-parameter of the selected loss that changes its weights, labelled with
+  the paper's symbol (α, β, λ, ε, δ, m for a margin, ...; the Python names ``alpha``, ``beta``,
+  ``lam``, ``epsilon``, ``delta``, ``margin`` stay the keys of ``.sliders`` and the tooltip), and
 * one slider per context pair (``pos_1`` .. ``neg_3``: the anchor's other similarities).
+
+Every slider's track is at least :data:`TRACK_PX` pixels for at most that many steps (a
+context slider: -1 .. 1 in steps of 0.01), so dragging sets any step.
 
 The returned :class:`WeightExplorer` has ``.widget`` (the container to display), ``.sliders``
 (name -> slider, hyper-parameters and context), ``.curves()`` (a DataFrame of what is drawn) and
 ``.figure()`` / ``.png()`` / ``.show_static()`` (the current state as a static image).
 
-The plot is a PNG in an ``ipywidgets.Image``, redrawn by the kernel (matplotlib's Agg) when a
-slider is released: the image is swapped in place, so nothing flickers, and only core widgets are
+The plot is a PNG in an ``ipywidgets.Image`` of a fixed pixel size, whatever the loss
+(:class:`dmlkit.explorer_figure.ExplorerFigure`: one figure whose artists are updated in place),
+redrawn by the kernel (matplotlib's Agg) when a slider is released: the image is swapped in
+place, so nothing flickers or moves, and only core widgets are
 used, which JupyterLab and VS Code render without an extension (ipympl would need one in every
 front end). Displaying the explorer itself (a cell ending in ``explorer``) also attaches the PNG
 of its current state to the output: a page without a widget manager (GitHub, nbviewer, a
@@ -26,7 +32,10 @@ that image instead of the live widget.
 
 ``batches={"untrained": (emb0, labels), "trained": (emb1, labels)}`` adds a second row: the
 pair weights of real batches (:func:`dmlkit.weights.pair_weights`) as a scatter over S, for the
-loss at the sliders' values (:meth:`WeightExplorer.batch_weights`).
+loss at the sliders' values (:meth:`WeightExplorer.batch_weights`); each panel's x axis spans
+its batch's similarities (an untrained network's pairs all lie near s = 1: the panel zooms
+there). A proxy loss weights sample-to-proxy pairs: its proxies are placed at the batch's
+class means (normalised), which the figure says.
 
 Settings, on purpose: the curves are drawn unscaled by default (their scale is what alpha and
 beta change; ``normalize=True`` scales each to a maximum of 1 as notebook 03 does); contrastive
@@ -38,6 +47,8 @@ reference label of the curve.
 >>> ex = weight_explorer("multi_similarity", points=21)
 >>> sorted(ex.sliders)[:4]
 ['alpha', 'beta', 'epsilon', 'lam']
+>>> [s.description for s in ex.sliders.values()][:4]
+['α', 'β', 'λ', 'ε']
 >>> ex.sliders["epsilon"].value = 0.3
 >>> table = ex.curves()
 >>> list(table.columns[:3]), len(table)
@@ -48,7 +59,6 @@ from __future__ import annotations
 
 import base64
 import inspect
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,8 +68,11 @@ import pandas as pd
 
 from . import losses as _losses
 from . import weights as _weights
+from .explorer_curves import curves as _curves
+from .explorer_figure import ExplorerFigure
+from .explorer_figure import symbol as _symbol
 
-__all__ = ["CURVE_SETTINGS", "SYMBOL_RANGES", "WeightExplorer", "supported_losses",
+__all__ = ["CURVE_SETTINGS", "SYMBOL_RANGES", "TRACK_PX", "WeightExplorer", "supported_losses",
            "weight_explorer"]
 
 _CURVE_DEFAULTS = inspect.signature(_weights.weight_curve).parameters
@@ -93,7 +106,12 @@ _LOSS_RANGES = {
     ("lifted_structure", "margin"): (0.0, 2.0, 0.02),            # a distance margin
     ("generalized_lifted_structure", "lam"): (-3.0, 2.0, 0.05),  # the hinge's offset
     ("ddml", "beta"): (0.1, 10.0, 0.1),                          # a sharpness
+    ("proxy_anchor", "alpha"): (1.0, 64.0, 1.0),                 # a scale (paper: 32)
 }
+#: every slider's track is at least this wide (px) and has at most this many steps
+TRACK_PX = 240
+_SLIDER = {"width": "430px", "description_width": "70px"}   # 430 - 70 - readout > TRACK_PX
+_CACHE = 64   # weight curves / batch weights kept per explorer (moving back is immediate)
 #: numeric parameters that are not about the pair weights (regularisers, sampling, sizes)
 _NOT_WEIGHTS = {"l2_reg", "seed", "num_negatives", "num_classes", "embedding_dim", "scale",
                 "classifier_weight"}
@@ -134,12 +152,6 @@ def _build(name: str, params: Mapping, n_neg: int = len(CONTEXT_NEG)) -> _losses
         if not extra:
             raise
         return _losses.build(name, **extra, **params)
-
-
-def _curves(loss, grid, context_pos, context_neg):
-    return {pair: _weights.weight_curve(loss, pair, grid=grid, context_pos=context_pos,
-                                        context_neg=context_neg)
-            for pair in ("negative", "positive")}
 
 
 def _drawable(name: str) -> bool:
@@ -221,7 +233,7 @@ def _range(loss_name: str, symbol: str, value: float) -> tuple[float, float, flo
         lo = value - abs(value) if value < 0 else 0.0
     if value > hi:
         hi = 2 * value
-        step = max(step, hi / 200)
+        step = max(step, (hi - lo) / TRACK_PX)
     return float(lo), float(hi), float(step)
 
 
@@ -256,6 +268,29 @@ def slider_specs(loss_name: str, params: Mapping | None = None,
     return specs
 
 
+def _proxy_batch(loss_name: str, params: Mapping, emb, labels):
+    """A proxy loss for a real batch: one proxy per class of the batch, at the class's mean
+    embedding (normalised), the labels renumbered 0 .. C-1 (``(loss, labels)``)."""
+    import torch
+
+    classes, lab = torch.unique(labels, return_inverse=True)
+    means = torch.zeros(len(classes), emb.shape[1], dtype=emb.dtype).index_add_(0, lab, emb)
+    loss = _losses.build(loss_name, **params, num_classes=len(classes),
+                         embedding_dim=emb.shape[1])
+    loss.proxies.data = torch.nn.functional.normalize(means, dim=1)
+    return loss, lab
+
+
+def _lru(cache: dict, key, make):
+    if key in cache:
+        cache[key] = cache.pop(key)   # most recent last
+    else:
+        cache[key] = make()
+        while len(cache) > _CACHE:
+            cache.pop(next(iter(cache)))
+    return cache[key]
+
+
 class WeightExplorer:
     """Weight-vs-similarity curves of one loss, driven by sliders; see the module docstring.
 
@@ -267,10 +302,12 @@ class WeightExplorer:
 
     Attributes:
         widget: the ipywidgets container (``display(explorer.widget)``).
-        sliders: name -> slider; the hyper-parameters of the selected loss (paper symbols) and
-            the context ``pos_1 .. pos_n``, ``neg_1 .. neg_m``. Selecting another loss replaces
-            the hyper-parameter sliders in this same dict.
+        sliders: name -> slider; the hyper-parameters of the selected loss (the Python names,
+            labelled with the paper's symbols) and the context ``pos_1 .. pos_n``,
+            ``neg_1 .. neg_m``. Selecting another loss replaces the hyper-parameter sliders
+            in this same dict.
         selector: the loss dropdown.
+        size_px: ``(width, height)`` of the plot in pixels, the same for every loss.
     """
 
     def __init__(self, loss: str = "multi_similarity", *, points: int = 101,
@@ -290,7 +327,9 @@ class WeightExplorer:
         self.draw = bool(draw)
         self.batches = {str(k): _as_batch(k, *v) for k, v in (batches or {}).items()}
         self.sliders: dict = {}
-        self._cached = None
+        self._curve_cache: dict = {}
+        self._batch_cache: dict = {}
+        self._canvas = None   # the ExplorerFigure the widget shows (made on the first draw)
         self.selector = w.Dropdown(options=options, value=name, description="loss")
         self.normalize = w.Checkbox(value=bool(normalize), description="scale to max 1",
                                     indent=False)
@@ -300,16 +339,26 @@ class WeightExplorer:
             for i, v in enumerate(values, 1):
                 self._context[f"{prefix}_{i}"] = w.FloatSlider(
                     value=float(v), min=-1.0, max=1.0, step=0.01, description=f"{label} {i}",
-                    continuous_update=False, readout_format=".2f")
+                    continuous_update=False, readout_format=".2f",
+                    tooltip=f"{prefix}_{i}: similarity of the anchor's {label} pair {i}",
+                    layout=w.Layout(width=_SLIDER["width"]),
+                    style={"description_width": _SLIDER["description_width"]})
+        rows = max(len(self._context), 5) + 1   # the taller column: the page does not move
         self._param_box = w.VBox([])
-        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.size_px = ExplorerFigure.size_for(len(self.batches))
+        width, height = self.size_px
+        self.image = w.Image(format="png", layout=w.Layout(width=f"{width}px",
+                                                           height=f"{height}px"))
         self.status = w.HTML()
+        column = w.Layout(width=f"{int(_SLIDER['width'][:-2]) + 20}px",
+                          min_height=f"{32 * rows}px")
         context_box = w.VBox([w.HTML("<b>the anchor's other pairs (similarity)</b>"),
-                              *self._context.values()])
+                              *self._context.values()], layout=column)
         self.widget = w.VBox([
             w.HBox([self.selector, self.normalize]),
-            w.HBox([w.VBox([w.HTML("<b>hyper-parameters</b>"), self._param_box]),
-                    context_box]),
+            w.HBox([w.VBox([w.HTML("<b>hyper-parameters</b>"), self._param_box],
+                           layout=column), context_box],
+                   layout=w.Layout(flex_flow="row wrap")),
             self.image, self.status])
         for s in self._context.values():
             s.observe(self._update, names="value")
@@ -342,14 +391,21 @@ class WeightExplorer:
         """The selected loss at the sliders' values."""
         return _build(self.loss_name, self.params(), len(self.context()[1]))
 
+    def is_proxy_loss(self) -> bool:
+        """Whether the selected loss owns proxies (its batch pairs are sample-to-proxy)."""
+        return hasattr(_losses.get(self.loss_name), "references") and "num_classes" in (
+            _losses.parameters(self.loss_name) or [])
+
     def curves(self) -> pd.DataFrame:
         """What is drawn: columns ``similarity``, ``pair`` ("negative" / "positive"),
         ``weight`` (``weights.weight_curve`` at the sliders' values), ``scaled_weight``
         (divided by the curve's maximum when that is positive) and ``loss``."""
         pos, neg = self.context()
         key = (self.loss_name, repr(sorted(self.params().items())), pos, neg)
-        if self._cached is not None and self._cached[0] == key:
-            return self._cached[1].copy()
+        return _lru(self._curve_cache, key, self._compute_curves).copy()
+
+    def _compute_curves(self) -> pd.DataFrame:
+        pos, neg = self.context()
         rows = []
         for pair, c in _curves(self.loss(), self.grid, pos, neg).items():
             top = np.nanmax(c.weight) if np.isfinite(c.weight).any() else 0.0
@@ -357,22 +413,31 @@ class WeightExplorer:
                 "similarity": c.similarity, "pair": pair, "weight": c.weight,
                 "scaled_weight": c.weight / top if top > 0 else c.weight,
                 "loss": self.loss_name}))
-        table = pd.concat(rows, ignore_index=True)
-        self._cached = (key, table)   # the plot and the caller read the same state once
-        return table.copy()
+        return pd.concat(rows, ignore_index=True)
 
     def batch_weights(self) -> pd.DataFrame:
         """The pairs of each real batch: columns ``batch``, ``similarity``, ``pair``,
-        ``weight`` (``weights.pair_weights`` of the loss at the sliders' values), ``loss``;
-        a loss that cannot weight a batch (e.g. proxies owned for other classes) gives none."""
-        loss, frames = self.loss(), []
+        ``weight`` (``weights.pair_weights`` of the loss at the sliders' values), ``loss``.
+        For a proxy loss the pairs are sample-to-proxy, the proxies at the batch's class means
+        (normalised; :meth:`is_proxy_loss`). A loss that cannot weight a batch gives none."""
+        key = (self.loss_name, repr(sorted(self.params().items())))
+        return _lru(self._batch_cache, key, self._compute_batches).copy()
+
+    def _compute_batches(self) -> pd.DataFrame:
+        proxies, frames = self.is_proxy_loss(), []
         for name, (emb, labels) in self.batches.items():
             try:
+                if proxies:
+                    loss, labels = _proxy_batch(self.loss_name, self.params(), emb, labels)
+                    refs = np.arange(loss.num_classes)
+                else:
+                    loss, refs = self.loss(), labels.numpy()
                 S, W = _weights.pair_weights(loss, emb, labels)
             except (ValueError, RuntimeError, IndexError):
                 continue
             lab = labels.numpy()
-            same, off = lab[:, None] == lab[None, :], ~np.eye(len(lab), dtype=bool)
+            same = lab[:, None] == refs[None, :]
+            off = same if proxies else ~np.eye(len(lab), dtype=bool)
             for pair, mask in (("positive", same & off), ("negative", ~same)):
                 frames.append(pd.DataFrame({"batch": name, "similarity": S.numpy()[mask],
                                             "pair": pair, "weight": W.numpy()[mask],
@@ -387,21 +452,23 @@ class WeightExplorer:
         for k, s in self.sliders.items():
             if k not in self._context:
                 s.unobserve(self._update, names="value")
-        made = []
+        made = {}
         pos, neg = self.context()
         for spec in slider_specs(name, self._fixed_now, pos, neg):
             cls = w.IntSlider if spec.integer else w.FloatSlider
             kwargs = {} if spec.integer else {"readout_format": ".3g"}
             s = cls(value=spec.value, min=spec.min, max=spec.max, step=spec.step,
-                    description=spec.name, continuous_update=False, **kwargs)
+                    description=_symbol(name, spec.name), tooltip=spec.name,
+                    continuous_update=False, layout=w.Layout(width=_SLIDER["width"]),
+                    style={"description_width": _SLIDER["description_width"]}, **kwargs)
             s.observe(self._update, names="value")
-            made.append(s)
+            made[spec.name] = s
             self._fixed_now.pop(spec.name, None)
         self.sliders.clear()   # the same dict: hyper-parameters first, then the context
-        self.sliders.update({s.description: s for s in made})
+        self.sliders.update(made)
         self.sliders.update(self._context)
-        self._param_box.children = made or [w.HTML("(no hyper-parameter changes these "
-                                                   "weights)")]
+        self._param_box.children = list(made.values()) or [
+            w.HTML("(no hyper-parameter changes these weights)")]
 
     def _select(self, change) -> None:
         # the caller's settings belong to the loss they were given for
@@ -420,70 +487,30 @@ class WeightExplorer:
             self.status.value = f"<span style='color:#b00'>{exc}</span>"
 
     # ------------------------------------------------------------------ static image
-    def figure(self):
-        """The current state as a matplotlib Figure (not managed by pyplot: no double display
-        in a notebook)."""
-        from matplotlib.figure import Figure
-
-        from .plotting import NEG_COLOR, POS_COLOR
-
-        table = self.curves()
+    def _draw(self, canvas: ExplorerFigure) -> ExplorerFigure:
         pos, neg = self.context()
-        column = "scaled_weight" if self.normalize.value else "weight"
-        rows = 2 if self.batches else 1
-        fig = Figure(figsize=(10, 3.6 * rows))   # fixed margins: a layout engine doubles the time
-        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.16 if rows == 1 else 0.12,
-                            top=1 - 0.17 / rows, wspace=0.18, hspace=0.5)
-        grid = fig.add_gridspec(rows, 2)
-        axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])]
-        if self.batches:
-            self._draw_batches(fig, grid)
-        for ax, pair, color in zip(axes, ("negative", "positive"), (NEG_COLOR, POS_COLOR)):
-            part = table[table["pair"] == pair]
-            ax.plot(part["similarity"], part[column], color=color, lw=2,
-                    label=f"weight of the {pair} pair")
-            for values, c, label in ((pos, POS_COLOR, "other positives"),
-                                     (neg, NEG_COLOR, "other negatives")):
-                ax.vlines(values, 0, 1, transform=ax.get_xaxis_transform(), colors=c,
-                          linestyles=":", lw=1, label=label)
-            ax.set_xlim(-1, 1)
-            ax.set_xlabel("similarity $s$ of the pair")
-            ax.set_title(f"{pair} pair")
-            ax.legend(fontsize="small", loc="best")   # where it covers the least of the curve
-        axes[0].set_ylabel("weight $w$" + (" (scaled to max 1)" if self.normalize.value else ""))
-        shown = ", ".join(f"{k}={v:.3g}" if _is_number(v) else f"{k}={v}"
-                          for k, v in self.params().items())
-        fig.suptitle(f"{self.loss_name}" + (f" ({shown})" if shown else ""), fontsize="medium")
-        return fig
+        canvas.update(loss_name=self.loss_name, params=self.params(), curves=self.curves(),
+                      column="scaled_weight" if self.normalize.value else "weight",
+                      context_pos=pos, context_neg=neg,
+                      batches=self.batch_weights() if self.batches else None,
+                      proxies=self.is_proxy_loss())
+        return canvas
 
-    def _draw_batches(self, fig, grid) -> None:
-        from .plotting import NEG_COLOR, POS_COLOR
+    def _new_canvas(self) -> ExplorerFigure:
+        pos, neg = self.context()
+        return ExplorerFigure(len(pos), len(neg), list(self.batches))
 
-        table = self.batch_weights()
-        sub = grid[1, :].subgridspec(1, len(self.batches), wspace=0.18)
-        for i, name in enumerate(self.batches):
-            ax = fig.add_subplot(sub[0, i])
-            part = table[table["batch"] == name]
-            if part.empty:
-                ax.text(0.5, 0.5, f"{self.loss_name} cannot weight this batch", ha="center",
-                        transform=ax.transAxes)
-            for pair, color in (("positive", POS_COLOR), ("negative", NEG_COLOR)):
-                sel = part[part["pair"] == pair]
-                ax.scatter(sel["similarity"], sel["weight"], s=8, alpha=0.5, color=color)
-            ax.set_xlim(-1, 1.02)
-            ax.set_xlabel("similarity $s_{ij}$ in the batch")
-            # no legend over the points (they crowd every corner): the colours are the curves'
-            ax.set_title(f"a real batch: {name}", fontsize="medium")
-        fig.text(0.5, 0.005, "green: positive pairs, orange: negative pairs "
-                 "(weights.pair_weights at the sliders' values)", ha="center", va="bottom",
-                 fontsize="small")
-        fig.axes[2].set_ylabel("weight $w_{ij}$")
+    def figure(self):
+        """The current state as a new matplotlib Figure (not managed by pyplot: no double
+        display in a notebook), :attr:`size_px` pixels at 80 dpi."""
+        return self._draw(self._new_canvas()).fig
 
-    def png(self, dpi: int = 80) -> bytes:
-        """The current state as PNG bytes."""
-        buf = io.BytesIO()
-        self.figure().savefig(buf, format="png", dpi=dpi)
-        return buf.getvalue()
+    def png(self) -> bytes:
+        """The current state as PNG bytes (:attr:`size_px` pixels), drawn by updating the
+        explorer's one figure in place."""
+        if self._canvas is None:
+            self._canvas = self._new_canvas()
+        return self._draw(self._canvas).png()
 
     def show_static(self):
         """Display the current state as a static image (where widgets cannot run)."""

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmlkit import explorer, losses, weights
+from dmlkit import explorer, explorer_curves, losses, weights
+from dmlkit.figure_audit import audit_figure
 
 POINTS = 41   # a coarse grid keeps the sweep over every loss quick
 # draw=False: the curves without redrawing the PNG on each move (test_static_image_... draws)
@@ -31,6 +32,12 @@ def _expected(ex) -> pd.DataFrame:
         frames.append(pd.DataFrame({"similarity": c.similarity, "pair": pair,
                                     "weight": c.weight}))
     return pd.concat(frames, ignore_index=True)
+
+
+def _same(table, expected):
+    """The explorer's curves equal weight_curve's loop to rounding (the vmapped ones too)."""
+    pd.testing.assert_frame_equal(table[["similarity", "pair", "weight"]], expected, rtol=0,
+                                  atol=1e-12)
 
 
 def _moved(slider):
@@ -75,16 +82,16 @@ def test_curves_are_weight_curve_at_the_sliders_values(name):
     ex = explorer.weight_explorer(name, points=POINTS, draw=False)
     table = ex.curves()
     assert list(table.columns[:3]) == ["similarity", "pair", "weight"]
-    pd.testing.assert_frame_equal(table[["similarity", "pair", "weight"]], _expected(ex))
+    _same(table, _expected(ex))
     hyper = [k for k in ex.sliders if not k.startswith(("pos_", "neg_"))]
     for key in hyper:   # each hyper-parameter slider changes the curves, and they follow it
         before = ex.curves()["weight"].to_numpy()
         ex.sliders[key].value = _moved(ex.sliders[key])
         after = ex.curves()
         assert not np.allclose(after["weight"], before, equal_nan=True), (name, key)
-        pd.testing.assert_frame_equal(after[["similarity", "pair", "weight"]], _expected(ex))
+        _same(after, _expected(ex))
     ex.sliders["neg_3"].value = 0.55   # the context too
-    pd.testing.assert_frame_equal(ex.curves()[["similarity", "pair", "weight"]], _expected(ex))
+    _same(ex.curves(), _expected(ex))
 
 
 @pytest.mark.parametrize("name", ["multi_similarity", "raw", "triplet",
@@ -219,3 +226,129 @@ def test_batch_panel_is_pair_weights_at_the_sliders_values():
     assert ex.png()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="batch 'bad'"):
         explorer.weight_explorer(batches={"bad": (emb, labels[:3])})
+
+
+def test_the_curves_are_vectorised_where_the_loss_allows_it():
+    """Most losses draw through vmap (one backward pass); the rest through the loop."""
+    for name in ("binomial", "vthm", "generalized_lifted_structure", "proxy_anchor"):
+        loss = explorer._build(name, explorer.CURVE_SETTINGS.get(name, {}))
+        explorer_curves.curves(loss, np.linspace(-1, 1, 5), (0.6,), (0.2,))
+        assert explorer_curves.vectorised(loss), name
+
+    class Branching(type(losses.build("binomial"))):   # data-dependent control flow
+        def compute(self, batch):
+            return super().compute(batch) * (2.0 if bool(batch.S.sum() > 100) else 1.0)
+
+    loss, grid = Branching(), np.linspace(-1, 1, 7)
+    drawn = explorer_curves.curves(loss, grid, (0.6,), (0.2,))   # vmap fails: the loop
+    assert not explorer_curves.vectorised(loss)
+    for pair in ("negative", "positive"):
+        expected = weights.weight_curve(loss, pair, grid=grid, context_pos=(0.6,),
+                                        context_neg=(0.2,))
+        assert np.array_equal(drawn[pair].weight, expected.weight)
+
+
+def test_sliders_show_the_symbols_and_are_wide_enough_to_drag_each_step():
+    symbols = {"multi_similarity": ["α", "β", "λ", "ε"], "triplet": ["m"],
+               "contrastive": ["λ"], "proxy_anchor": ["α", "δ"], "ddml": ["τ", "β"],
+               "angular": ["α (°)"], "lifted_structure": ["m"]}
+    ex = explorer.weight_explorer(points=5, draw=False)
+    for name in SUPPORTED:
+        ex.set_loss(name)
+        hyper = {k: s for k, s in ex.sliders.items() if not k.startswith(("pos_", "neg_"))}
+        if name in symbols:
+            assert [s.description for s in hyper.values()] == symbols[name], name
+        for key, s in ex.sliders.items():
+            assert round((s.max - s.min) / s.step) <= explorer.TRACK_PX, (name, key)
+            assert s.layout.width == "430px"   # 430 - 70 (label) - readout >= TRACK_PX
+        for key, s in hyper.items():   # the Python name stays the key and the tooltip
+            assert s.tooltip == key and ex.params()[key] == s.value
+    assert ex.sliders["pos_1"].description == "positive 1"
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def _batches():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(16) // 4
+    collapsed = torch.randn(8, dtype=torch.float64) + 0.02 * torch.randn(
+        16, 8, generator=g, dtype=torch.float64)   # an untrained network: every s near 1
+    spread = torch.randn(4, 8, generator=g, dtype=torch.float64)[labels] + 0.5 * torch.randn(
+        16, 8, generator=g, dtype=torch.float64)
+    return {"untrained": (collapsed, labels + 3), "trained": (spread, labels + 3)}
+
+
+@pytest.mark.parametrize("with_batches", [False, True])
+def test_the_plot_has_one_pixel_size_for_every_loss(with_batches):
+    import matplotlib as mpl
+
+    ex = explorer.weight_explorer(points=11, draw=False,
+                                  batches=_batches() if with_batches else None)
+    width, height = ex.size_px
+    assert (width, height) == ((800, 560) if with_batches else (800, 308))
+    assert (ex.image.layout.width, ex.image.layout.height) == (f"{width}px", f"{height}px")
+    with mpl.rc_context({"savefig.bbox": "tight"}):   # notebook 03's style
+        for name in ("multi_similarity", "angular", "npair", "proxy_anchor", "raw+semihard"):
+            ex.set_loss(name)
+            ex.normalize.value = name == "npair"
+            assert _png_size(ex.png()) == (width, height), name
+            fig = ex._canvas.fig
+            renderer = fig.canvas.get_renderer()
+            for artist in (*fig.axes, *fig.legends, *fig.texts):   # nothing drawn outside
+                box = artist.get_tightbbox(renderer)
+                assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, \
+                    (name, artist)
+            assert audit_figure(fig) == [], name   # no overlap, labels, legend over no data
+
+
+def test_the_batch_panel_shows_every_loss_and_zooms_on_the_batch():
+    batches = _batches()
+    ex = explorer.weight_explorer(points=11, draw=False, batches=batches)
+    for name in SUPPORTED:
+        ex.set_loss(name)
+        table = ex.batch_weights()
+        for batch in batches:
+            counts = table[table.batch == batch].groupby("pair").size().to_dict()
+            # in-batch pairs: 16 x 3 positives, 16 x 12 negatives; proxies: 16 x 1, 16 x 3
+            expected = ({"positive": 16, "negative": 48} if ex.is_proxy_loss()
+                        else {"positive": 48, "negative": 192})
+            assert counts == expected, (name, batch)
+            assert np.isfinite(table.weight).all()
+    ex.set_loss("multi_similarity")
+    ex.png()
+    axes = ex._canvas.batch_axes
+    s = ex.batch_weights()
+    s = s[s.batch == "untrained"].similarity
+    lo, hi = axes[0].get_xlim()
+    assert lo <= s.min() and s.max() <= hi and hi - lo < 0.1 and s.min() > 0.9   # zoomed
+    assert "s from" in axes[0].get_title()
+    assert axes[0].get_xlabel() == "similarity s_ij" and not ex._canvas.empty[0].get_text()
+
+
+def test_proxy_losses_weight_sample_to_proxy_pairs_at_the_class_means():
+    import torch
+
+    batches = _batches()
+    for name, params in (("proxy_anchor", {"alpha": 16.0, "delta": 0.2}), ("proxy_nca", {})):
+        ex = explorer.weight_explorer(name, points=11, draw=False, batches=batches, **params)
+        assert ex.is_proxy_loss()
+        table = ex.batch_weights()
+        for batch, (emb, labels) in batches.items():
+            y = labels - 3   # the batch's classes 3..6 renumbered 0..3
+            means = torch.stack([emb[y == c].mean(0) for c in range(4)])
+            loss = losses.build(name, num_classes=4, embedding_dim=8, **params)
+            loss.proxies.data = torch.nn.functional.normalize(means, dim=1)
+            S, W = weights.pair_weights(loss, emb, y)
+            own = (y[:, None] == torch.arange(4)[None, :]).numpy()
+            for pair, mask in (("positive", own), ("negative", ~own)):
+                part = table[(table.batch == batch) & (table.pair == pair)]
+                assert np.array_equal(part.similarity, S.numpy()[mask])
+                assert np.allclose(part.weight, W.numpy()[mask], rtol=0, atol=1e-15)
+        ex.png()
+        assert "proxies at the batch's class means" in ex._canvas.footnote.get_text()
+        assert ex._canvas.batch_axes[1].get_xlabel() == "similarity s_ij (sample, proxy)"
+    assert not explorer.weight_explorer("binomial", draw=False).is_proxy_loss()
