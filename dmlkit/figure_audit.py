@@ -99,14 +99,14 @@ def _drawn_tick_labels(axis):
 
 
 def _texts(fig, renderer):
-    """``[(name, owner, bbox, group)]`` of every visible text element (a legend is one
-    box); ``group``: the axis of a tick label, else None."""
+    """``[(name, owner, corners (4, 2), group)]`` of every visible text element (a legend
+    is one box); ``group``: the axis of a tick label, else None."""
     items = []
 
     def add(name, owner, artist, group=None):
         bb = artist.get_window_extent(renderer)
         if bb.width > 0 and bb.height > 0:
-            items.append((name, owner, bb, group))
+            items.append((name, owner, _corners(artist, bb, renderer), group))
 
     sup = [getattr(fig, k, None) for k in ("_suptitle", "_supxlabel", "_supylabel")]
     for t in dict.fromkeys([*sup, *fig.texts]):      # the sup* texts may be in fig.texts
@@ -141,6 +141,45 @@ def _texts(fig, renderer):
     return items
 
 
+def _corners(artist, bb, renderer) -> np.ndarray:
+    """The four corners of what ``artist`` covers: its box, or for text rotated by other
+    than a multiple of 90 degrees (slanted tick labels) the rotated box of its glyphs, not
+    the larger upright box around it."""
+    from matplotlib.text import Text
+
+    angle = artist.get_rotation() % 90 if isinstance(artist, Text) else 0.0
+    if not angle:
+        return np.array([[bb.x0, bb.y0], [bb.x1, bb.y0], [bb.x1, bb.y1], [bb.x0, bb.y1]])
+    rotation = artist.get_rotation()
+    artist.set_rotation(0)
+    try:
+        upright = artist.get_window_extent(renderer)
+    finally:
+        artist.set_rotation(rotation)
+    t = np.deg2rad(rotation)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    half = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * [upright.width / 2,
+                                                              upright.height / 2]
+    return np.array([(bb.x0 + bb.x1) / 2, (bb.y0 + bb.y1) / 2]) + half @ rot.T
+
+
+def _polygons_meet(p: np.ndarray, q: np.ndarray, gap: float = 0.0) -> bool:
+    """Whether convex polygons ``p`` and ``q`` (corners in order) come closer than ``gap``
+    pixels: no edge normal of either separates their projections by ``gap`` or more
+    (the separating axis theorem)."""
+    for poly in (p, q):
+        edges = np.roll(poly, -1, axis=0) - poly
+        for nx, ny in np.stack([-edges[:, 1], edges[:, 0]], axis=1):
+            norm = np.hypot(nx, ny)
+            if norm == 0:
+                continue
+            axis = np.array([nx, ny]) / norm
+            a, b = p @ axis, q @ axis
+            if a.max() + gap <= b.min() or b.max() + gap <= a.min():
+                return False
+    return True
+
+
 def _overlap(a, b, gap: float = 0.0) -> bool:
     """Whether boxes ``a`` and ``b`` come closer than ``gap`` pixels in both directions
     (``gap`` 0: they share an area)."""
@@ -155,7 +194,7 @@ def _overlaps(fig, renderer) -> list[Violation]:
     for i, (name_a, owner_a, a, group_a) in enumerate(items):
         for name_b, owner_b, b, group_b in items[i + 1:]:
             same_axis = group_a is not None and group_a is group_b
-            if _overlap(a, b, MIN_GAP_PX if same_axis else 0.0):
+            if _polygons_meet(a, b, MIN_GAP_PX if same_axis else 0.0):
                 where = owner_a if owner_a == owner_b else f"{owner_a} / {owner_b}"
                 out.append(Violation("overlap", where, f"{name_a} overlaps {name_b}"))
     return out

@@ -27,6 +27,7 @@ __all__ = [
     "plot_hardness",
     "plot_history",
     "plot_image_grid",
+    "plot_metric_bars",
     "plot_pair_weights",
     "plot_retrieval_gallery",
     "plot_weight_curves",
@@ -245,8 +246,10 @@ def plot_embedding_2d(points_2d, labels, ax=None, title: str | None = None, mark
     return ax
 
 
-def plot_hardness(d_real, d_synthetic, d_pos=None, margin=None, ax=None, bins=40) -> Axes:
-    """Histograms of anchor-negative distances, real vs generated (DAML's hardness)."""
+def plot_hardness(d_real, d_synthetic, d_pos=None, margin=None, ax=None, bins=40,
+                  legend: bool = True) -> Axes:
+    """Histograms of anchor-negative distances, real vs generated (DAML's hardness);
+    ``legend``: beside the axes (the histograms fill it)."""
     ax = _axes(ax)
     ax.hist(np.asarray(d_real), bins=bins, alpha=0.6, label="D(anchor, real negative)",
             color=NEG_COLOR)
@@ -260,7 +263,8 @@ def plot_hardness(d_real, d_synthetic, d_pos=None, margin=None, ax=None, bins=40
                    label="mean D(a, p) + margin")
     ax.set_xlabel("distance")
     ax.set_ylabel("count")
-    ax.legend(fontsize="small")
+    if legend:
+        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return ax
 
 
@@ -285,7 +289,36 @@ def plot_comparison(frame, metric: str = "recall@1", ax=None, scale: float = 100
                hatch="//" if is_control else None, edgecolor="k", linewidth=0.5)
         ax.plot(np.full(len(v), i), v, "k.", ms=5)
     ax.set_xticks(range(len(runs)), runs, rotation=30, ha="right")
-    ax.set_ylabel(f"{metric} x {scale:g}" if scale != 1 else metric)
+    from .tables import metric_label, metric_name
+
+    ax.set_ylabel(metric_label(metric) if scale == 100 else
+                  f"{metric_name(metric)} x {scale:g}" if scale != 1 else metric_name(metric))
+    ax.set_xlabel("run")
+    return ax
+
+
+def plot_metric_bars(summary, metrics: Sequence[str] = ("recall@1", "map@r"), ax=None,
+                     untrained: float | None = None, xlabel: str = "loss",
+                     ylabel: str = "on unseen classes (%)", rotation: float = 0) -> Axes:
+    """A :func:`dmlkit.tasks.summarize` table as grouped bars: per row (run) one bar per
+    metric, its mean over the seeds as a percentage with the standard deviation as an error
+    bar; ``untrained``: the untrained network's MAP@R (a fraction) as a dotted line. The
+    legend goes beside the axes, never over a bar or an error bar."""
+    from .tables import metric_name, percent
+
+    ax = _axes(ax, figsize=(8, 3.8))
+    x = np.arange(len(summary))
+    width = 0.8 / len(metrics)
+    for i, m in enumerate(metrics):
+        ax.bar(x + (i - (len(metrics) - 1) / 2) * width, 100 * summary[f"{m}_mean"], width,
+               yerr=100 * summary[f"{m}_std"], capsize=3, label=metric_name(m))
+    if untrained is not None:
+        ax.axhline(100 * untrained, color="k", ls=":",
+                   label=f"untrained MAP@R ({percent(untrained)})")
+    ax.set_xticks(x, list(summary.index), rotation=rotation,
+                  ha="right" if rotation else "center")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return ax
 
 

@@ -169,3 +169,14 @@ def test_tick_labels_that_touch():
     for ax in axes:
         ax.set_xticks(np.linspace(-1, 1, 5))
     assert audit_figure(fig) == []
+
+
+def test_slanted_tick_labels_by_their_glyphs():
+    """Labels at 30 degrees: their upright boxes overlap, the slanted text does not."""
+    names = ["metric/every negative", "control/dmlkit", "daml/dmlkit", "control/official"]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    labelled(ax).bar(range(4), [1, 2, 3, 4])
+    ax.set_xticks(range(4), names, rotation=30, ha="right")
+    assert audit_figure(fig) == []
+    ax.set_xticks(range(4), names, rotation=0, ha="center")   # upright they run together
+    assert {v.rule for v in audit_figure(fig)} == {"overlap"}
