@@ -53,10 +53,19 @@ def test_pk_uneven_classes_cover_everything_possible():
     assert len(batches) == 7 and seen == set(usable.tolist())
     dropped = data.PKSampler(labels, P=2, K=3, seed=0, drop_last=True)
     assert len(dropped) == 6 and all(len(b) == 6 for b in dropped)
-    # small classes were drawn with replacement: class 6 (2 images) gives 3 indices
+    # small classes were drawn with replacement: class 6 (2 images) gives 3 indices, both
+    # of its images and one repeat; a class with >= K images fills its last group with
+    # other images of its own, so its K images in a batch are distinct
     for batch in batches:
         in6 = [i for i in batch if labels[i] == 6]
         assert len(in6) in (0, 3) and set(in6) <= set(np.flatnonzero(labels == 6).tolist())
+        assert len(in6) == 0 or len(set(in6)) == 2
+        for c in range(5):
+            in_c = [i for i in batch if labels[i] == c]
+            assert len(set(in_c)) == len(in_c)
+    for _ in range(20):     # every epoch: class 6's group holds both of its images
+        groups6 = [{i for i in b if labels[i] == 6} for b in sampler]
+        assert [g for g in groups6 if g] == [set(np.flatnonzero(labels == 6).tolist())]
 
 
 def test_pk_skip_small_classes():
@@ -79,6 +88,25 @@ def test_pk_epochs_are_reproducible_and_different():
     assert list(b) == e1
     c = data.PKSampler(labels, P=4, K=2, seed=8)
     assert list(c) != e0
+
+
+def test_pk_breaks_ties_between_classes_at_random():
+    # 12 classes of two groups (P=4, K=4): an epoch's first three batches split the classes
+    # into three sets of four, every class tied on groups left, and so do its last three; a
+    # random tie-break makes each split uniform, so two given classes share a batch in
+    # Binomial(2 epochs, 3/11) of them. A tie-break by class order would put the same four
+    # classes together every time (> 20 standard errors away).
+    labels = _balanced_labels(12, 8)
+    sampler = data.PKSampler(labels, P=4, K=4, seed=3)
+    epochs = 100
+    together = np.zeros((12, 12))
+    for _ in range(epochs):
+        for batch in sampler:
+            cls = np.unique(labels[batch]) // 3 - 1   # ids 5, 8, ... -> 0..11
+            together[np.ix_(cls, cls)] += 1
+    mean, sd = 2 * epochs * 3 / 11, np.sqrt(2 * epochs * 3 / 11 * 8 / 11)
+    off = together[~np.eye(12, dtype=bool)]
+    assert (np.abs(off - mean) < 4.5 * sd).all(), (off.min(), off.max(), mean, sd)
 
 
 def test_pk_as_dataloader_batch_sampler():
@@ -143,11 +171,19 @@ def test_select_hard_classes_matches_naive_loops():
 
 
 def test_select_hard_classes_breaks_ties_at_random():
-    reps = np.eye(5)  # every class violates equally against class 0
-    picks = {tuple(data.select_hard_classes(reps, reps, 2, first=0,
-                                            rng=np.random.default_rng(s)).tolist())
-             for s in range(30)}
-    assert len(picks) > 1 and all(p[0] == 0 for p in picks)
+    # every class violates equally against class 0 and against each other: the ordered pair
+    # picked after class 0 is uniform over the 12 ordered pairs of classes 1-4 (each count
+    # Binomial(1200, 1/12)); never picking one of the tied classes would move a count by
+    # > 10 standard errors
+    reps = np.eye(5)
+    rng = np.random.default_rng(0)
+    picks = Counter(tuple(data.select_hard_classes(reps, reps, 3, first=0, rng=rng).tolist())
+                    for _ in range(1200))
+    assert all(p[0] == 0 and len(set(p)) == 3 for p in picks)
+    counts = np.array([picks[(0, a, b)] for a in range(1, 5) for b in range(1, 5) if a != b])
+    assert counts.sum() == 1200
+    sd = np.sqrt(1200 / 12 * 11 / 12)
+    assert (np.abs(counts - 100) < 4.5 * sd).all(), counts
 
 
 def test_hard_class_sampler_batches_and_mining():
