@@ -47,6 +47,7 @@ from IPython.display import display
 from dmlkit import paired, plotting, reality, tasks
 
 LABELS = reality.LABELS
+SYMBOLS = reality.SYMBOLS  # parameter names as the papers write them (alpha: α, ...)
 
 # %% [markdown]
 # ## 1. The protocol
@@ -72,7 +73,7 @@ print(f"every run: {protocol.steps} Adam steps at lr {protocol.lr}, {P_} x {K_} 
 
 # %%
 space_table = pd.DataFrame([
-    {"loss": LABELS[loss], "parameter": name, "low": r.low, "high": r.high, "scale": "log" if r.log else "linear",
+    {"loss": LABELS[loss], "parameter": SYMBOLS.get(name, name), "low": r.low, "high": r.high, "scale": "log" if r.log else "linear",
      "paper default": reality.paper_defaults(loss)[name]}
     for loss in LOSSES for name, r in reality.search_space(loss).items()]).set_index(["loss", "parameter"])
 display(space_table)
@@ -84,10 +85,18 @@ display(space_table)
 # search is close to a random one (TPE needs more trials to model anything) and the scores are noisy; section 3 is the
 # larger run.
 
+# %% [markdown]
+# Optuna's TPE sampler is seeded, but which settings it draws can change from one Optuna version to the next, and
+# with them every number below. This cell prints the version that ran (it is not compared when the committed outputs
+# are checked by a rerun).
+
+# %% tags=["varies"]
+print(f"Optuna {reality.require_optuna().__version__}")
+
 # %%
 check = reality.run(task, LOSSES, protocol)
 best = pd.DataFrame({
-    "best setting": {LABELS[k]: ", ".join(f"{n} = {v:.3g}" for n, v in p.items()) for k, p in check.best.items()},
+    "best setting": {LABELS[k]: ", ".join(f"{SYMBOLS.get(n, n)} = {v:.3g}" for n, v in p.items()) for k, p in check.best.items()},
     "validation MAP@R": {LABELS[k]: 100 * v for k, v in check.config["best_validation"].items()},
     "trial": {LABELS[k]: int(t.loc[t["value"].idxmax(), "trial"]) for k, t in check.trials.groupby("loss")}})
 display(best.round(1))
@@ -115,7 +124,8 @@ nb.record(folds=[f.tolist() for f in folds], tiny_trials=len(check.trials), tiny
 # ## 3. The saved larger run
 #
 # The same protocol at a larger size, run with `benchmarks/reality_check.py --save` and saved with the package
-# (`dmlkit/resources/reality_check.csv`, one row per loss and seed, and its configuration in `reality_check.json`):
+# (`dmlkit/resources/reality_check.csv`, one row per loss and seed, and its configuration in `reality_check.json`,
+# which records the Optuna version that made it, printed here; a search range changed since is printed too):
 
 # %%
 saved, config = reality.load_saved()
@@ -127,10 +137,17 @@ print(f"protocol: {proto['steps']} steps, {proto['P']} x {proto['K']} batches, l
       f"embedding size {proto['embedding_dim']}, CNN width {proto['width']}, proxies' lr x {proto['loss_lr_mult']}")
 print(f"tuning: {proto['trials']} Optuna trials per loss (TPE, seed {proto['study_seed']}), "
       f"{proto['folds']} class-disjoint folds, objective validation {proto['objective']}")
-print(f"retrained: seeds {proto['seeds']}; Optuna {config['versions']['optuna']}, torch {config['versions']['torch']}")
+print(f"retrained: seeds {proto['seeds']}; made with Optuna {config['versions']['optuna']} (its TPE draws), "
+      f"torch {config['versions']['torch']}")
 print("command:", config["command"])
+for loss, params in config["search_spaces"].items():   # ranges changed since the run was saved
+    for name, (low, high, log) in params.items():
+        now = reality.search_space(loss)[name]
+        if (low, high, log) != tuple(now):
+            print(f"searched {LABELS[loss]}'s {SYMBOLS.get(name, name)} in [{low:g}, {high:g}] (now [{now.low:g}, {now.high:g}])")
 saved_best = pd.DataFrame({
-    "best setting": {LABELS[k]: ", ".join(f"{n} = {v:.3g}" for n, v in config["best_params"][k].items())
+    "best setting": {LABELS[k]: ", ".join(f"{SYMBOLS.get(n, n)} = {v:.3g}"
+                                                        for n, v in config["best_params"][k].items())
                      for k in config["losses"]},
     "validation MAP@R": {LABELS[k]: 100 * config["best_validation"][k] for k in config["losses"]}})
 saved_best.round(1)
