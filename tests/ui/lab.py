@@ -5,6 +5,8 @@ config / runtime / workspace / settings folders under a temporary folder, the ap
 ``window.jupyterapp``) and stops it, its kernels included, when the ``with`` block ends.
 :func:`chromium` drives Debian's ``/usr/bin/chromium`` with Playwright (never ``playwright
 install``) in a new user-data-dir. :func:`missing` says why the tests cannot run, or None.
+:func:`open_notebook` opens a notebook alone and waits for its kernel;
+:func:`screenshot_on_failure` leaves a screenshot of a failing test in ``build/ui-screenshots/``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 CHROMIUM = Path(os.environ.get("DMLKIT_CHROMIUM", "/usr/bin/chromium"))
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "ui-screenshots"
 #: the flags of issue 14: headless, no sandbox (root in CI), nothing that reaches the network
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
@@ -134,3 +137,31 @@ def chromium(profile: Path, timeout_ms: int = 30_000):
             yield page
         finally:
             context.close()
+
+
+CURRENT = "window.jupyterapp.shell.currentWidget"
+_KERNEL_IDLE = f"""(path) => {{
+    const w = {CURRENT};
+    if (!w || !w.context || w.context.path !== path) return false;
+    const k = w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+    return !!k && k.status === 'idle';
+}}"""
+
+
+def open_notebook(page, base: str, token: str, name: str) -> None:
+    """Open ``name`` alone in a fresh workspace and wait for its kernel."""
+    page.goto(f"{base}/lab/workspaces/{name}/tree/{name}.ipynb?reset&token={token}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_function(_KERNEL_IDLE, arg=f"{name}.ipynb", timeout=60_000)
+
+
+@contextlib.contextmanager
+def screenshot_on_failure(page, name: str):
+    """Leave ``build/ui-screenshots/<name>.png`` when the block fails."""
+    try:
+        yield
+    except BaseException:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(Exception):
+            page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+        raise
