@@ -100,7 +100,8 @@ def plain_log_axis(ax, which: str = "y", values: Sequence[float] | None = None) 
         if len(values) < 2:   # a narrow range: its ends
             values = [lo, hi]
     axis.set_major_locator(FixedLocator(list(values)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.3g}" if v >= 1 else f"{v:.2g}"))
+    axis.set_major_formatter(FuncFormatter(
+        lambda v, _: f"{v:,.0f}" if v >= 1 and float(v).is_integer() else f"{v:.3g}"))
     axis.set_minor_locator(NullLocator())
     return ax
 
