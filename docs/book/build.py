@@ -24,6 +24,7 @@ import ast
 import html
 import importlib
 import inspect
+import json
 import os
 import pkgutil
 import re
@@ -128,6 +129,16 @@ def _solution_sources() -> dict[str, str]:
     return out
 
 
+def _title(notebook: Path) -> str:
+    """The first heading of a notebook (its title), else its file name."""
+    for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] == "markdown":
+            for line in "".join(cell["source"]).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return notebook.stem
+
+
 def solutions_page(notebooks: list[Path]) -> str:
     """Every exercise by notebook: its statement, and its solution folded away."""
     from dmlkit import exercises
@@ -141,7 +152,8 @@ def solutions_page(notebooks: list[Path]) -> str:
              "`exercises.hint(name, level)`, then unfold.", ""]
     for number in dict.fromkeys(exercises.EXERCISES[n].notebook for n in exercises.available()):
         nb = pages[number]
-        lines += [f"## Notebook {number}", "", f"The exercises of [](notebooks/{nb.name}).", ""]
+        lines += [f"## {_escape(_title(nb))}", "",
+                  f"The exercises of [the notebook](notebooks/{nb.name}).", ""]
         for name in exercises.available(number):
             ex = exercises.get(name)
             lines += [f"### {_escape(ex.title)}", "",
