@@ -74,11 +74,15 @@ def test_autocast_leaves_a_loss_in_float32(name, path, dtype):
 
 
 def test_autocast_leaves_retrieval_metrics_in_float32():
-    x, y = pe.metric_batch(0)
-    x = x.float()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        auto = retrieval_metrics(x, y, (1, 4))
-    assert auto == retrieval_metrics(x, y, (1, 4))
+    """With the near-tie rule off too (a bf16 similarity block has exact ties, which that
+    rule would rank again in float64 and so hide the block's precision)."""
+    for seed in range(3):
+        x, y = pe.metric_batch(seed)
+        x = x.float()
+        for near_ties in ("float64", "ignore"):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                auto = retrieval_metrics(x, y, (1, 4), near_ties=near_ties)
+            assert auto == retrieval_metrics(x, y, (1, 4), near_ties=near_ties)
 
 
 def test_half_precision_gradient_is_rounded_once():
