@@ -3,7 +3,8 @@
 :func:`audit_figure` draws a figure (no file written) and returns its violations of three
 rules, each a :class:`Violation`:
 
-* ``overlap``: two text elements overlap -- titles, the suptitle, axis labels, tick labels
+* ``overlap``: two text elements overlap, or the text of one axes runs into another
+  axes' panel -- titles, the suptitle, axis labels, tick labels
   (major and minor, as drawn), offset texts ("1e-3"), annotations and figure texts, a legend
   taken as one box -- by the renderer's bounding boxes (``get_window_extent``); tick labels
   of one axis collide already when closer than :data:`MIN_GAP_PX` pixels (labels that touch,
@@ -47,7 +48,7 @@ import numpy as np
 
 from .atomic import atomic_write_text
 
-__all__ = ["AUDIT_ENV", "MIN_GAP_PX", "SAMPLE_PX", "Violation", "audit_figure",
+__all__ = ["AUDIT_ENV", "MIN_GAP_PX", "PANEL_SLACK_PX", "SAMPLE_PX", "Violation", "audit_figure",
            "record_audit"]
 
 #: Environment variable: a JSON-lines file to which :meth:`NotebookContext.save_fig` appends
@@ -55,6 +56,8 @@ __all__ = ["AUDIT_ENV", "MIN_GAP_PX", "SAMPLE_PX", "Violation", "audit_figure",
 AUDIT_ENV = "DMLKIT_FIGURE_AUDIT"
 #: Two tick labels of one axis collide when closer than this many pixels in both directions.
 MIN_GAP_PX = 2.0
+#: Text may reach this many pixels into another panel (a text box's padding) unflagged.
+PANEL_SLACK_PX = 3.0
 #: Spacing of the samples along a line segment, in pixels.
 SAMPLE_PX = 2.0
 
@@ -99,14 +102,16 @@ def _drawn_tick_labels(axis):
 
 
 def _texts(fig, renderer):
-    """``[(name, owner, corners (4, 2), group)]`` of every visible text element (a legend
-    is one box); ``group``: the axis of a tick label, else None."""
+    """``[(name, owner, corners (4, 2), group, axes)]`` of every visible text element (a
+    legend is one box); ``group``: the axis of a tick label, else None; ``axes``: the axes
+    the text belongs to (None for figure texts)."""
     items = []
+    current = None
 
     def add(name, owner, artist, group=None):
         bb = artist.get_window_extent(renderer)
         if bb.width > 0 and bb.height > 0:
-            items.append((name, owner, _corners(artist, bb, renderer), group))
+            items.append((name, owner, _corners(artist, bb, renderer), group, current))
 
     sup = [getattr(fig, k, None) for k in ("_suptitle", "_supxlabel", "_supylabel")]
     for t in dict.fromkeys([*sup, *fig.texts]):      # the sup* texts may be in fig.texts
@@ -118,7 +123,7 @@ def _texts(fig, renderer):
     for ax in fig.axes:
         if not ax.get_visible():
             continue
-        owner = _axes_name(fig, ax)
+        owner, current = _axes_name(fig, ax), ax
         for t in (ax.title, ax._left_title, ax._right_title):
             if _shown(t):
                 add(f"title {t.get_text()!r}", owner, t)
@@ -149,7 +154,7 @@ def _corners(artist, bb, renderer) -> np.ndarray:
 
     angle = artist.get_rotation() % 90 if isinstance(artist, Text) else 0.0
     if not angle:
-        return np.array([[bb.x0, bb.y0], [bb.x1, bb.y0], [bb.x1, bb.y1], [bb.x0, bb.y1]])
+        return _box(bb)
     rotation = artist.get_rotation()
     artist.set_rotation(0)
     try:
@@ -191,13 +196,28 @@ def _overlap(a, b, gap: float = 0.0) -> bool:
 def _overlaps(fig, renderer) -> list[Violation]:
     items = _texts(fig, renderer)
     out = []
-    for i, (name_a, owner_a, a, group_a) in enumerate(items):
-        for name_b, owner_b, b, group_b in items[i + 1:]:
+    for i, (name_a, owner_a, a, group_a, _) in enumerate(items):
+        for name_b, owner_b, b, group_b, _ in items[i + 1:]:
             same_axis = group_a is not None and group_a is group_b
             if _polygons_meet(a, b, MIN_GAP_PX if same_axis else 0.0):
                 where = owner_a if owner_a == owner_b else f"{owner_a} / {owner_b}"
                 out.append(Violation("overlap", where, f"{name_a} overlaps {name_b}"))
+    # the text of one axes (tick labels, labels, its legend) running into another panel
+    panels = [(ax, _box(ax.get_window_extent(renderer))) for ax in fig.axes
+              if ax.get_visible() and (ax.axison or _has_data(ax))]
+    for name, owner, corners, _, ax in items:
+        for other, box in panels:
+            if ax is None or other is ax or (other.get_position().bounds ==
+                                             ax.get_position().bounds):   # twins share a box
+                continue
+            if _polygons_meet(corners, box, -PANEL_SLACK_PX):
+                out.append(Violation("overlap", f"{owner} / {_axes_name(fig, other)}",
+                                     f"{name} runs into the panel {_axes_name(fig, other)}"))
     return out
+
+
+def _box(bb) -> np.ndarray:
+    return np.array([[bb.x0, bb.y0], [bb.x1, bb.y0], [bb.x1, bb.y1], [bb.x0, bb.y1]])
 
 
 def _has_data(ax) -> bool:

@@ -30,11 +30,11 @@ def labelled(ax, x="x", y="y"):
 
 
 def test_titles_that_run_into_each_other():
-    fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3))
     for ax in axes:
         labelled(ax).plot([0, 1], [0, 1])
-    axes[0].set_title("a long title that runs into the next panel's title")
-    axes[1].set_title("the next panel's equally long title")
+    axes[0].set_title("a long title that runs into the next panel's own title")
+    axes[1].set_title("the next panel's own long title")
     found = audit_figure(fig)
     assert [v.rule for v in found] == ["overlap"]
     assert "title" in found[0].detail and "next panel" in found[0].detail
@@ -180,3 +180,16 @@ def test_slanted_tick_labels_by_their_glyphs():
     assert audit_figure(fig) == []
     ax.set_xticks(range(4), names, rotation=0, ha="center")   # upright they run together
     assert {v.rule for v in audit_figure(fig)} == {"overlap"}
+
+
+def test_tick_labels_running_into_the_next_panel():
+    """Notebook 01's training figure: long y tick labels of the right panel reach into the
+    left one (no text overlaps text there)."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    labelled(axes[0]).plot([0, 1], [0, 1])
+    labelled(axes[1], "MAP@R (%)", "loss").barh(range(3), [1, 2, 3])
+    axes[1].set_yticks(range(3), ["a long loss name", "another long loss name", "a third"])
+    found = audit_figure(fig)
+    assert found and all(v.rule == "overlap" and "runs into the panel" in v.detail for v in found)
+    fig.set_layout_engine("constrained")
+    assert audit_figure(fig) == []
