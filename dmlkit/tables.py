@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 import pandas as pd
 
 __all__ = ["NA", "fixed", "mean_std", "metric_label", "metric_name", "metrics_table",
-           "name_list", "percent", "scientific", "summary_table", "text_table"]
+           "name_list", "percent", "plural", "scientific", "summary_table", "text_table"]
 
 #: What a table shows where a value does not apply.
 NA = "n/a"
@@ -86,10 +86,12 @@ def mean_std(mean, std, digits: int = 1, scale: float = 100.0) -> str:
     return f"{scale * float(mean):.{digits}f}{sd}"
 
 
-def metrics_table(columns: Mapping[str, Mapping[str, float]], digits: int = 1) -> pd.DataFrame:
+def metrics_table(columns: Mapping[str, Mapping[str, float]], digits: int = 1,
+                  short: bool = True) -> pd.DataFrame:
     """One row per metric (``R@1 (%)``, ...), one column per model, e.g.
     ``metrics_table({"untrained": m0, "trained": m1})``: percentages as text, ``n/a`` where a
-    model lacks a metric. Row order follows the first model's keys."""
+    model lacks a metric. Row order follows the first model's keys. ``short=False``: rows
+    named by :mod:`dmlkit.evaluate`'s keys (``recall@1 (%)``)."""
     if not columns:
         raise ValueError("columns is empty: give at least one {name: metrics} entry")
     order: list[str] = []
@@ -97,7 +99,7 @@ def metrics_table(columns: Mapping[str, Mapping[str, float]], digits: int = 1) -
         order += [k for k in m if k not in order]
     return pd.DataFrame({name: [percent(m.get(k), digits) for k in order]
                          for name, m in columns.items()},
-                        index=[metric_label(k) for k in order])
+                        index=[metric_label(k) if short else f"{k} (%)" for k in order])
 
 
 def summary_table(summary: pd.DataFrame, metrics: Sequence[str] = ("recall@1", "map@r"),
@@ -158,3 +160,12 @@ def name_list(title: str, names: Sequence[str], width: int = 88) -> str:
     return textwrap.fill(", ".join(names), width=width, initial_indent=f"{title} ",
                          subsequent_indent=" " * (len(title) + 1), break_long_words=False,
                          break_on_hyphens=False)
+
+
+def plural(n: int, noun: str, plural_form: str | None = None) -> str:
+    """``"1 seed"``, ``"3 seeds"`` (never "3 seed(s)").
+
+    >>> plural(1, "seed"), plural(3, "seed"), plural(2, "class", "classes")
+    ('1 seed', '3 seeds', '2 classes')
+    """
+    return f"{n} {noun if n == 1 else (plural_form or noun + 's')}"
