@@ -242,8 +242,8 @@ def plot_embedding_2d(points_2d, labels, ax=None, title: str | None = None, mark
     ax.set_yticks([])
     if title:
         ax.set_title(title)
-    if legend:
-        ax.legend(fontsize="small")
+    if legend:   # beside the axes: the points fill the projection
+        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return ax
 
 
