@@ -34,12 +34,11 @@ import platform
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 import torch
 from IPython.display import display
 
 import dmlkit
-from dmlkit import data, losses, models, plotting, results, train
+from dmlkit import data, losses, models, plotting, tables, train
 
 # %% [markdown]
 # ## Environment and device
@@ -54,9 +53,9 @@ device = train.select_device(DEVICE)
 print("device:", device)
 
 # %% tags=["nbval-check-output"]
-print("losses:   ", ", ".join(losses.available()))
-print("backbones:", ", ".join(models.available()))
-print("datasets: ", ", ".join(data.available()))
+print(tables.name_list("losses:   ", losses.available()))
+print(tables.name_list("backbones:", models.available()))
+print(tables.name_list("datasets: ", data.available()))
 
 # %% [markdown]
 # ## The data sets
@@ -107,7 +106,9 @@ except data.DatasetNotFoundError as err:
 # `train.fit` trains a small CNN (4 conv blocks, a linear layer to $D$ and L2 normalisation)
 # with P x K batches (P classes, K images each). A validation split of held-out *training*
 # classes picks the best epoch; the test classes are used once, at the end. `track_test=True`
-# also evaluates the untrained network (epoch 0) on the test classes: the baseline.
+# also evaluates the untrained network (epoch 0) on the test classes: the baseline. Metrics are
+# shown as percentages, as in the papers (an R@1 of 50 means that half of the queries have a
+# nearest neighbour of their own class).
 # The multi-similarity loss (Wang et al. 2019b, eq. 17; see docs/references.md) is
 #
 # $$\mathcal L = \frac1m\sum_i \Big[\tfrac1\alpha \log\big(1+\sum_{k\in\hat P_i} e^{-\alpha(s_{ik}-\lambda)}\big)
@@ -121,21 +122,16 @@ result = train.fit(dataset="glyphs", loss=LOSS, epochs=EPOCHS,
                    track_test=True, save_checkpoints=False, progress=False)
 
 # %%
-table = results.compare_metrics({"untrained": result.initial_test_metrics,
-                                 "trained": result.test_metrics})
-display(table)
+display(tables.metrics_table({"untrained": result.initial_test_metrics,
+                              "trained": result.test_metrics}))
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
 plotting.plot_history(result.history, ["loss"], ax=axes[0])
-axes[0].set_title("training loss")
-axes[0].get_legend().remove()   # one curve: the title says what it is
+axes[0].set_title("training loss (from epoch 1)")
 plotting.plot_history(result.history, ["val_recall@1", "val_map@r", "test_recall@1",
                                        "test_map@r"], ax=axes[1])
 axes[1].set_title("held-out classes (epoch 0: untrained)")
-axes[1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the curves
-for ax in axes:
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # whole epochs
 nb.save_fig("curves", fig)
 plt.show()
 
@@ -144,8 +140,8 @@ nb.record(untrained=result.initial_test_metrics, trained=result.test_metrics,
           best_epoch=result.best_epoch,
           r1_gain=result.test_metrics["recall@1"] - result.initial_test_metrics["recall@1"],
           mapr_gain=result.test_metrics["map@r"] - result.initial_test_metrics["map@r"])
-print(f"R@1 on unseen classes: {result.initial_test_metrics['recall@1']:.3f} untrained -> "
-      f"{result.test_metrics['recall@1']:.3f} trained")
+print(f"R@1 on unseen classes: {tables.percent(result.initial_test_metrics['recall@1'])} % "
+      f"untrained -> {tables.percent(result.test_metrics['recall@1'])} % trained")
 
 # %% [markdown]
 # On classes it has **never seen**, the trained embedding scores higher than the untrained one on

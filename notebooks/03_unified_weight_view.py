@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 from IPython.display import HTML, display
 
-from dmlkit import data, exercises, losses, plotting, tasks, train, weights
+from dmlkit import data, exercises, losses, plotting, tables, tasks, train, weights
 
 # %% [markdown]
 # ## 1. Theorem 3.1, every loss
@@ -180,7 +180,7 @@ exercises.check("ms_negative_weights", ms_negative_weights)
 # ## 3. Closed forms on top of autograd, on real embeddings
 #
 # Embeddings of one $P \times K$ batch of glyphs from an untrained network. The dots are autograd weights (`pair_weights`), the
-# crosses the closed forms (binomial eq. 13-14, multi-similarity eq. 15-16 on the VTHM pairs).
+# black rings around them the closed forms (binomial eq. 13-14, multi-similarity eq. 15-16 on the VTHM pairs).
 
 # %%
 task = tasks.image_task("glyphs", num_classes=NUM_CLASSES, num_test_classes=NUM_TEST_CLASSES,
@@ -193,25 +193,32 @@ batch_idx = torch.as_tensor(next(iter(data.PKSampler(task.y.numpy(), P=8, K=4, s
 probe_emb = tasks.embed(net0, task.X[batch_idx]).double()
 probe_labels = task.y[batch_idx]
 
-fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
 closed_errors = {}
-for ax, name in zip(axes[:2], ("binomial", "multi_similarity")):
+for ax, (name, label) in zip(axes[:2], (("binomial", "binomial"), ("multi_similarity", "multi-similarity"))):
     loss = losses.build(name)
     S, W = weights.pair_weights(loss, probe_emb, probe_labels)
     _, W_closed = weights.closed_form_weights(loss, probe_emb, probe_labels)
     b = losses.make_batch(probe_emb, probe_labels)
-    plotting.plot_pair_weights(S, W, b.pos, b.neg, ax=ax, title=f"{name}: autograd (dots), closed form (x)")
-    ax.scatter(S[b.pos | b.neg], W_closed[b.pos | b.neg], marker="x", s=12, color="k", lw=0.6)
-    closed_errors[name] = float((W - W_closed).abs().max())
+    plotting.plot_pair_weights(S, W, b.pos, b.neg, ax=ax, title=label, legend=False)
+    # the closed forms as hollow rings around the dots: both stay visible
+    ax.scatter(S[b.pos | b.neg], W_closed[b.pos | b.neg], marker="o", s=40, facecolors="none",
+               edgecolors="k", lw=0.5, label="closed form (ring)")
+    closed_errors[label] = float((W - W_closed).abs().max())
 
 # OSM + CAA needs the embeddings themselves (class centres): weights of a real batch
 osm = losses.build("osm_caa", num_classes=task.num_classes, embedding_dim=32).double()
 S, W = weights.pair_weights(osm, probe_emb, probe_labels)
 b = losses.make_batch(probe_emb, probe_labels)
-plotting.plot_pair_weights(S, W, b.pos, b.neg, ax=axes[2], title="OSM+CAA (needs embeddings)")
+plotting.plot_pair_weights(S, W, b.pos, b.neg, ax=axes[2], title="OSM+CAA (no closed form here)", legend=False)
+handles, names = axes[0].get_legend_handles_labels()
+fig.legend(handles, ["positive pairs (autograd)", "negative pairs (autograd)", names[-1]],
+           loc="outside lower center", ncols=3, fontsize="small")
+fig.suptitle("pair weights of one batch of the untrained network")
 nb.save_fig("closed_vs_autograd")
 nb.record(batch_closed_form_err=max(closed_errors.values()))
-display(closed_errors)
+pd.Series({k: tables.scientific(v) for k, v in closed_errors.items()}).to_frame(
+    "largest |autograd - closed form| weight")
 
 # %% [markdown]
 # OSM (Wang et al. 2019a) gives positives a weight that *decreases* with distance (closer positives count more, $e^{-d^2/\sigma^2}$) and negatives
@@ -241,11 +248,14 @@ for ax, step in zip(np.atleast_1d(axes), snapshot_steps):
                     "negative pairs weighted": float((W[neg] > 0).mean()),
                     "mean positive s": float(S[pos].mean()), "mean negative s": float(S[neg].mean())}
 nb.save_fig("weights_during_training")
-pd.DataFrame(active).T.round(3)
+tables.text_table(pd.DataFrame(active).T.rename_axis("step"), formats={
+    "positive pairs weighted": tables.percent, "negative pairs weighted": tables.percent}).rename(
+    columns={"positive pairs weighted": "positives weighted (%)",
+             "negative pairs weighted": "negatives weighted (%)",
+             "mean positive s": "mean s, positives", "mean negative s": "mean s, negatives"})
 
 # %%
-print("untrained:", {k: round(v, 3) for k, v in run.initial_scores.items()})
-print("trained:  ", {k: round(v, 3) for k, v in run.scores.items()})
+display(tables.metrics_table({"untrained": run.initial_scores, f"after {STEPS} steps": run.scores}))
 first, last = snapshot_steps[0], snapshot_steps[-1]
 gap = {t: active[t]["mean positive s"] - active[t]["mean negative s"] for t in (first, last)}
 print(f"mean positive s {active[first]['mean positive s']:.3f} -> {active[last]['mean positive s']:.3f}, "
