@@ -282,7 +282,7 @@ with warnings.catch_warnings(record=True) as caught:
                                                    **folder_kwargs)
                                  for split in ("train", "test"))
 for warning in caught:
-    print(f"{warning.category.__name__}: {str(warning.message).replace(str(folder), 'root')}")
+    print(f"warning: {str(warning.message).replace(str(folder), 'root')}")
 print(f"training classes: {', '.join(folder_train.class_names[c] for c in folder_train.class_ids)} "
       f"({len(folder_train)} images); unseen test classes: "
       f"{', '.join(folder_test.test_classes)} ({len(folder_test)} images)")
