@@ -257,10 +257,12 @@ def summary_sentence(table: pd.DataFrame, metric: str, labels: Mapping[str, str]
 
 
 def display_table(table: pd.DataFrame, digits: int = 1,
-                  labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+                  labels: Mapping[str, str] | None = None, unit: str = "") -> pd.DataFrame:
     """A :func:`paired_differences` table for reading: one row per (run, metric) with the
-    means, the difference and its interval as rounded text, n and the verdict."""
+    means, the difference and its interval as rounded text, n and the verdict; ``unit``
+    (e.g. ``"%"``) goes into the headers of the columns that carry it."""
     labels = dict(labels or {})
+    u = f" ({unit})" if unit else ""
     f = f"{{:+.{digits}f}}"
     g = f"{{:.{digits}f}}"
 
@@ -273,9 +275,9 @@ def display_table(table: pd.DataFrame, digits: int = 1,
               f"{f.format(r['low'])} to {f.format(r['high'])}")
         rows.append({"run": labels.get(r["run"], r["run"]),
                      "baseline": labels.get(r["baseline"], r["baseline"]),
-                     "metric": r["metric"], "mean": fmt(r["mean"], g),
-                     "baseline mean": fmt(r["baseline_mean"], g),
-                     "difference": fmt(r["diff"], f), f"{100 * r['confidence']:.0f} % CI": ci,
+                     "metric": r["metric"], f"mean{u}": fmt(r["mean"], g),
+                     f"baseline mean{u}": fmt(r["baseline_mean"], g),
+                     f"difference{u}": fmt(r["diff"], f), f"{100 * r['confidence']:.0f} % CI": ci,
                      "n": int(r["n"]), "verdict": r["verdict"]})
     return pd.DataFrame(rows).set_index(["run", "metric"])
 
@@ -292,7 +294,7 @@ def report(frame: pd.DataFrame | Mapping, *, baseline: str | Mapping[str, str],
                                scale=scale, **kwargs)
     for m in metrics:
         printer(summary_sentence(table, m, labels))
-    return display_table(table, digits, labels)
+    return display_table(table, digits, labels, unit="%" if scale == 100 else "")
 
 
 def verdict_record(shown: pd.DataFrame) -> dict[str, str]:

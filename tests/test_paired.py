@@ -117,7 +117,7 @@ def test_summary_sentence_and_report_group_the_runs_by_verdict():
     shown = paired.report(frame, baseline="base", metrics=["m"], scale=100,
                           printer=printed.append)
     assert printed == [paired.summary_sentence(table, "m")]
-    assert shown.loc[("up", "m"), "difference"] == "+11.0"
+    assert shown.loc[("up", "m"), "difference (%)"] == "+11.0"   # scale 100: percentages
     assert shown.loc[("noise", "m"), "verdict"] == "cannot tell with n = 3"
     assert shown.loc[("up", "m"), "95 % CI"].count("to") == 1
     with pytest.raises(ValueError, match="no rows for metric"):
