@@ -50,7 +50,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from dmlkit import exercises, scaling
+from dmlkit import exercises, plotting, scaling, tables
 from dmlkit.losses import tiling
 
 # %% [markdown]
@@ -78,7 +78,7 @@ emb = torch.randn(WEIGHT_B, 16, generator=g, dtype=torch.float64)
 labels = torch.arange(WEIGHT_B) % 6
 W_dense, W_tiled, check = tiling.dense_agreement(LOSS, emb, labels, WEIGHT_CHUNK)
 nb.record(**{f"weights_{k}": v for k, v in check.items()})
-pd.Series(check).to_frame("tiled vs dense")
+pd.Series({k: tables.scientific(v) for k, v in check.items()}).to_frame("tiled vs dense")
 
 # %%
 pos = (labels[:, None] == labels[None, :]) & ~torch.eye(WEIGHT_B, dtype=torch.bool)
@@ -86,8 +86,9 @@ fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
 for ax, (title, W) in zip(axes[:2], [("dense W", W_dense), (f"tiled W (chunk {WEIGHT_CHUNK})",
                                                            W_tiled)]):
     im = ax.imshow(W.numpy(), cmap="viridis")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set(title=title, xlabel="j (reference)", ylabel="i (query)")
+    ax.grid(False)   # no grid lines across the heatmap
+    fig.colorbar(im, ax=ax, fraction=0.046, label="weight $W_{ij}$")
 for kind, mask, marker in (("positive", pos, "o"), ("negative", ~pos, "x")):
     axes[2].scatter(W_dense[mask].numpy(), W_tiled[mask].numpy(), s=8, marker=marker,
                     label=kind)
@@ -142,7 +143,8 @@ exercises.check("lse_update", lse_update)
 _, _, angular_check = tiling.dense_agreement("angular", emb, labels, WEIGHT_CHUNK,
                                               alpha=ANGULAR_ALPHA)
 nb.record(**{f"angular_{k}": v for k, v in angular_check.items()})
-pd.Series(angular_check).to_frame("angular: tiled vs dense")
+pd.Series({k: tables.scientific(v) for k, v in angular_check.items()}).to_frame(
+    "angular: tiled vs dense")
 
 # %% [markdown]
 # ## Time and memory against B
@@ -177,20 +179,20 @@ nb.record(sweep=sweep.to_dict(orient="records"))
 sweep.pivot(index="B", columns=["loss", "impl"], values="time_s").round(3)
 
 # %% tags=["varies"]
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
 colors = {impl: f"C{i}" for i, impl in enumerate(["dense", "tiled", "pml"])}
 for (name, impl), part in sweep.groupby(["loss", "impl"]):
     style = dict(marker="o", color=colors[impl], label=f"{name} {impl}",
                  linestyle="-" if name == SWEEP_LOSSES[0] else "--")
     axes[0].plot(part["B"], part["time_s"], **style)
     axes[1].plot(part["B"], part["peak_mb"].clip(lower=1.0), **style)
-axes[0].set(xscale="log", yscale="log", xlabel="B", ylabel="seconds (fwd + bwd)",
-            title=f"D = {DIM}")
-axes[1].set(xscale="log", yscale="log", xlabel="B", ylabel="peak RSS increase (MB)",
-            title=f"tiles of {CHUNK}")
-for ax in axes:
-    ax.legend(fontsize="small")
-fig.tight_layout()
+axes[0].set(ylabel="seconds (forward + backward)", title=f"time per step (D = {DIM})")
+axes[1].set(ylabel="peak RSS increase (MB)", title=f"memory growth (tiles of {CHUNK})")
+for ax in axes:   # log axes labelled with plain numbers: the batch sizes themselves on x
+    plotting.plain_log_axis(ax, "x", SIZES)
+    plotting.plain_log_axis(ax, "y")
+    ax.set_xlabel("batch size B")
+fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize="small")
 nb.save_fig("time_memory", fig)
 plt.show()
 

@@ -43,8 +43,9 @@ import numpy as np
 import pandas as pd
 import torch
 from IPython.display import display
+from matplotlib.ticker import MaxNLocator
 
-from dmlkit import exercises, losses, paired, tasks, weights
+from dmlkit import exercises, losses, paired, plotting, tables, tasks, weights
 from dmlkit.memory import CrossBatchMemory
 from dmlkit.train import train_embedding
 
@@ -125,7 +126,7 @@ for memory in MEMORY_SIZES:
         rows.append({"loss": f"MS, memory {memory}", **row})
 xbm = pd.DataFrame(rows)
 xbm_summary = tasks.summarize(xbm)
-xbm_summary.round(3)
+tables.summary_table(xbm_summary)   # mean ± std over the seeds, in %
 
 # %% [markdown]
 # ## 3. Proxy-Anchor against multi-similarity
@@ -139,11 +140,7 @@ for seed in SEEDS:
     rows.append({"loss": "Proxy-Anchor", **row})
 allruns = pd.DataFrame(rows)
 summary = tasks.summarize(allruns)
-table = pd.DataFrame({
-    "R@1": [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary["recall@1_mean"], summary["recall@1_std"])],
-    "MAP@R": [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary["map@r_mean"], summary["map@r_std"])],
-    "seeds": summary["n"]}, index=summary.index)
-display(table)
+display(tables.summary_table(summary))
 verdict_lines = []
 verdicts = paired.report(allruns, baseline="MS, memory 0", metrics=("recall@1", "map@r"), run="loss", scale=100,
                          printer=verdict_lines.append)
@@ -152,15 +149,11 @@ print("\n".join(verdict_lines))
 nb.record(**paired.verdict_record(verdicts))
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 3.6))
-x = np.arange(len(summary))
-ax.bar(x - 0.2, summary["recall@1_mean"], 0.4, yerr=summary["recall@1_std"], capsize=3, label="R@1")
-ax.bar(x + 0.2, summary["map@r_mean"], 0.4, yerr=summary["map@r_std"], capsize=3, label="MAP@R")
+fig, ax = plt.subplots(figsize=(9, 3.8), layout="constrained")
 untrained = float(allruns["untrained_map@r"].mean())
-ax.axhline(untrained, color="k", ls=":", label=f"untrained MAP@R ({untrained:.2f})")
-ax.set_xticks(x, summary.index, rotation=20, ha="right")
-ax.set_title(f"unseen glyph classes, mean ± std over {len(SEEDS)} seed(s), {STEPS} steps of {P} x {K}")
-ax.legend(fontsize="small")
+plotting.plot_metric_bars(summary, ax=ax, untrained=untrained, rotation=20, xlabel="loss and its references",
+                          ylabel="on unseen glyph classes (%)")
+ax.set_title(f"mean ± std over {tables.plural(len(SEEDS), 'seed')}, {STEPS} steps of {P} x {K}")
 nb.save_fig("memory_and_proxies")
 
 # %% [markdown]
@@ -185,23 +178,28 @@ hard_neg = (W_pa > 0.01 * W_pa.max()).sum(1) - 1
 fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
 im = axes[0].imshow(W_pa[:, :2 * P], aspect="auto", cmap="viridis")
 axes[0].set_xlabel(f"proxy (classes 0..{2 * P - 1}; the batch has classes 0..{P - 1})")
-axes[0].set_ylabel("sample (K per class)")
+axes[0].set_ylabel(f"sample ({K} per class)")
 axes[0].set_title("Proxy-Anchor weights of the sample-proxy pairs")
+axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))   # proxies and samples are indices
+axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
 axes[0].grid(False)
-fig.colorbar(im, ax=axes[0])
+fig.colorbar(im, ax=axes[0], label="weight $W$")
 grid = np.linspace(-1, 1, 201)
-for name, loss_c in (("Proxy-Anchor", losses.build("proxy_anchor", num_classes=8, embedding_dim=2)),
-                     ("multi-similarity", losses.build("multi_similarity"))):
+for colour, (name, loss_c) in zip(("C0", "C2"), (
+        ("Proxy-Anchor", losses.build("proxy_anchor", num_classes=8, embedding_dim=2)),
+        ("multi-similarity", losses.build("multi_similarity")))):   # a colour per loss, a line style per pair
     for pair, ls in (("negative", "-"), ("positive", "--")):
         c = weights.weight_curve(loss_c, pair, grid=grid)
-        axes[1].plot(c.similarity, c.weight / max(c.weight.max(), 1e-12), ls=ls, label=f"{name}, {pair}")
+        axes[1].plot(c.similarity, c.weight / max(c.weight.max(), 1e-12), ls=ls, color=colour,
+                     label=f"{name}, {pair}")
+axes[1].xaxis.set_major_locator(MaxNLocator(5))
 axes[1].set_xlabel("similarity of the swept pair")
 axes[1].set_ylabel("weight / its maximum")
 axes[1].set_title("weight curves (one query, fixed context)")
 axes[1].legend(fontsize="x-small")
 nb.save_fig("proxy_weights")
-print(f"share of the weight on the positive proxies: {pos_share:.3f}; "
-      f"negative proxies above 1% of the largest weight per sample: {hard_neg.mean():.2f}")
+print(f"share of the weight on the positive proxies: {tables.percent(pos_share)} %; "
+      f"negative proxies above 1 % of the largest weight per sample: {hard_neg.mean():.1f} (mean)")
 
 # %%
 nb.record(untrained_map_at_r=untrained, pos_weight_share=pos_share, min_weight=float(W_pa.min()),
