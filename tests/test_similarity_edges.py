@@ -113,3 +113,20 @@ def test_normalized_rows_use_dimension_one():
     assert torch.allclose(S, torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64),
                           atol=1e-15)
     assert torch.allclose(S, F.cosine_similarity(q[:, None], q[None], dim=2), atol=1e-15)
+
+
+def test_symmetric_gram_backward_under_autocast_runs_in_the_rows_dtype():
+    # called under autocast (similarity_matrix itself turns autocast off) the product and so the
+    # incoming gradient are bfloat16 while q is float32: the backward casts the gradient to
+    # q's dtype, giving (G + G^T) q of the rounded G in float32
+    g = torch.Generator().manual_seed(8)
+    q = torch.randn(6, 4, generator=g, requires_grad=True)
+    W = torch.randn(6, 6, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        S = _SymmetricGram.apply(q, False)
+    assert S.dtype == torch.bfloat16
+    (got,) = torch.autograd.grad((S * W.bfloat16()).sum(), q)
+    assert got.dtype == torch.float32
+    Wb = W.bfloat16().double()
+    want = (Wb + Wb.t()) @ q.detach().double()
+    assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,54 @@
+"""Miners (dmlkit.miners) on query-vs-reference similarities (B != M) whose masks give some
+anchors positives only, negatives only or neither, against the naive per-pair loops (the
+cases the mutation run, benchmarks/mutation.py, found without a test)."""
+
+import pytest
+import torch
+from naive import naive_hard, naive_semihard, naive_vthm
+
+from dmlkit import miners
+
+
+def _rectangular(seed, B=7, M=11):
+    """S in [-1, 1] (B, M) and hand-made masks: row 0 positives only, row 1 negatives only,
+    row 2 neither, the other rows both."""
+    g = torch.Generator().manual_seed(seed)
+    S = torch.rand(B, M, generator=g, dtype=torch.float64) * 2 - 1
+    pos = torch.rand(B, M, generator=g) < 0.3
+    pos[3:, 0] = True                                  # every other row has a positive
+    neg = ~pos
+    neg[0] = False
+    pos[1] = False
+    neg[1] = True
+    pos[2] = neg[2] = False
+    return S, pos, neg
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hard_on_one_sided_rows(seed):
+    S, pos, neg = _rectangular(seed)
+    pk, nk = miners.hard(S, pos, neg)
+    npk, nnk = naive_hard(S, pos, neg)
+    assert torch.equal(pk, npk) and torch.equal(nk, nnk)
+    assert not pk[:3].any() and not nk[:3].any()        # no valid triplet: nothing kept
+    assert pk[3:].sum(1).tolist() == [1] * 4 == nk[3:].sum(1).tolist()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_semihard_and_vthm_on_one_sided_rows(seed):
+    S, pos, neg = _rectangular(seed)
+    for margin in (0.1, 0.6):
+        pk, nk = miners.semihard(S, pos, neg, margin=margin)
+        npk, nnk = naive_semihard(S, pos, neg, margin)
+        assert torch.equal(pk, npk) and torch.equal(nk, nnk)
+    pk, nk = miners.vthm(S, pos, neg, epsilon=0.2)
+    npk, nnk = naive_vthm(S, pos, neg, 0.2)
+    assert torch.equal(pk, npk) and torch.equal(nk, nnk)
+    assert not pk[:3].any() and not nk[:3].any()
+
+
+def test_hard_with_more_queries_than_references():
+    S, pos, neg = _rectangular(0, B=12, M=5)
+    pk, nk = miners.hard(S, pos, neg)
+    npk, nnk = naive_hard(S, pos, neg)
+    assert torch.equal(pk, npk) and torch.equal(nk, nnk)
