@@ -1,0 +1,39 @@
+"""dmlkit.evaluate.retrieval's ranking helpers at their edges, against plain loops: an empty
+chunk of queries, padded positive lists (the cases the mutation run, benchmarks/mutation.py,
+found without a test)."""
+
+from __future__ import annotations
+
+import torch
+
+from dmlkit.evaluate import retrieval
+
+
+def _naive_positives(g_lab, q_lab, rows, self_index):
+    """Per query row: the database indices of its class, without itself, -1 padded to the
+    largest class count among the rows (self included in that count, as the helper pads)."""
+    lists = []
+    for i, row in enumerate(rows.tolist()):
+        same = [j for j in range(len(g_lab)) if g_lab[j] == q_lab[row]]
+        lists.append([j if self_index is None or j != int(self_index[i]) else -1 for j in same])
+    width = max((len(s) for s in lists), default=0)
+    return torch.tensor([s + [-1] * (width - len(s)) for s in lists],
+                        dtype=torch.long).reshape(len(lists), width)
+
+
+def test_positives_of_no_query_is_an_empty_table():
+    g = torch.tensor([2, 0, 1, 0, 2, 2])
+    order, start, count, r, _ = retrieval._class_index(g, g, True)
+    rows = torch.empty(0, dtype=torch.long)
+    got = retrieval._positives(order, start, count, rows, None)
+    assert got.shape == (0, 0) and got.dtype == torch.long
+
+
+def test_positives_match_the_naive_lists():
+    g = torch.tensor([2, 0, 1, 0, 2, 2, 3])
+    order, start, count, r, _ = retrieval._class_index(g, g, True)
+    assert r.tolist() == [2, 1, 0, 1, 2, 2, 0]
+    rows = torch.tensor([0, 2, 3, 6])
+    got = retrieval._positives(order, start, count, rows, rows)
+    want = _naive_positives(g.tolist(), g.tolist(), rows, rows)
+    assert torch.equal(got.sort(dim=1).values, want.sort(dim=1).values)
