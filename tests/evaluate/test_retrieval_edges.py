@@ -37,3 +37,20 @@ def test_positives_match_the_naive_lists():
     got = retrieval._positives(order, start, count, rows, rows)
     want = _naive_positives(g.tolist(), g.tolist(), rows, rows)
     assert torch.equal(got.sort(dim=1).values, want.sort(dim=1).values)
+
+
+def test_positives_against_a_gallery_one_or_none_per_query():
+    g = torch.tensor([2, 0, 1, 0, 2, 2, 3])
+    q = torch.tensor([1, 3, 5, 0])                 # one, one, none (5 is not in the gallery), two
+    order, start, count, r, _ = retrieval._class_index(q, g, False)
+    assert r.tolist() == [1, 1, 0, 2]
+    one = torch.tensor([0, 1])
+    got = retrieval._positives(order, start, count, one, None)
+    assert got.tolist() == [[2], [6]]
+    none = torch.tensor([2])
+    got = retrieval._positives(order, start, count, none, None)
+    assert got.shape == (1, 0)
+    rows = torch.tensor([0, 2, 3])
+    got = retrieval._positives(order, start, count, rows, None)
+    want = _naive_positives(g.tolist(), q.tolist(), rows, None)
+    assert torch.equal(got.sort(dim=1).values, want.sort(dim=1).values)
