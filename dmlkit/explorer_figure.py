@@ -48,13 +48,23 @@ def _fmt(value) -> str:
     return f"{value:.3g}"
 
 
+def _tick(value, _pos=None) -> str:
+    """A short tick label: at most 4 significant digits, 1.5e5 rather than 150000."""
+    if value == 0:
+        return "0"
+    if 1e-3 <= abs(value) < 1e4:
+        return f"{value:.4g}".replace("-", "\u2212")
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.removesuffix('.0')}e{int(exponent)}".replace("-", "\u2212")
+
+
 def _ylim(values) -> tuple[float, float]:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if not v.size:
         return 0.0, 1.0
     lo, hi = min(0.0, float(v.min())), float(v.max())
-    if hi - lo <= 0:   # a flat line (all zero: no pair weighted)
+    if hi - lo <= 1e-12 * max(1.0, abs(lo)):   # a flat line (all zero: no pair weighted)
         return (lo - 0.05, lo + 1.0) if lo == 0 else (lo - 0.5 * abs(lo), lo + 0.5 * abs(lo))
     pad = 0.06 * (hi - lo)
     return lo - (pad if lo < 0 else 0.02 * (hi - lo)), hi + pad
@@ -82,12 +92,13 @@ class ExplorerFigure:
         from .plotting import NEG_COLOR, POS_COLOR
 
         self.batch_names = list(batch_names)
+        self._background = None   # the static part, drawn once (png)
         rows = 2 if self.batch_names else 1
         height = self._height(rows)
         self.fig = fig = Figure(figsize=(_WIDTH_IN, height), dpi=DPI)
         self.size_px = self.size_for(len(self.batch_names))
-        fig.subplots_adjust(left=0.1, right=0.97, top=1 - _HEAD_IN / height,
-                            bottom=(_FOOT_IN * (rows - 1) + _XLABEL_IN) / height, wspace=0.2,
+        fig.subplots_adjust(left=0.1, right=0.975, top=1 - _HEAD_IN / height,
+                            bottom=(_FOOT_IN * (rows - 1) + _XLABEL_IN) / height, wspace=0.3,
                             hspace=_GAP_IN / (_ROW_IN - _GAP_IN))
         grid = fig.add_gridspec(rows, 2)
         self.curve_axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])]
@@ -106,10 +117,11 @@ class ExplorerFigure:
             ax.yaxis.set_major_locator(MaxNLocator(5))
             ax.set_xlabel(f"similarity s of the {pair} pair")
             ax.set_ylabel("weight w")
+            self._place_labels(ax)
             ax.set_title(f"{pair} pair", y=1.01, fontsize="medium")
         self.batch_axes, self.scatters, self.empty = [], [], []
         if self.batch_names:
-            sub = grid[1, :].subgridspec(1, len(self.batch_names), wspace=0.2)
+            sub = grid[1, :].subgridspec(1, len(self.batch_names), wspace=0.3)
             for i, _name in enumerate(self.batch_names):
                 ax = fig.add_subplot(sub[0, i])
                 self.batch_axes.append(ax)
@@ -123,6 +135,7 @@ class ExplorerFigure:
                 ax.xaxis.set_major_formatter(ScalarFormatter(useOffset=False))
                 ax.set_ylabel("weight w_ij")
                 ax.set_title("", y=1.01, fontsize="medium")
+                self._place_labels(ax)
             self.footnote = fig.text(0.5, 0.008, "", ha="center", va="bottom",
                                      fontsize="small")
         self.suptitle = fig.text(0.5, 1 - 0.08 / height, "", ha="center", va="top",
@@ -134,6 +147,16 @@ class ExplorerFigure:
                              "other negatives", "other positives"],
                    loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / height), ncol=4,
                    fontsize="small", frameon=False)
+
+    @staticmethod
+    def _place_labels(ax) -> None:
+        """Axis labels at fixed places (clear of the widest tick labels: tested), so that a
+        draw need not measure the tick labels to place them."""
+        from matplotlib.ticker import FuncFormatter
+
+        ax.yaxis.set_major_formatter(FuncFormatter(_tick))
+        ax.xaxis.set_label_coords(0.5, -0.15)
+        ax.yaxis.set_label_coords(-0.19, 0.5)
 
     @staticmethod
     def _height(rows: int) -> float:
@@ -194,16 +217,46 @@ class ExplorerFigure:
             f"{math.ceil(s.max() * 1e3) / 1e3:.3f}"
         ax.set_title(f"batch: {name}{zoom}", y=1.01, fontsize="medium")
 
-    def png(self) -> bytes:
+    def _dynamic(self) -> list:
+        """The artists an update changes, in the order a full draw draws them (by zorder
+        within each axes; the frames too, which lie over the data); the rest (axes
+        backgrounds, the curves' x axes and titles, the legend) is drawn once."""
+        out = []
+        for ax, line, (pos_lines, neg_lines) in zip(self.curve_axes, self.lines, self.context):
+            out += self._in_order(ax, [ax.yaxis, pos_lines, neg_lines, line])
+        for ax, dots, empty in zip(self.batch_axes, self.scatters, self.empty):
+            out += self._in_order(ax, [ax.xaxis, ax.yaxis, *dots, empty, ax.title])
+        return out + [self.suptitle] + ([self.footnote] if self.batch_names else [])
+
+    @staticmethod
+    def _in_order(ax, artists) -> list:
+        children = ax.get_children()
+        chosen = [*artists, *ax.spines.values()]
+        return sorted(chosen, key=lambda a: (a.get_zorder(), children.index(a)))
+
+    def png(self, blit: bool = True) -> bytes:
         """The figure as PNG bytes, :attr:`size_px` pixels whatever ``savefig.bbox`` says
-        (drawn by Agg and encoded by Pillow at a low compression level: fast)."""
+        (drawn by Agg, encoded by Pillow at a low compression level). ``blit``: draw the
+        static part once and, on each call, only the artists an update changes on a copy of
+        it (the same image as a full draw: tested)."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from PIL import Image
 
         canvas = self.fig.canvas
         if not isinstance(canvas, FigureCanvasAgg):
             canvas = FigureCanvasAgg(self.fig)
-        canvas.draw()
+        if not blit:
+            canvas.draw()
+        else:
+            if self._background is None:
+                for artist in self._dynamic():
+                    artist.set_animated(True)
+                canvas.draw()
+                self._background = canvas.copy_from_bbox(self.fig.bbox)
+            canvas.restore_region(self._background)
+            renderer = canvas.get_renderer()
+            for artist in self._dynamic():
+                artist.draw(renderer)
         buf = io.BytesIO()
         Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).save(
             buf, format="png", compress_level=1)
