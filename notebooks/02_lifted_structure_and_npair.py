@@ -41,12 +41,11 @@ from dmlkit import notebook
 nb = notebook.setup("02_lifted_structure_and_npair", seed=SEED)
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 from IPython.display import display
 
-from dmlkit import data, exercises, losses, paired, results, tasks, train
+from dmlkit import data, exercises, losses, paired, plotting, results, tables, tasks, train
 import torch.nn.functional as F
 
 # %% [markdown]
@@ -126,17 +125,12 @@ LOSSES = {
 }
 ablation = tasks.run_ablation(task, LOSSES, seeds=SEEDS, steps=STEPS, P=N_PAIRS, K=2)
 summary = tasks.summarize(ablation, metrics=("untrained_map@r", "recall@1", "map@r"))
-summary.round(3)
+tables.summary_table(summary, metrics=("untrained_map@r", "recall@1", "map@r"))
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 3.8))
-x = np.arange(len(summary))
-ax.bar(x - 0.2, summary["recall@1_mean"], 0.4, yerr=summary["recall@1_std"], capsize=3, label="R@1")
-ax.bar(x + 0.2, summary["map@r_mean"], 0.4, yerr=summary["map@r_std"], capsize=3, label="MAP@R")
-ax.axhline(summary["untrained_map@r_mean"].mean(), color="k", ls=":", label="untrained MAP@R")
-ax.set_xticks(x, summary.index)
-ax.legend(fontsize="small")
-ax.set_title(f"unseen classes, mean ± std over {len(SEEDS)} seeds")
+fig, ax = plt.subplots(figsize=(9, 3.8), layout="constrained")
+plotting.plot_metric_bars(summary, ax=ax, untrained=summary["untrained_map@r_mean"].mean())
+ax.set_title(f"mean ± std over {tables.plural(len(SEEDS), 'seed')}")
 nb.save_fig("comparison")
 published = results.published_results()
 sohn = published[published.paper.str.startswith("Sohn") & (published.dataset == "CUB-200-2011")
@@ -197,7 +191,7 @@ for s in SEEDS:
 mined = pd.DataFrame(mined_runs)
 both = pd.concat([ablation[ablation.loss == "N-pair-mc"], mined])
 hnm = tasks.summarize(both, metrics=("recall@1", "map@r"))
-display(hnm.round(3))
+display(tables.summary_table(hnm))
 verdict_lines = []
 mining_verdicts = paired.report(both, baseline="N-pair-mc", metrics=("recall@1", "map@r"), run="loss", scale=100,
                                 printer=verdict_lines.append)

@@ -34,12 +34,11 @@ from dmlkit import notebook
 nb = notebook.setup("04_multi_similarity_ablation", seed=SEED)
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 from IPython.display import display
 
-from dmlkit import exercises, losses, miners, paired, results, tasks, weights
+from dmlkit import exercises, losses, miners, paired, plotting, results, tables, tasks, weights
 
 # %% [markdown]
 # ## 1. VTHM on a hand-made anchor
@@ -137,7 +136,7 @@ ABLATION = {
 histories = {}
 ablation = tasks.run_ablation(task, ABLATION, seeds=SEEDS, steps=STEPS, track_mining=True, histories=histories)
 summary = tasks.summarize(ablation, metrics=("recall@1", "map@r", "pos_kept", "neg_kept"))
-summary.round(3)
+tables.summary_table(summary, metrics=("recall@1", "map@r", "pos_kept", "neg_kept"))
 
 # %% [markdown]
 # Next to the published numbers (R@1 in %, BN-Inception, 512-d, Table 1 of Wang et al. 2019b on CUB-200-2011, Cars196,
@@ -155,25 +154,19 @@ table1.index = table1.index.str.replace("RAW+VTHM", "RAW+VTHM (MS)", regex=False
 ours = (100 * summary[["recall@1_mean", "recall@1_std", "map@r_mean"]]).rename(
     columns={"recall@1_mean": "glyphs R@1", "recall@1_std": "glyphs R@1 std", "map@r_mean": "glyphs MAP@R"})
 comparison = ours.join(table1, how="left")
-comparison.round(2)
+comparison.round(1)
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(13, 4))
-x = np.arange(len(summary))
-axes[0].bar(x - 0.2, summary["recall@1_mean"], 0.4, yerr=summary["recall@1_std"], capsize=3, label="glyphs R@1 (ours)")
-axes[0].bar(x + 0.2, summary["map@r_mean"], 0.4, yerr=summary["map@r_std"], capsize=3, label="glyphs MAP@R (ours)")
+fig, axes = plt.subplots(1, 2, figsize=(14, 4.2), layout="constrained")
 untrained = ablation["untrained_map@r"].mean()
-axes[0].axhline(untrained, color="k", ls=":", label=f"untrained MAP@R ({untrained:.2f})")
-axes[0].set_xticks(x, summary.index, rotation=30, ha="right")
-axes[0].legend(fontsize="small")
-axes[0].set_title(f"mean ± std over {len(SEEDS)} seed(s)")
+plotting.plot_metric_bars(summary, ax=axes[0], untrained=untrained, rotation=30, xlabel="loss (ours, glyphs)",
+                          ylabel="on unseen glyph classes (%)")
+axes[0].set_title(f"mean ± std over {tables.plural(len(SEEDS), 'seed')}")
 for col in [c for c in ("CUB-200-2011", "Cars196") if c in comparison]:
-    axes[1].plot(comparison.index, comparison[col], marker="o", label=f"published {col} R@1 (%)")
-axes[1].tick_params(axis="x", rotation=30)
-axes[1].legend(fontsize="small")
-axes[1].set_title("Wang et al. 2019b, Table 1")
-for lab in axes[1].get_xticklabels():
-    lab.set_ha("right")
+    axes[1].plot(comparison.index, comparison[col], marker="o", label=col)
+axes[1].set_xticks(range(len(comparison)), comparison.index, rotation=30, ha="right")
+axes[1].set(xlabel="loss", ylabel="published R@1 (%)", title="Wang et al. 2019b, Table 1")
+axes[1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
 nb.save_fig("ablation")
 
 # %% [markdown]
@@ -187,10 +180,11 @@ for label in ABLATION:
     axes[1].plot(h["step"], h["neg_kept"], marker="o", ms=2, label=label)
 axes[0].set_title("positive pairs with non-zero weight")
 axes[1].set_title("negative pairs with non-zero weight")
+axes[0].set_ylabel("share of the pairs")
 for ax in axes:
     ax.set_xlabel("step")
     ax.set_yscale("log")
-axes[1].legend(fontsize="x-small", ncol=2)
+axes[1].legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
 nb.save_fig("mining_during_training")
 kept_last = {label: float(histories[(label, SEEDS[0])]["neg_kept"].iloc[-1]) for label in ABLATION}
 pd.Series(kept_last, name="negative pairs kept at the last step").round(4)
