@@ -2,7 +2,8 @@
 
 :func:`run_tiny`: papermill injects tiny parameters, nbval executes the notebook (``--nbval-lax``:
 cells marked ``# NBVAL_CHECK_OUTPUT`` must reproduce the output they have in the committed
-``.ipynb``), and the numbers the notebook recorded come back as a dict for the test to assert on.
+``.ipynb``), and the numbers the notebook recorded come back as a dict for the test to assert on;
+every figure the notebook saved must pass :mod:`dmlkit.figure_audit` (:func:`check_figure_audit`).
 :func:`printed_numbers`: the numbers a notebook prints, cell by cell, for the rerun test.
 """
 
@@ -19,6 +20,7 @@ import nbformat
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
+from dmlkit.figure_audit import AUDIT_ENV, Violation
 from dmlkit.nbrun import VARIES_TAG, build_notebook, write_notebook
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,11 +51,37 @@ def _with_committed_outputs(nb, name: str):
     return nb
 
 
+#: Notebooks whose saved figures still break a rule of :mod:`dmlkit.figure_audit`: their
+#: violations are printed by :func:`check_figure_audit`, not asserted (issue 20, item 5: to fix).
+AUDIT_PENDING: dict[str, str] = {}
+
+
 def notebook_env(tmp_path: Path) -> dict[str, str]:
-    """Environment of a test run: figures and results under ``tmp_path``, no display."""
+    """Environment of a test run: figures and results under ``tmp_path``, no display; every
+    figure the notebook saves is audited into ``tmp_path/figure_audit.jsonl``."""
     return {**os.environ, "DMLKIT_FIGURES_DIR": str(tmp_path / "figures"),
             "DMLKIT_RESULTS_DIR": str(tmp_path / "results"), "MPLBACKEND": "Agg",
-            "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            AUDIT_ENV: str(tmp_path / "figure_audit.jsonl")}
+
+
+def check_figure_audit(name: str, tmp_path: Path) -> dict[str, list[str]]:
+    """Every figure ``name`` saved was audited (:meth:`NotebookContext.save_fig` with
+    ``$DMLKIT_FIGURE_AUDIT``) and breaks no rule: no overlapping text, axis labels wherever
+    an axis shows ticks, no legend over data. Returns the violations per figure (asserted
+    empty unless the notebook is in :data:`AUDIT_PENDING`)."""
+    path = tmp_path / "figure_audit.jsonl"
+    lines = [json.loads(s) for s in path.read_text().splitlines()] if path.exists() else []
+    audited = {r["figure"] for r in lines}
+    saved = {p.stem for p in (tmp_path / "figures").glob(f"{name}_*.png")}
+    assert saved <= audited, f"figures saved without the audit: {sorted(saved - audited)}"
+    found = {r["figure"]: [str(Violation(**v)) for v in r["violations"]]
+             for r in lines if r["violations"]}
+    if name in AUDIT_PENDING:
+        print(f"{name}: figure audit pending ({AUDIT_PENDING[name]}): {found}")
+    else:
+        assert not found, f"{name}: figures that break the audit: " + json.dumps(found, indent=1)
+    return found
 
 
 def run_tiny(name: str, parameters: dict, tmp_path: Path, timeout: int = 600) -> dict:
@@ -76,6 +104,7 @@ def run_tiny(name: str, parameters: dict, tmp_path: Path, timeout: int = 600) ->
     assert results.exists(), f"{name} recorded no results ({results})"
     figures = list((tmp_path / "figures").glob(f"{name}_*.png"))
     assert figures, f"{name} saved no figure under figures/"
+    check_figure_audit(name, tmp_path)
     return json.loads(results.read_text())
 
 
