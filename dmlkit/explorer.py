@@ -268,16 +268,21 @@ def slider_specs(loss_name: str, params: Mapping | None = None,
     return specs
 
 
-def _proxy_batch(loss_name: str, params: Mapping, emb, labels):
-    """A proxy loss for a real batch: one proxy per class of the batch, at the class's mean
-    embedding (normalised), the labels renumbered 0 .. C-1 (``(loss, labels)``)."""
+def _class_means(emb, labels):
+    """``(labels renumbered 0 .. C-1, the normalised mean embedding of each class)``."""
     import torch
 
     classes, lab = torch.unique(labels, return_inverse=True)
     means = torch.zeros(len(classes), emb.shape[1], dtype=emb.dtype).index_add_(0, lab, emb)
-    loss = _losses.build(loss_name, **params, num_classes=len(classes),
-                         embedding_dim=emb.shape[1])
-    loss.proxies.data = torch.nn.functional.normalize(means, dim=1)
+    return lab, torch.nn.functional.normalize(means, dim=1)
+
+
+def _proxy_batch(loss_name: str, params: Mapping, lab, proxies):
+    """A proxy loss for a real batch: its proxies ``proxies`` (one per class, labels ``lab``
+    0 .. C-1; :func:`_class_means`)."""
+    loss = _losses.build(loss_name, **params, num_classes=proxies.shape[0],
+                         embedding_dim=proxies.shape[1])
+    loss.proxies.data = proxies.clone()
     return loss, lab
 
 
@@ -329,6 +334,7 @@ class WeightExplorer:
         self.sliders: dict = {}
         self._curve_cache: dict = {}
         self._batch_cache: dict = {}
+        self._means = {k: _class_means(*v) for k, v in self.batches.items()}   # proxies
         self._canvas = None   # the ExplorerFigure the widget shows (made on the first draw)
         self.selector = w.Dropdown(options=options, value=name, description="loss")
         self.normalize = w.Checkbox(value=bool(normalize), description="scale to max 1",
@@ -428,7 +434,8 @@ class WeightExplorer:
         for name, (emb, labels) in self.batches.items():
             try:
                 if proxies:
-                    loss, labels = _proxy_batch(self.loss_name, self.params(), emb, labels)
+                    loss, labels = _proxy_batch(self.loss_name, self.params(),
+                                                *self._means[name])
                     refs = np.arange(loss.num_classes)
                 else:
                     loss, refs = self.loss(), labels.numpy()
