@@ -90,6 +90,16 @@ EQUIVALENT: dict[str, str] = {
     **{f"dmlkit.evaluate.retrieval.x__positives__mutmut_{n}":
        "device=order.device dropped (a CPU tensor): the same on CPU, the only device the test "
        "suite has" for n in (11, 15)},
+    **{f"dmlkit.evaluate.retrieval.x__positives__mutmut_{n}":
+       "the fill value of a (c, 0) tensor, which has no element" for n in (17, 18)},
+    "dmlkit.miners.x_distance_weighted__mutmut_39":
+        'device="cpu" also with a generator: the same on CPU, the only device the test suite has',
+    "dmlkit.miners.x_distance_weighted__mutmut_48":
+        "no lower clamp of u: torch.rand gives u = 0 with probability 2^-53 per draw (the clamp "
+        "guards that event only)",
+    **{f"dmlkit.miners.x_distance_weighted__mutmut_{n}":
+       "no upper clamp of u: torch.rand's float64 values are at most 1 - 2^-53, which is "
+       "1.0 - 1e-16 as rounded, so the clamp never changes a value" for n in (49, 51)},
 }
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"
