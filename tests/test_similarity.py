@@ -3,6 +3,8 @@ and its gradient, the one-buffer distance, the byte-view ``mask_any``, against p
 
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dmlkit.similarity import (
     distances_from_similarity,
@@ -93,6 +95,40 @@ def test_pair_masks_in_batch_and_query_vs_reference():
     pos, neg = pair_masks(torch.tensor([0, 1]), torch.tensor([1, 1, 0]))
     assert pos.tolist() == [[False, False, True], [True, True, False]]
     assert torch.equal(neg, ~pos)
+
+
+def test_pair_masks_equal_the_loop():
+    # positive: same label, not the item itself (in-batch); negative: another label; the
+    # diagonal of the in-batch form is neither
+    g = torch.Generator().manual_seed(2)
+    y, ry = torch.randint(0, 4, (11,), generator=g), torch.randint(0, 4, (7,), generator=g)
+    for lab, ref in ((y, None), (y, ry)):
+        pos, neg = pair_masks(lab, ref)
+        r = lab if ref is None else ref
+        for i in range(len(lab)):
+            for j in range(len(r)):
+                self_pair = ref is None and i == j
+                assert bool(pos[i, j]) == (lab[i] == r[j] and not self_pair)
+                assert bool(neg[i, j]) == (lab[i] != r[j])
+
+
+@settings(max_examples=40, deadline=None)
+@given(labels=st.lists(st.integers(0, 3), min_size=1, max_size=9), data=st.data())
+def test_pair_masks_properties(labels, data):
+    y = torch.tensor(labels)
+    pos, neg = pair_masks(y)
+    eye = torch.eye(len(y), dtype=torch.bool)
+    # a partition of the pairs: positive, negative or the item itself, never two of them
+    assert not (pos & neg).any() and not (pos & eye).any() and not (neg & eye).any()
+    assert (pos | neg | eye).all()
+    assert torch.equal(pos, pos.T) and torch.equal(neg, neg.T)
+    # relabelling by any injective map or reordering the items moves the masks along
+    perm = torch.tensor(data.draw(st.permutations(range(len(y)))))
+    p2, n2 = pair_masks(7 * y[perm] + 3)
+    assert torch.equal(p2, pos[perm][:, perm]) and torch.equal(n2, neg[perm][:, perm])
+    # the query-vs-reference form against itself is the in-batch form plus the diagonal
+    pr, nr = pair_masks(y, y.clone())
+    assert torch.equal(pr, pos | eye) and torch.equal(nr, neg)
 
 
 def test_squared_distances_equal_the_loop():
