@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dmlkit import losses, miners, weights
 
@@ -133,11 +134,34 @@ def test_weight_curve_contrastive_is_a_step_at_lambda():
     assert curve.weight[2] == pytest.approx(curve.weight[3])
 
 
-def test_pair_weights_query_vs_reference_shape():
+def test_pair_weights_query_vs_reference_are_the_ms_closed_forms():
+    # MS (Wang et al. 2019b, eq. 15-16 on the VTHM pairs, / B for the mean), one pair at a
+    # time: the query's kept positives and negatives are columns of the references
     emb, lab = batch(5)
     ref, rl = batch(6, n=9)
+    alpha, beta, lam, eps = 2.0, 50.0, 0.5, 0.1
     S, W = weights.pair_weights(losses.build("multi_similarity"), emb, lab, ref, rl)
     assert S.shape == W.shape == (14, 9)
+    s = (F.normalize(emb, dim=1) @ F.normalize(ref, dim=1).T).tolist()
+    expected = torch.zeros(14, 9, dtype=torch.float64)
+    for i in range(14):
+        P = [j for j in range(9) if rl[j] == lab[i]]
+        N = [j for j in range(9) if rl[j] != lab[i]]
+        if not P or not N:
+            continue
+        Pk = [j for j in P if s[i][j] - eps < max(s[i][k] for k in N)]
+        Nk = [j for j in N if s[i][j] + eps > min(s[i][k] for k in P)]
+        if not Pk or not Nk:
+            continue
+        for j in Pk:
+            expected[i, j] = 1 / (math.exp(alpha * (s[i][j] - lam))
+                                  + sum(math.exp(alpha * (s[i][j] - s[i][k])) for k in Pk))
+        for j in Nk:
+            expected[i, j] = 1 / (math.exp(beta * (lam - s[i][j]))
+                                  + sum(math.exp(beta * (s[i][k] - s[i][j])) for k in Nk))
+    expected /= 14
+    assert (expected > 0).sum() > 20
+    torch.testing.assert_close(W, expected, rtol=1e-9, atol=1e-14)
 
 
 def test_pair_weights_rejects_non_pair_loss():
