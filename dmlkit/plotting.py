@@ -242,8 +242,12 @@ def plot_embedding_2d(points_2d, labels, ax=None, title: str | None = None, mark
     ax.set_yticks([])
     if title:
         ax.set_title(title)
-    if legend:   # beside the axes: the points fill the projection
-        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if legend:
+        spec = ax.get_subplotspec() if hasattr(ax, "get_subplotspec") else None
+        if spec is None or spec.is_last_col():   # beside the axes: the points fill it
+            ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+        else:                                    # another panel to the right
+            ax.legend(fontsize="small")
     return ax
 
 
