@@ -100,6 +100,12 @@ EQUIVALENT: dict[str, str] = {
     **{f"dmlkit.miners.x_distance_weighted__mutmut_{n}":
        "no upper clamp of u: torch.rand's float64 values are at most 1 - 2^-53, which is "
        "1.0 - 1e-16 as rounded, so the clamp never changes a value" for n in (49, 51)},
+    **{f"dmlkit.miners.x_distance_weighted__mutmut_{n}":
+       "an upper clamp of u at 1 + 1e-16 or 2 - 1e-16 instead: torch.rand's values are below "
+       "1, so neither clamp changes a value" for n in (53, 54)},
+    "dmlkit.miners.x_distance_weighted__mutmut_70":
+        "keys.topk(k, dim=1) -> keys.topk(k): dim=-1 is topk's default, the same dimension of "
+        "the 2-D keys",
 }
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"

@@ -26,10 +26,13 @@ def test_nonzero_loss_cutoff_reaches_the_sampling():
     ref = naive_dw_probabilities(S[:1], neg[:1], 8, 0.5, 1.0)
     torch.testing.assert_close(prob, ref, rtol=1e-9, atol=1e-12)
     assert prob[0, 2] == 0 and prob[0, 3] == 0             # d >= 1.0: no loss, never drawn
-    kept = miners.distance_weighted(S, pos, neg, dim=8, nonzero_loss_cutoff=1.0,
-                                    num_negatives=2, generator=torch.Generator().manual_seed(1))[1]
-    # only the two negatives below the cutoff, each anchor both of them
-    assert kept[:, :2].all() and not kept[:, 2:].any()
+    for k in (2, 3):
+        kept = miners.distance_weighted(S, pos, neg, dim=8, nonzero_loss_cutoff=1.0,
+                                        num_negatives=k,
+                                        generator=torch.Generator().manual_seed(1))[1]
+        # only the two negatives below the cutoff, each anchor both of them (k = 3 asks for
+        # more than there are: a draw of probability 0 is not kept)
+        assert kept[:, :2].all() and not kept[:, 2:].any()
     # the default cutoff (1.4) draws the far ones too
     kept = miners.distance_weighted(S, pos, neg, dim=8, num_negatives=2,
                                     generator=torch.Generator().manual_seed(1))[1]

@@ -52,3 +52,11 @@ def test_hard_with_more_queries_than_references():
     pk, nk = miners.hard(S, pos, neg)
     npk, nnk = naive_hard(S, pos, neg)
     assert torch.equal(pk, npk) and torch.equal(nk, nnk)
+
+
+def test_semihard_default_margin_is_a_tenth():
+    S, pos, neg = _rectangular(4)
+    pk, nk = miners.semihard(S, pos, neg)
+    npk, nnk = naive_semihard(S, pos, neg, 0.1)
+    assert torch.equal(pk, npk) and torch.equal(nk, nnk)
+    assert not torch.equal(nk, naive_semihard(S, pos, neg, 1.1)[1])
