@@ -173,12 +173,14 @@ def _status(code) -> str:
 
 def run_module(name: str, children: int, worktree: bool = False, resume: bool = False,
                only: tuple[str, ...] = (), time_limit: float | None = None,
-               report_only: bool = False) -> dict:
+               report_only: bool = False, suffix: str = "") -> dict:
     """Run one module (``resume``: go on in its existing copy, rerunning nothing already
     judged; ``only``: mutant-name globs; ``time_limit``: stop after that many seconds, keeping
-    what was judged; ``report_only``: read the results of an earlier run)."""
+    what was judged; ``report_only``: read the results of an earlier run; ``suffix``: the
+    copy in build/mutation/<name><suffix>, e.g. to check some survivors again beside a full
+    run)."""
     sources, tests = MODULES[name]
-    work = OUT / name
+    work = OUT / f"{name}{suffix}"
     fresh = not ((resume or report_only) and (work / "mutants").exists())
     if fresh:
         _copy_tree(work, worktree)
@@ -259,6 +261,7 @@ def main(argv=None) -> int:
     ap.add_argument("--time-limit", type=float, default=None,
                     help="seconds per module; stops there and reports what was judged")
     ap.add_argument("--report", action="store_true", help="only read an earlier run's results")
+    ap.add_argument("--suffix", default="", help="work in build/mutation/<module><suffix>")
     ap.add_argument("--list", action="store_true", help="print the modules and their tests")
     args = ap.parse_args(argv)
     if args.list:
@@ -272,7 +275,7 @@ def main(argv=None) -> int:
           "score   wall")
     for name in args.modules:
         r = run_module(name, args.children, args.worktree, args.resume, tuple(args.only),
-                       args.time_limit, args.report)
+                       args.time_limit, args.report, args.suffix)
         c = r["counts"]
         print(f"{name:17} {r['total']:7} {r['checked']:7} {c.get('killed', 0):6} "
               f"{c.get('timeout', 0):7} {c.get('survived', 0):8} {c.get('no tests', 0):8} "
