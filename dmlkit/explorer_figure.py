@@ -58,6 +58,13 @@ def _tick(value, _pos=None) -> str:
     return f"{mantissa.removesuffix('.0')}e{int(exponent)}".replace("-", "\u2212")
 
 
+def _bound(lo: float, hi: float, rounding) -> str:
+    """``lo`` (rounding=floor) or ``hi`` (ceil) to enough decimals to tell them apart."""
+    digits = max(3, 1 + math.ceil(-math.log10(max(hi - lo, 1e-9))))
+    value = rounding((lo if rounding is math.floor else hi) * 10 ** digits) / 10 ** digits
+    return f"{value:.{digits}f}"
+
+
 def _ylim(values) -> tuple[float, float]:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
@@ -76,7 +83,7 @@ def _xlim(values) -> tuple[float, float]:
     if not v.size:
         return -1.0, 1.0
     lo, hi = float(v.min()), float(v.max())
-    pad = max(0.05 * (hi - lo), 1e-3)
+    pad = max(0.05 * (hi - lo), 1e-6)
     return max(-1.0, lo - pad) if lo > -1 else lo - pad, min(1.0, hi + pad) if hi < 1 else hi + pad
 
 
@@ -213,8 +220,8 @@ class ExplorerFigure:
         lo, hi = _xlim(s)
         ax.set_xlim(lo, hi)
         ax.set_ylim(*_ylim(part["weight"].to_numpy()))
-        zoom = "" if hi - lo > 1.5 else f", s from {math.floor(s.min() * 1e3) / 1e3:.3f} to " \
-            f"{math.ceil(s.max() * 1e3) / 1e3:.3f}"
+        zoom = "" if hi - lo > 1.5 else f", s from {_bound(s.min(), s.max(), math.floor)} " \
+            f"to {_bound(s.min(), s.max(), math.ceil)}"
         ax.set_title(f"batch: {name}{zoom}", y=1.01, fontsize="medium")
 
     def _dynamic(self) -> list:
