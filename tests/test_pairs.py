@@ -1,6 +1,7 @@
 """dmlkit.pairs: the tables and landscapes of one batch, against direct computations."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -26,13 +27,47 @@ def test_triplet_table_matches_counts_and_loop(form):
                          ("hard", ("hard",))):
         kept = int(triplet_counts(T, b.pos, b.neg, 0.2, mining)[2])
         assert kept == int(table.category.isin(cats).sum())
-    row = table.iloc[5]
-    a, p, n = int(row.anchor), int(row.positive), int(row.negative)
-    if form == "distance":
-        ea, ep, en = (torch.nn.functional.normalize(emb[k], dim=0) for k in (a, p, n))
-        assert row.t_ap == pytest.approx(-float((ea - ep).norm()), abs=1e-7)
-        assert row.t_an == pytest.approx(-float((ea - en).norm()), abs=1e-7)
-    assert row.violation == pytest.approx(row.t_an - row.t_ap + 0.2)
+    assert row_by_row(table, emb, lab, 0.2, form)
+
+
+def row_by_row(table, emb, lab, margin, form):
+    """Every row of the table against a naive loop over the triplets (anchor, positive,
+    negative in lexicographic order), its scores from the unit vectors, its category by the
+    docstring's rule (easy: violation <= 0; semi-hard: t_an < t_ap; hard: t_an >= t_ap)."""
+    u = torch.nn.functional.normalize(emb.double(), dim=1)
+
+    def score(i, j):
+        if form == "similarity":
+            return float(u[i] @ u[j])
+        d2 = float(((u[i] - u[j]) ** 2).sum())
+        return -d2 if form == "squared_distance" else -math.sqrt(d2)
+
+    rows = []
+    n = len(lab)
+    for a, p, q in itertools.product(range(n), repeat=3):
+        if p != a and lab[p] == lab[a] and lab[q] != lab[a]:
+            t_ap, t_an = score(a, p), score(a, q)
+            v = t_an - t_ap + margin
+            rows.append((a, p, q, t_ap, t_an, v,
+                         "easy" if v <= 0 else "semi-hard" if t_an < t_ap else "hard"))
+    assert len(table) == len(rows)
+    assert table[["anchor", "positive", "negative"]].values.tolist() == [list(r[:3]) for r in rows]
+    np.testing.assert_allclose(table[["t_ap", "t_an", "violation"]].to_numpy(),
+                               [r[3:6] for r in rows], rtol=0, atol=1e-6)
+    assert table.category.tolist() == [r[6] for r in rows]
+    return True
+
+
+@pytest.mark.parametrize("form", ["distance", "squared_distance", "similarity"])
+def test_triplet_table_rows_equal_the_loop(form):
+    emb, lab = _batch(n=9, classes=3, seed=4)
+    assert row_by_row(pairs.triplet_table(emb, lab, margin=0.3, form=form), emb, lab, 0.3, form)
+    # one-hot embeddings: cosines 0 or 1, so ties on both category boundaries
+    x = torch.eye(3, dtype=torch.float64)[torch.tensor([0, 0, 1, 1, 2, 0, 1, 2])]
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    table = pairs.triplet_table(x, y, margin=1.0, form="similarity")
+    assert row_by_row(table, x, y, 1.0, "similarity")
+    assert set(table.category) == {"easy", "hard"} and (table.violation == 0).any()
 
 
 def test_mining_stats_values():
