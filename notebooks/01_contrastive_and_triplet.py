@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from dmlkit import data, exercises, losses, miners, pairs, paired, plotting, tasks, train
+from dmlkit import data, exercises, losses, miners, pairs, paired, plotting, tables, tasks, train
 
 # %% [markdown]
 # ## 1. Margins: loss of one pair versus its distance
@@ -57,7 +57,7 @@ for m in (0.5, 1.0, 1.5):
 ax.set_xlabel("distance $d_{ij}$")
 ax.set_ylabel("loss of the pair")
 ax.set_ylim(0, 2.3)
-ax.legend(fontsize="small")
+ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))   # beside the curves
 nb.save_fig("contrastive_margins")
 
 # %% [markdown]
@@ -113,7 +113,7 @@ toy_losses = {
     "contrastive (m = 1)": losses.build("contrastive", margin=1.0, reduction="sum", normalize=False),
     "triplet (m = 0.5)": losses.build("triplet", margin=0.5, reduction="sum", normalize=False),
 }
-fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), layout="constrained")
 colors = np.array(["tab:blue", "tab:orange", "tab:green"])
 for ax, (name, loss) in zip(axes, toy_losses.items()):
     land = pairs.loss_landscape_2d(loss, toy_points, toy_labels, moving_label=0, lim=2.0, n=GRID)
@@ -124,8 +124,9 @@ for ax, (name, loss) in zip(axes, toy_losses.items()):
     ax.quiver(X[::step, ::step], Y[::step, ::step], -land["grad_x"][::step, ::step], -land["grad_y"][::step, ::step],
               color="white", alpha=0.8)
     ax.scatter(toy_points[:, 0], toy_points[:, 1], c=colors[toy_labels], s=90, edgecolors="k", zorder=3)
-    ax.set_title(f"{name}: moving point of class 0 (blue)")
+    ax.set(title=name, xlabel="$x_1$ of the moving point", ylabel="$x_2$")
     ax.set_aspect("equal")
+fig.suptitle("batch loss and where descent moves the moving point of class 0 (blue)")
 nb.save_fig("landscapes")
 
 # %% [markdown]
@@ -212,10 +213,11 @@ for ax, (title, net) in zip(axes, (("untrained network", net0), (f"after {STEPS 
     ax.set_title(title)
     ax.legend(fontsize="small")
     shares[title] = tab.category.value_counts(normalize=True).reindex(["easy", "semi-hard", "hard"]).fillna(0)
+axes[0].set_ylabel("triplets")
 nb.save_fig("triplet_categories")
 nb.record(easy_share_untrained=float(shares["untrained network"]["easy"]),
           easy_share_trained=float(shares[f"after {STEPS // 2} triplet steps"]["easy"]))
-pd.DataFrame(shares).round(3)
+tables.text_table(pd.DataFrame(shares), default=tables.percent).rename(columns=lambda c: f"{c} (%)")
 
 # %% [markdown]
 # For the untrained network almost no triplet of this batch is easy (its embeddings of different glyphs point in nearly the
@@ -233,7 +235,7 @@ for name, params in {"none": {}, "semihard": {"margin": 0.1}, "hard": {}, "vthm"
                      "distance_weighted": {"dim": 32, "generator": torch.Generator().manual_seed(SEED)}}.items():
     pk, nk = miners.build(name, **params)(b.S, b.pos, b.neg)
     mined[name] = {"positive pairs kept": float(pk.sum() / b.pos.sum()), "negative pairs kept": float(nk.sum() / b.neg.sum())}
-pd.DataFrame(mined).T.round(3)
+tables.text_table(pd.DataFrame(mined).T, default=tables.percent).rename(columns=lambda c: f"{c} (%)")
 
 # %% [markdown]
 # ## 5. Training with each variant
@@ -252,10 +254,10 @@ VARIANTS = {
 histories = {}
 ablation = tasks.run_ablation(task, VARIANTS, seeds=SEEDS, steps=STEPS, track_mining=True, histories=histories)
 summary = tasks.summarize(ablation, metrics=("untrained_map@r", "recall@1", "map@r"))
-summary.round(3)
+tables.summary_table(summary, metrics=("untrained_map@r", "recall@1", "map@r"))
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(13, 3.8), layout="constrained")
 for label in ("triplet (all)", "triplet semi-hard", "triplet hard"):
     h = histories[(label, SEEDS[0])]
     axes[0].plot(h["step"], h["triplets_kept"], marker="o", ms=3, label=label)
@@ -263,10 +265,10 @@ axes[0].set_xlabel("step")
 axes[0].set_ylabel("share of valid triplets used")
 axes[0].legend(fontsize="small")
 axes[0].set_title("mining during training")
-summary["map@r_mean"].plot.barh(ax=axes[1], xerr=summary["map@r_std"], color="#7570b3")
-axes[1].axvline(summary["untrained_map@r_mean"].mean(), color="k", ls=":", label="untrained")
-axes[1].set_xlabel("MAP@R on unseen classes")
-axes[1].legend(fontsize="small")
+(100 * summary["map@r_mean"]).plot.barh(ax=axes[1], xerr=100 * summary["map@r_std"], color="#7570b3")
+axes[1].axvline(100 * summary["untrained_map@r_mean"].mean(), color="k", ls=":", label="untrained")
+axes[1].set(xlabel="MAP@R on unseen classes (%)", ylabel="loss", title="after training")
+axes[1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
 nb.save_fig("training")
 h_all = histories[("triplet (all)", SEEDS[0])]
 nb.record(untrained_map_at_r=float(ablation["untrained_map@r"].mean()),

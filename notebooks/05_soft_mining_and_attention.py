@@ -190,7 +190,7 @@ for flag, color, name in ((False, plotting.POS_COLOR, "clean pairs"), (True, plo
 axes[1].set_xlabel("distance $d_{ij}$")
 axes[1].set_ylabel("OSM x CAA weight $w_{ij}$")
 axes[1].set_yscale("log")
-axes[1].legend(fontsize="small")
+axes[1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))   # beside the points
 axes[1].set_title("pair weights of one batch")
 nb.save_fig("attention")
 att = pd.Series({"clean": a[~flipped.numpy()].mean(), "flipped": a[flipped.numpy()].mean()}, name="mean attention")

@@ -35,10 +35,9 @@ nb = notebook.setup("08_evaluation_metrics", seed=SEED)
 
 # %%
 import numpy as np
-import pandas as pd
 import matplotlib.pyplot as plt
 
-from dmlkit import data, evaluate, exercises, plotting, tasks
+from dmlkit import data, evaluate, exercises, plotting, tables, tasks
 
 # %% [markdown]
 # ## A toy example, every metric
@@ -52,7 +51,7 @@ toy_x = np.array([[1.0, 0.1], [0.9, 0.3], [1.0, -0.2], [0.7, 0.7],
 toy_y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
 toy = evaluate.evaluate(toy_x, toy_y, metrics=evaluate.METRICS, ks=(1, 2, 4, 8), vrf_negs=(1,),
                         cmc_ranks=(1, 5), seed=0)
-pd.Series(toy).round(4).to_frame("value")
+tables.metrics_table({"value": toy}, short=False)
 
 # %%
 fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -62,8 +61,8 @@ for c, marker in zip(range(3), "o^s"):
 for i, (x, y) in enumerate(toy_x):
     ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
 ax.set_aspect("equal")
-ax.legend(fontsize="small")
-ax.set_title("toy embeddings")
+ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+ax.set(title="toy embeddings", xlabel="$x_1$", ylabel="$x_2$")
 nb.save_fig("toy", fig)
 plt.show()
 
@@ -157,11 +156,17 @@ exercises.check("recall_saturates", stays_at_one)
 
 # %% [markdown]
 # Recall@1 only asks whether the **single nearest** neighbour is of the right class, and every
-# image's twin is in its own clump: Recall@1 stays at 1.0. MAP@R asks whether **all** $R$
-# same-class images come first, so it sees the scatter: MAP@R and R-precision fall from 1.0 as
+# image's twin is in its own clump: Recall@1 stays at 1.0 (100 %). MAP@R asks whether **all** $R$
+# same-class images come first, so it sees the scatter: MAP@R and R-precision fall from 100 % as
 # the modes move apart (the table below). Recall@1 cannot tell these embeddings apart.
 
 # %%
+def sweep_table(sweep, knob):
+    """A metric sweep for reading: the knob as it is, the metrics in %."""
+    shown = tables.text_table(sweep, formats={knob: "{:g}"}, default=tables.percent)
+    return shown.rename(columns={c: tables.metric_label(c) for c in shown.columns if c != knob})
+
+
 sweep_spread = tasks.metric_sweep(
     SPREADS, lambda v: tasks.multimodal_clusters(N_CLASSES, PER_CLASS, DIM, modes=3,
                                                  mode_spread=v, noise=0.1, seed=SEED),
@@ -170,24 +175,25 @@ sweep_noise = tasks.metric_sweep(
     NOISES, lambda v: tasks.multimodal_clusters(N_CLASSES, PER_CLASS, DIM, modes=1,
                                                 noise=v, seed=SEED),
     seed=SEED, name="noise")
-sweep_spread.round(3)
+sweep_table(sweep_spread, "spread")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
 for ax, (df, x) in zip(axes, ((sweep_spread, "spread"), (sweep_noise, "noise"))):
     for m, lw in (("recall@1", 4), ("recall@4", 1.5), ("map@r", 1.5), ("r_precision", 1.5), ("nmi", 1.5)):
-        ax.plot(df[x], df[m], marker="o", lw=lw, ls="--" if m == "recall@4" else "-", label=m)
+        ax.plot(df[x], 100 * df[m], marker="o", lw=lw, ls="--" if m == "recall@4" else "-",
+                label=tables.metric_name(m))
     ax.set_xlabel(f"{x} ({'3 modes per class' if x == 'spread' else 'one Gaussian per class'})")
-    ax.legend(fontsize="small")
-axes[0].set_ylabel("metric")
+axes[1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+axes[0].set_ylabel("metric (%)")
 axes[0].set_title("modes of a class drift apart")
 axes[1].set_title("classes get noisier")
 nb.save_fig("saturation", fig)
-sweep_noise.round(3)
+sweep_table(sweep_noise, "noise")
 
 # %% [markdown]
 # With one Gaussian per class (right), no metric rises as the noise grows, but Recall@1 stays at or
-# near 1 after MAP@R has started to fall (the table above). On these synthetic embeddings Recall@1
+# near 100 % after MAP@R has started to fall (the table above). On these synthetic embeddings Recall@1
 # saturates where MAP@R still separates them, one of the reasons Musgrave et al. 2020 give for
 # reporting MAP@R; whether the papers' R@1 differences shrink in the same way is not measured here.
 
@@ -205,13 +211,13 @@ images = [glyphs[i][0] for i in range(len(glyphs))]
 pixels = np.stack([im.numpy().ravel() for im in images])
 labels = np.asarray(glyphs.labels)
 glyph_metrics = evaluate.evaluate(pixels, labels, metrics=evaluate.METRICS, ks=(1, 2, 4, 8), seed=SEED)
-pd.Series(glyph_metrics).round(3).to_frame("raw pixels")
+tables.metrics_table({"raw pixels": glyph_metrics}, short=False)
 
 # %% [markdown]
 # Reading the rows: `precision@K` is the share of same-class items among the $K$ nearest neighbours (not Recall@K's "at
 # least one"). **`vrf_neg1` and `vrf_neg71` are the verification accuracy of the N-pair paper (Sohn 2016) with 1 and with 71
 # negatives**: each query gets one random same-class item and `neg` random other-class items, and succeeds when the
-# same-class item is the most similar of them; chance is $1/(\text{neg}+1)$, i.e. 0.5 and 0.014 (`evaluate`'s default
+# same-class item is the most similar of them; chance is $1/(\text{neg}+1)$, i.e. 50 % and 1.4 % (`evaluate`'s default
 # `vrf_negs=(1, 71)`, the paper's two settings; a query needs at least `neg` items of other classes).
 # `cmc@k` and `map` are the re-identification metrics (Wang et al. 2019a, on MARS): with the queries searching the same set, CMC@k is
 # Recall@k, and `map` averages precision over the whole ranking, where MAP@R stops after $R$.
