@@ -162,11 +162,12 @@ for ax, metric, name in zip(axes, ("map@r", "recall@1"), ("MAP@R", "R@1")):
     err = [mean - summary[f"{metric}_low"].to_numpy(), summary[f"{metric}_high"].to_numpy() - mean]
     ax.errorbar(mean, y, xerr=err, fmt="o", capsize=4, color="C0")
     untrained = 100 * saved[f"untrained_{metric}"].mean()
-    ax.axvline(untrained, color="k", ls=":", label=f"untrained ({untrained:.1f})")
-    ax.set_xlabel(f"test {name} (x 100): mean and 95 % t interval, n = {summary['n'].min()} seeds")
-    ax.legend(fontsize="small", loc="upper left")
+    ax.axvline(untrained, color="k", ls=":", label="untrained network")
+    ax.set_xlabel(f"test {name} (%): mean and 95 % t interval, n = {summary['n'].min()} seeds")
     ax.grid(axis="x", alpha=0.3)
+axes[-1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))   # beside the intervals
 axes[0].set_yticks(y, [LABELS[k] for k in summary.index])
+axes[0].set_ylabel("loss")
 fig.suptitle("The saved run: every loss tuned on validation classes, retrained over seeds")
 nb.save_fig("saved_run")
 
