@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import naive
 import numpy as np
 import pytest
 import torch
 from embedding_fixtures import assert_dicts_close, clustered, one_thread  # noqa: F401
+from sklearn.metrics import normalized_mutual_info_score
 
 from dmlkit import data
 from dmlkit import evaluate as ev
@@ -69,7 +71,14 @@ def test_cuda_matches_cpu():  # pragma: no cover - GPU machines only
     gpu = ev.evaluate(torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda(),
                       metrics=("recall", "map@r", "r_precision", "precision"))
     assert_dicts_close(gpu, cpu, atol=1e-6)
-    assert ev.clustering_metrics(torch.from_numpy(x).cuda(), y)["nmi"] > 0.5
+    # NMI and F1 of the GPU k-means are sklearn's NMI and the naive pair F1 of its assignment
+    xc = torch.from_numpy(x).cuda()
+    got = ev.clustering_metrics(xc, y)
+    clusters = ev.kmeans(torch.nn.functional.normalize(xc, dim=1), 30, 0)
+    clusters = np.asarray(clusters.cpu() if torch.is_tensor(clusters) else clusters)
+    assert got["nmi"] == pytest.approx(normalized_mutual_info_score(y, clusters), abs=1e-12)
+    assert got["f1"] == pytest.approx(naive.pair_f1(y, clusters), abs=1e-12)
+    assert got["nmi"] > 0.5         # and the clusters found the classes
 
 
 def test_metric_names_dispatch_and_presets_by_dataset_name():
