@@ -10,7 +10,7 @@ tick locators, titles at a fixed height and one figure legend above the panels (
 axes: it covers no data) keep the draw cheap (no layout engine, no legend placement search).
 
 A batch panel's x axis spans the batch's own similarities (an untrained network puts every
-pair near s = 1: the panel zooms there, and its title says the range). For a proxy loss the
+pair near s = 1: the panel zooms there, and its title gives the range, s ∈ [a, b]). For a proxy loss the
 panel shows sample-to-proxy pairs (the caller computes them; the footnote says so).
 
 :data:`SYMBOLS` maps the loss parameters to the symbols of the papers; the sliders and the
@@ -220,8 +220,8 @@ class ExplorerFigure:
         lo, hi = _xlim(s)
         ax.set_xlim(lo, hi)
         ax.set_ylim(*_ylim(part["weight"].to_numpy()))
-        zoom = "" if hi - lo > 1.5 else f", s from {_bound(s.min(), s.max(), math.floor)} " \
-            f"to {_bound(s.min(), s.max(), math.ceil)}"
+        zoom = "" if hi - lo > 1.5 else f", s ∈ [{_bound(s.min(), s.max(), math.floor)}, " \
+            f"{_bound(s.min(), s.max(), math.ceil)}]"
         ax.set_title(f"batch: {name}{zoom}", y=1.01, fontsize="medium")
 
     def _dynamic(self) -> list:

@@ -280,7 +280,7 @@ def _batches():
 
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(16) // 4
-    collapsed = torch.randn(8, dtype=torch.float64) + 0.02 * torch.randn(
+    collapsed = torch.randn(8, generator=g, dtype=torch.float64) + 0.02 * torch.randn(
         16, 8, generator=g, dtype=torch.float64)   # an untrained network: every s near 1
     spread = torch.randn(4, 8, generator=g, dtype=torch.float64)[labels] + 0.5 * torch.randn(
         16, 8, generator=g, dtype=torch.float64)
@@ -340,7 +340,9 @@ def test_the_batch_panel_shows_every_loss_and_zooms_on_the_batch():
     s = s[s.batch == "untrained"].similarity
     lo, hi = axes[0].get_xlim()
     assert lo <= s.min() and s.max() <= hi and hi - lo < 0.1 and s.min() > 0.9   # zoomed
-    assert "s from" in axes[0].get_title()
+    title = axes[0].get_title()   # "batch: untrained, s ∈ [a, b]", a <= min s, b >= max s
+    a, b = map(float, title.split("s ∈ [")[1].rstrip("]").split(", "))
+    assert a <= s.min() < a + (s.max() - s.min()) / 5 and b - (s.max() - s.min()) / 5 < s.max() <= b
     assert axes[0].get_xlabel() == "similarity s_ij" and not ex._canvas.empty[0].get_text()
 
 
