@@ -80,6 +80,20 @@ EQUIVALENT: dict[str, str] = {
        "device=S.device dropped (a CPU tensor): the same on CPU, the only device the test "
        "suite has (benchmarks/gpu.py runs the miners on CUDA)" for n in (11, 14, 26, 28)},
     "dmlkit.miners.x_hard__mutmut_17": 'float("inf") -> float("INF"): the same float',
+    **{f"dmlkit.miners.x_semihard__mutmut_{n}":
+       "the dtype of the 0-dim inf tensor: a 0-dim operand does not change torch.where's "
+       "result dtype (S's), and inf is inf in every float dtype" for n in (11, 14)},
+    **{f"dmlkit.miners.x_semihard__mutmut_{n}":
+       "device=S.device dropped (a CPU tensor): the same on CPU, the only device the test "
+       "suite has" for n in (12, 15)},
+    "dmlkit.miners.x_semihard__mutmut_18": 'float("inf") -> float("INF"): the same float',
+    "dmlkit.miners.x_semihard__mutmut_53":
+        "idx < M -> idx <= M: idx = M needs s_in >= every entry of the row's sorted positives, "
+        "whose last entry is +inf unless every column is a positive, and then the row has no "
+        "negative to keep",
+    **{f"dmlkit.evaluate.retrieval.x__row_count__mutmut_{n}":
+       "device=mask.device dropped (a CPU tensor): the same on CPU, the only device the test "
+       "suite has" for n in (6, 9)},
     **{f"dmlkit.miners.x_distance_weighted__mutmut_{n}":
        "the device of the uniform draws (.to(S.device) or the generator's device dropped): "
        "the same on CPU, the only device the test suite has" for n in (29, 33, 37)},

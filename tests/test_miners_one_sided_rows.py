@@ -60,3 +60,21 @@ def test_semihard_default_margin_is_a_tenth():
     npk, nnk = naive_semihard(S, pos, neg, 0.1)
     assert torch.equal(pk, npk) and torch.equal(nk, nnk)
     assert not torch.equal(nk, naive_semihard(S, pos, neg, 1.1)[1])
+
+
+def test_semihard_rows_all_positive_or_with_one_negative_above_every_positive():
+    # row 0: every reference a positive (nothing to keep); row 1: one negative, more similar
+    # than every positive (no positive above it: not semi-hard); row 2: the same negative just
+    # below the best positive (semi-hard with it)
+    S = torch.tensor([[0.1, 0.5, 0.3, 0.2],
+                      [0.1, 0.5, 0.3, 0.6],
+                      [0.1, 0.5, 0.3, 0.45]], dtype=torch.float64)
+    pos = torch.tensor([[True, True, True, True],
+                        [True, True, True, False],
+                        [True, True, True, False]])
+    neg = ~pos
+    for margin in (0.1, 0.3):
+        pk, nk = miners.semihard(S, pos, neg, margin=margin)
+        npk, nnk = naive_semihard(S, pos, neg, margin)
+        assert torch.equal(pk, npk) and torch.equal(nk, nnk)
+        assert nk[:, 3].tolist() == [False, False, True]
