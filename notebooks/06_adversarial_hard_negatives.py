@@ -237,7 +237,8 @@ for ep in (first, last):
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
 for ax, ep in zip(axes, (first, last)):
     h = hardness[hardness["epoch"] == ep]
-    plotting.plot_hardness(h["d_an"], h["d_asyn"], h["d_ap"], margin=recorder.margin, ax=ax, bins=20)
+    plotting.plot_hardness(h["d_an"], h["d_asyn"], h["d_ap"], margin=recorder.margin, ax=ax, bins=20,
+                           legend=ax is axes[-1])   # one legend, beside the last panel
     ax.set_title(f"epoch {ep}")
 nb.save_fig("hardness", fig)
 plt.show()
