@@ -233,7 +233,7 @@ def _range(loss_name: str, symbol: str, value: float) -> tuple[float, float, flo
         lo = value - abs(value) if value < 0 else 0.0
     if value > hi:
         hi = 2 * value
-        step = max(step, (hi - lo) / TRACK_PX)
+    step = max(step, (hi - lo) / TRACK_PX)   # at most TRACK_PX steps: >= 1 px each
     return float(lo), float(hi), float(step)
 
 

@@ -264,6 +264,10 @@ def test_sliders_show_the_symbols_and_are_wide_enough_to_drag_each_step():
         for key, s in hyper.items():   # the Python name stays the key and the tooltip
             assert s.tooltip == key and ex.params()[key] == s.value
     assert ex.sliders["pos_1"].description == "positive 1"
+    for name, key, value in (("contrastive", "lam", -2.0), ("proxy_anchor", "alpha", 500.0)):
+        ex = explorer.weight_explorer(name, points=5, draw=False, **{key: value})
+        s = ex.sliders[key]   # a range widened to the caller's value: still <= TRACK_PX steps
+        assert s.value == value and (s.max - s.min) / s.step <= explorer.TRACK_PX + 1e-9
 
 
 #: the losses with the longest labels and the widest tick labels (1.5e5, 6e-4, ...)
