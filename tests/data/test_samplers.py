@@ -222,11 +222,14 @@ def test_hard_class_sampler_batches_and_mining():
 
 def test_hard_class_sampler_table_update_and_random_start():
     labels = np.repeat(np.arange(8), 3)
-    sampler = data.HardNegativeClassSampler(labels, N=4, C=6, num_batches=3, seed=1)
+    sampler = data.HardNegativeClassSampler(labels, N=4, C=6, num_batches=400, seed=1)
+    counts = np.zeros(8)
     for batch in sampler:  # no embeddings yet: random classes, still valid pairs
         assert len(set(labels[batch])) == 4
-    table = np.eye(8)[labels] * 3.0
-    table[labels >= 4] += np.array([0, 0, 0, 0, 0, 0, 0, 0])
+        counts[np.unique(labels[batch])] += 1
+    # uniform classes: each in Binomial(400, 1/2) batches (sd 10); leaving one class out or
+    # favouring the first C = 6 would move a count by > 6 standard errors
+    assert (np.abs(counts - 200) < 4.5 * 10).all(), counts
     close = np.zeros((len(labels), 8))
     close[:, 0] = 1.0
     close[labels == 5, 1] = 0.01  # classes 0..7 nearly identical except 5 a bit off
