@@ -91,6 +91,14 @@ EQUIVALENT: dict[str, str] = {
         "idx < M -> idx <= M: idx = M needs s_in >= every entry of the row's sorted positives, "
         "whose last entry is +inf unless every column is a positive, and then the row has no "
         "negative to keep",
+    "dmlkit.miners.x_semihard__mutmut_67":
+        "the non-negatives padded with +inf instead of -inf before the search for the last "
+        "negative below s_ip: either padding is never that negative (+inf sorts after every "
+        "s_ip, -inf gives prev = -inf, which keeps nothing, as no negative does)",
+    "dmlkit.miners.x_semihard__mutmut_76":
+        "searchsorted(..., right=False) -> searchsorted(...): right=False is the default",
+    "dmlkit.evaluate.retrieval.x__row_count__mutmut_23":
+        "the block sums in int64 instead of int16: the same counts (int16 is the fast path)",
     **{f"dmlkit.evaluate.retrieval.x__row_count__mutmut_{n}":
        "device=mask.device dropped (a CPU tensor): the same on CPU, the only device the test "
        "suite has" for n in (6, 9)},

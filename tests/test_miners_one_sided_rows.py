@@ -78,3 +78,15 @@ def test_semihard_rows_all_positive_or_with_one_negative_above_every_positive():
         npk, nnk = naive_semihard(S, pos, neg, margin)
         assert torch.equal(pk, npk) and torch.equal(nk, nnk)
         assert nk[:, 3].tolist() == [False, False, True]
+
+
+def test_semihard_an_exact_tie_is_not_semihard_for_the_positive():
+    # s_in == s_ip: the triplet is not semi-hard (strict), so the positive at 0.5 is kept only
+    # through a negative strictly inside (0.5 - margin, 0.5)
+    S = torch.tensor([[0.5, 0.5, 0.1, 0.9]], dtype=torch.float64)
+    pos = torch.tensor([[True, False, False, True]])
+    neg = ~pos
+    pk, nk = miners.semihard(S, pos, neg, margin=0.2)
+    npk, nnk = naive_semihard(S, pos, neg, 0.2)
+    assert torch.equal(pk, npk) and torch.equal(nk, nnk)
+    assert pk.tolist() == [[False, False, False, False]]

@@ -54,3 +54,14 @@ def test_positives_against_a_gallery_one_or_none_per_query():
     got = retrieval._positives(order, start, count, rows, None)
     want = _naive_positives(g.tolist(), q.tolist(), rows, None)
     assert torch.equal(got.sort(dim=1).values, want.sort(dim=1).values)
+
+
+def test_row_count_over_more_columns_than_an_int16_holds():
+    # the counts are summed in int16 over column blocks: a block must stay below 32768
+    mask = torch.zeros(3, 70_001, dtype=torch.bool)
+    mask[0] = True
+    mask[1, ::2] = True
+    mask[2, 32_767:65_535] = True
+    got = retrieval._row_count(mask)
+    assert got.dtype == torch.int64
+    assert got.tolist() == [70_001, 35_001, 32_768] == mask.sum(dim=1).tolist()
