@@ -144,11 +144,18 @@ def theorem_3_1_check(loss: PairLoss, embeddings, labels, ref_embeddings=None, r
     """Gradients of the loss and of its surrogate with respect to the embeddings.
 
     Returns ``(grad_loss, grad_surrogate, max_abs_difference)``; Theorem 3.1 says they are equal.
-    For losses with stochastic mining (distance-weighted sampling) pass a seeded loss twice.
+    A loss that samples its pairs (distance-weighted sampling) draws them again for the
+    surrogate's weights: the random state it draws from (torch's global CPU generator and the
+    loss's own ``generator``, if any) is restored in between, so both see the same pairs.
     """
     emb = torch.as_tensor(embeddings).detach()
+    private = getattr(loss, "mining_params", {}).get("generator")
+    states = (torch.get_rng_state(), None if private is None else private.get_state())
     x1 = emb.clone().requires_grad_(True)
     (g_loss,) = torch.autograd.grad(loss(x1, labels, ref_embeddings, ref_labels), x1)
+    torch.set_rng_state(states[0])
+    if private is not None:
+        private.set_state(states[1])
     x2 = emb.clone().requires_grad_(True)
     (g_sur,) = torch.autograd.grad(surrogate(loss, x2, labels, ref_embeddings, ref_labels), x2)
     return g_loss, g_sur, float((g_loss - g_sur).abs().max())
