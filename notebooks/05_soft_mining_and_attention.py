@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from dmlkit import data, exercises, losses, paired, pairs, plotting, tasks
+from dmlkit import data, exercises, losses, paired, pairs, plotting, tables, tasks
 
 # %% [markdown]
 # ## 1. A toy: one mislabelled point
@@ -145,7 +145,7 @@ noisy = tasks.run_ablation(task, CONDITIONS, seeds=SEEDS, steps=STEPS, labels=no
 clean = tasks.run_ablation(task, {"OSM+CAA, clean labels": ("osm_caa", {"scale": SCALE})}, seeds=SEEDS, steps=STEPS)
 ablation = pd.concat([noisy, clean], ignore_index=True)
 summary = tasks.summarize(ablation, metrics=("untrained_map@r", "recall@1", "map@r"))
-display(summary.round(3))
+display(tables.summary_table(summary, metrics=("untrained_map@r", "recall@1", "map@r")))
 
 # %% [markdown]
 # Two questions, each a paired comparison by seed with a 95 % t interval over the `len(SEEDS)` seeds (with two seeds the
