@@ -95,6 +95,19 @@ EQUIVALENT: dict[str, str] = {
         "the non-negatives padded with +inf instead of -inf before the search for the last "
         "negative below s_ip: either padding is never that negative (+inf sorts after every "
         "s_ip, -inf gives prev = -inf, which keeps nothing, as no negative does)",
+    **{f"dmlkit.miners.x__ordered_keys__mutmut_{n}":
+       "a right shift by the width + 1 (or 9 x the bytes - 1) instead of width - 1: torch "
+       "saturates a shift past the width to the sign fill, the same 0 / -1 as the original "
+       "shift" for n in (18, 20)},
+    "dmlkit.miners.x_vthm_negative_threshold__mutmut_12":
+        "q = 1 instead of 0 where p is not finite: those entries return p itself "
+        "(torch.where(finite, ..., p)), whatever q was",
+    **{f"dmlkit.miners.x_semihard__mutmut_{n}":
+       "idx = 0 (or -1) treated as no negative below s_ip: for a positive p the row's "
+       "non-negatives, p itself included, are -inf at the front of the sorted row, so "
+       "idx >= 0 and position 0 is -inf; only positives use prev" for n in (94, 95, 96)},
+    "dmlkit.evaluate.retrieval.x__row_count__mutmut_25":
+        "the block sums in int64 instead of int16: the same counts (int16 is the fast path)",
     "dmlkit.miners.x_semihard__mutmut_76":
         "searchsorted(..., right=False) -> searchsorted(...): right=False is the default",
     "dmlkit.evaluate.retrieval.x__row_count__mutmut_23":

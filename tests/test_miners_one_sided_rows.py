@@ -90,3 +90,27 @@ def test_semihard_an_exact_tie_is_not_semihard_for_the_positive():
     npk, nnk = naive_semihard(S, pos, neg, 0.2)
     assert torch.equal(pk, npk) and torch.equal(nk, nnk)
     assert pk.tolist() == [[False, False, False, False]]
+
+
+def test_semihard_positive_with_one_non_negative_and_at_the_margin():
+    # row 0: the positive is the row's only non-negative and every negative lies above it:
+    # nothing in (s_ip - margin, s_ip), so it is not kept; row 1: the only negative below the
+    # positive sits exactly at s_ip - margin (0.5 - 0.25, exact in binary): not semi-hard
+    S = torch.tensor([[0.5, 0.6, 0.7], [0.5, 0.25, 0.9]], dtype=torch.float64)
+    pos = torch.tensor([[True, False, False], [True, False, False]])
+    neg = ~pos
+    pk, nk = miners.semihard(S, pos, neg, margin=0.25)
+    npk, nnk = naive_semihard(S, pos, neg, 0.25)
+    assert torch.equal(pk, npk) and torch.equal(nk, nnk)
+    assert not pk.any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ordered_keys_are_monotone_and_their_own_inverse(dtype):
+    base = torch.tensor([-3.0, -1.0, -0.5, -1e-30, 0.0, 1e-30, 0.5, 2.0], dtype=dtype)
+    up = torch.nextafter(base, torch.full_like(base, float("inf")))
+    x = torch.cat([base, up]).unique()                   # sorted, adjacent floats included
+    keys = miners._ordered_keys(x)
+    assert bool((keys[1:] > keys[:-1]).all())
+    back = miners._from_keys(keys, dtype)
+    assert torch.equal(back.view(keys.dtype), x.view(keys.dtype))
