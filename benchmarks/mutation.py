@@ -108,6 +108,14 @@ EQUIVALENT: dict[str, str] = {
        "idx >= 0 and position 0 is -inf; only positives use prev" for n in (94, 95, 96)},
     "dmlkit.evaluate.retrieval.x__row_count__mutmut_25":
         "the block sums in int64 instead of int16: the same counts (int16 is the fast path)",
+    **{f"dmlkit.miners.x_vthm_negative_threshold__mutmut_{n}":
+       "a wider bisection bracket (room + 1, hi from q + epsilon) or more bisection steps: "
+       "the bracket still has lo passing and hi failing, and the bisection ends on the same "
+       "float" for n in (17, 24, 27)},
+    **{f"dmlkit.evaluate.retrieval.x__first_rank_by_count__mutmut_{n}":
+       "more rows through the tie correction (n_eq counts the unequal items, or >= 1): the "
+       "correction adds the tied items of lower index, 0 for a row without ties"
+       for n in (49, 52)},
     "dmlkit.miners.x_semihard__mutmut_76":
         "searchsorted(..., right=False) -> searchsorted(...): right=False is the default",
     "dmlkit.evaluate.retrieval.x__row_count__mutmut_23":

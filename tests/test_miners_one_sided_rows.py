@@ -2,6 +2,8 @@
 anchors positives only, negatives only or neither, against the naive per-pair loops (the
 cases the mutation run, benchmarks/mutation.py, found without a test)."""
 
+import math
+
 import pytest
 import torch
 from naive import naive_hard, naive_semihard, naive_vthm
@@ -114,3 +116,13 @@ def test_ordered_keys_are_monotone_and_their_own_inverse(dtype):
     assert bool((keys[1:] > keys[:-1]).all())
     back = miners._from_keys(keys, dtype)
     assert torch.equal(back.view(keys.dtype), x.view(keys.dtype))
+
+
+@pytest.mark.parametrize("epsilon", [0.1, 2.5])
+def test_vthm_negative_threshold_by_its_definition_for_a_large_epsilon(epsilon):
+    # t is the largest float with t + epsilon <= p (as rounded): the next float up fails
+    p = torch.tensor([0.0, 0.3, -0.7, 1.0, -1.0], dtype=torch.float64)
+    t = miners.vthm_negative_threshold(p, epsilon)
+    assert bool(((t + epsilon) <= p).all())
+    above = torch.nextafter(t, torch.full_like(t, math.inf))
+    assert bool(((above + epsilon) > p).all())

@@ -4,6 +4,8 @@ found without a test)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from dmlkit.evaluate import retrieval
@@ -65,3 +67,21 @@ def test_row_count_over_more_columns_than_an_int16_holds():
     got = retrieval._row_count(mask)
     assert got.dtype == torch.int64
     assert got.tolist() == [70_001, 35_001, 32_768] == mask.sum(dim=1).tolist()
+
+
+def _naive_first_rank(row, positives):
+    """0-based position of the first positive in the (similarity desc, index asc) order."""
+    order = sorted(range(len(row)), key=lambda j: (-row[j], j))
+    return next(k for k, j in enumerate(order) if j in positives)
+
+
+def test_first_rank_by_count_with_one_or_more_tied_items():
+    S = torch.tensor([[0.5, 0.9, 0.5, 0.1, -math.inf],      # one item tied, lower index
+                      [0.5, 0.9, 0.5, 0.5, 0.2],            # two tied, the positive is last
+                      [0.3, 0.9, 0.5, 0.1, 0.5],            # tied item after the positive
+                      [0.7, 0.9, 0.5, 0.1, 0.2]])           # no tie
+    pos = torch.tensor([[2, -1], [3, 4], [2, -1], [2, 3]])
+    got = retrieval._first_rank_by_count(S, pos, torch.arange(5))
+    want = [_naive_first_rank(S[i].tolist(), {p for p in pos[i].tolist() if p >= 0})
+            for i in range(4)]
+    assert got.tolist() == want == [2, 3, 1, 2]
