@@ -10,8 +10,9 @@ tick locators, titles at a fixed height and one figure legend above the panels (
 axes: it covers no data) keep the draw cheap (no layout engine, no legend placement search).
 
 A batch panel's x axis spans the batch's own similarities (an untrained network puts every
-pair near s = 1: the panel zooms there, and its title gives the range, s ∈ [a, b]). For a proxy loss the
-panel shows sample-to-proxy pairs (the caller computes them; the footnote says so).
+pair near s = 1: the panel zooms there, and its title gives the range, s ∈ [a, b]). For a
+proxy loss the panel shows sample-to-proxy pairs (the caller computes them; the footnote says
+so).
 
 :data:`SYMBOLS` maps the loss parameters to the symbols of the papers; the sliders and the
 suptitle use them, the Python parameter names stay ``alpha``, ``beta``, ``lam``, ...
