@@ -112,7 +112,8 @@ plt.show()
 
 # %%
 table = results.compare_metrics({"untrained": result.initial_test_metrics,
-                                 "trained (best on validation)": result.test_metrics})
+                                 "trained (best on validation)": result.test_metrics},
+                                digits=1, percent=True)   # x 100
 display(table)
 
 # %% [markdown]

@@ -48,7 +48,11 @@ else:
     print(f"{len(runs)} run(s) in {csv_path.name}:")
     cols = [c for c in ("dataset", "loss", "backbone", "embedding_dim", "epochs", "iterations",
                         "test_recall@1", "test_map@r") if c in runs.columns]
-    display(runs[cols].round(4))
+    shown = runs[cols].copy()
+    for metric in ("test_recall@1", "test_map@r"):   # x 100, as every table here
+        if metric in shown:
+            shown[metric] = (100 * shown[metric]).round(1)
+    display(shown.rename(columns={"test_recall@1": "test R@1 (%)", "test_map@r": "test MAP@R (%)"}))
 published = results.published_results()
 print(f"{len(published)} published numbers from {published['paper'].nunique()} sources")
 
