@@ -108,7 +108,7 @@ def _quantiles(xs):
     return statistics.median(xs), xs[min(len(xs) - 1, round(0.9 * (len(xs) - 1)))]
 
 
-def browser_latency(names, updates: int) -> dict:
+def browser_latency(names, updates: int, screenshots: Path | None = None) -> dict:
     """loss -> list of latencies (ms), slider change to the loaded new image, in Chromium."""
     from ui.lab import chromium, jupyterlab, missing
 
@@ -156,6 +156,9 @@ def browser_latency(names, updates: int) -> dict:
                                            polling=20)
                     times.append(page.evaluate("() => window.__lat"))
                 out[name] = times
+                if screenshots is not None:
+                    screenshots.mkdir(parents=True, exist_ok=True)
+                    app.screenshot(path=str(screenshots / f"explorer_{name}.png"))
                 print(f"  {name}: " + ", ".join(f"{t:.0f}" for t in times) + " ms", flush=True)
     return out
 
@@ -215,10 +218,12 @@ def main(argv=None) -> None:
     parser.add_argument("--loss", nargs="+", default=DEFAULT_LOSSES)
     parser.add_argument("--updates", type=int, default=7)
     parser.add_argument("--no-kernel", action="store_true", help="browser latency only")
+    parser.add_argument("--screenshots", type=Path, default=None,
+                        help="a folder for a screenshot of the explorer per loss")
     args = parser.parse_args(argv)
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
-    browser = browser_latency(args.loss, args.updates)
+    browser = browser_latency(args.loss, args.updates, args.screenshots)
     kernel = {} if args.no_kernel else kernel_time(args.loss)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     print(f"{'loss':30s} {'median':>7s} {'p90':>7s}   kernel: curves batches render (ms)")
