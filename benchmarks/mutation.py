@@ -145,6 +145,19 @@ EQUIVALENT: dict[str, str] = {
        "device=S.device dropped (a CPU tensor): the same on CPU, the only device the test "
        "suite has" for n in (12, 15)},
     "dmlkit.miners.x_vthm__mutmut_18": 'float("inf") -> float("INF"): the same float',
+    "dmlkit.evaluate.retrieval.x__class_index__mutmut_1":
+        "the device it returns is None: its one caller discards it",
+    **{f"dmlkit.evaluate.retrieval.x__class_index__mutmut_{n}":
+       "argsort without stable=True: the order of the items within a class changes, and every "
+       "use of the positive lists (a min, a gather, a mask) is independent of that order"
+       for n in (6, 7)},
+    **{f"dmlkit.evaluate.retrieval.x__ordered_topk__mutmut_{n}":
+       "the k == 0 branch (and c, used only there): k = depth >= 1 whenever the database is "
+       "not empty, and an empty database returns before any call" for n in range(1, 12)
+       if n not in (3, 4)},
+    "dmlkit.evaluate.retrieval.x__ordered_topk__mutmut_18":
+        "probing k + 2 instead of k + 1 items: the tie test compares items k and k + 1 "
+        "(positions k - 1 and k) in the same ordered list",
     "dmlkit.miners.x_distance_weighted__mutmut_39":
         'device="cpu" also with a generator: the same on CPU, the only device the test suite has',
     "dmlkit.miners.x_distance_weighted__mutmut_48":

@@ -126,3 +126,21 @@ def test_vthm_negative_threshold_by_its_definition_for_a_large_epsilon(epsilon):
     assert bool(((t + epsilon) <= p).all())
     above = torch.nextafter(t, torch.full_like(t, math.inf))
     assert bool(((above + epsilon) > p).all())
+
+
+def test_vthm_strict_at_exact_ties_and_its_default_epsilon():
+    # positives {0.5, 0.75}, negatives {0.25, 0.5}, epsilon 0.25 (all exact in binary):
+    # negative 0.25 + 0.25 == 0.5 (the hardest positive) is not kept, positive 0.75 - 0.25 ==
+    # 0.5 (the hardest negative) is not kept
+    S = torch.tensor([[0.5, 0.75, 0.25, 0.5]], dtype=torch.float64)
+    pos = torch.tensor([[True, True, False, False]])
+    neg = ~pos
+    pk, nk = miners.vthm(S, pos, neg, epsilon=0.25)
+    npk, nnk = naive_vthm(S, pos, neg, 0.25)
+    assert torch.equal(pk, npk) and torch.equal(nk, nnk)
+    assert pk.tolist() == [[True, False, False, False]]
+    assert nk.tolist() == [[False, False, False, True]]
+    S, pos, neg = _rectangular(5)
+    pk, nk = miners.vthm(S, pos, neg)
+    assert torch.equal(torch.stack([pk, nk]), torch.stack(naive_vthm(S, pos, neg, 0.1)))
+    assert not torch.equal(torch.stack([pk, nk]), torch.stack(naive_vthm(S, pos, neg, 1.1)))

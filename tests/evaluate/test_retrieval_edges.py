@@ -85,3 +85,10 @@ def test_first_rank_by_count_with_one_or_more_tied_items():
     want = [_naive_first_rank(S[i].tolist(), {p for p in pos[i].tolist() if p >= 0})
             for i in range(4)]
     assert got.tolist() == want == [2, 3, 1, 2]
+
+
+def test_class_index_against_a_one_class_gallery():
+    g = torch.tensor([3, 3, 3])
+    q = torch.tensor([5, 3, 1])                     # above, in and below the gallery's class
+    order, start, count, r, _ = retrieval._class_index(q, g, False)
+    assert r.tolist() == [0, 3, 0] and count.tolist() == [0, 3, 0]
