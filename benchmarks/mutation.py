@@ -155,6 +155,12 @@ EQUIVALENT: dict[str, str] = {
        "the k == 0 branch (and c, used only there): k = depth >= 1 whenever the database is "
        "not empty, and an empty database returns before any call" for n in range(1, 12)
        if n not in (3, 4)},
+    **{f"dmlkit.evaluate.retrieval.x__ordered_topk__mutmut_{n}":
+       "an argument that restates the default dropped: dim=1 of a 2-D tensor (topk, sort), "
+       "largest=True, sorted=True" for n in (27, 28, 29, 37, 53)},
+    "dmlkit.evaluate.retrieval.x__ordered_topk__mutmut_32":
+        "topk(sorted=False): the next lines sort the probed items by index, then stably by "
+        "value, so topk's own order is never used",
     "dmlkit.evaluate.retrieval.x__ordered_topk__mutmut_18":
         "probing k + 2 instead of k + 1 items: the tie test compares items k and k + 1 "
         "(positions k - 1 and k) in the same ordered list",

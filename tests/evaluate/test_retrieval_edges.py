@@ -92,3 +92,15 @@ def test_class_index_against_a_one_class_gallery():
     q = torch.tensor([5, 3, 1])                     # above, in and below the gallery's class
     order, start, count, r, _ = retrieval._class_index(q, g, False)
     assert r.tolist() == [0, 3, 0] and count.tolist() == [0, 3, 0]
+
+
+def test_ordered_topk_with_a_tie_at_the_kth_position():
+    # one clear first item, then 49 (row 0) or 48 (row 1) exact ties: the k-th item is the
+    # lowest-index tied one, whichever tied items torch.topk returns
+    S = torch.zeros(2, 50)
+    S[:, 0] = 1.0
+    S[1, 7] = 2.0
+    for k in (2, 3, 5):
+        got = retrieval._ordered_topk(S, k, 50)
+        want = [sorted(range(50), key=lambda j, r=r: (-float(S[r, j]), j))[:k] for r in range(2)]
+        assert got.tolist() == want
