@@ -50,3 +50,27 @@ def test_num_negatives_below_one_is_refused():
     S, pos, neg = _rows(2)
     with pytest.raises(ValueError, match="num_negatives must be >= 1, got 0"):
         miners.distance_weighted(S, pos, neg, dim=8, num_negatives=0)
+
+
+def test_probabilities_per_row_fallback_empty_rows_exact_cutoff_and_dim_two():
+    # row 0: every negative beyond the cutoff (uniform fallback over them); row 1: one
+    # negative exactly at d = nonzero_loss_cutoff = 1 (s = 0.5, exact: not eligible) and one
+    # below; row 2: no negative at all (all zero)
+    S = torch.tensor([[0.9, -0.9, -0.95, 0.0],
+                      [0.9, 0.5, 0.8, 0.0],
+                      [0.9, 0.1, 0.2, 0.3]], dtype=torch.float64)
+    pos = torch.tensor([[True, False, False, False],
+                        [True, False, False, False],
+                        [True, True, True, True]])
+    neg = ~pos
+    neg[1, 3] = False
+    for dim in (2, 3, 16):
+        prob = miners.distance_weighted_probabilities(S, pos, neg, dim=dim,
+                                                      nonzero_loss_cutoff=1.0)
+        ref = naive_dw_probabilities(S, neg, dim, 0.5, 1.0)
+        torch.testing.assert_close(prob, ref, rtol=1e-9, atol=1e-12)
+        assert prob[0].tolist() == [0.0, 1 / 3, 1 / 3, 1 / 3]
+        assert prob[1, 1] == 0.0 and prob[1, 2] == 1.0
+        assert prob[2].tolist() == [0.0] * 4
+    with pytest.raises(ValueError, match=r"dim .* must be >= 2, got 1"):
+        miners.distance_weighted_probabilities(S, pos, neg, dim=1)
