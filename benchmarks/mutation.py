@@ -146,6 +146,8 @@ EQUIVALENT: dict[str, str] = {
        "device=S.device dropped (a CPU tensor): the same on CPU, the only device the test "
        "suite has" for n in (12, 15)},
     "dmlkit.miners.x_vthm__mutmut_18": 'float("inf") -> float("INF"): the same float',
+    "dmlkit.miners.x_distance_weighted_probabilities__mutmut_79":
+        'float("-inf") -> float("-INF"): the same float',
     "dmlkit.evaluate.retrieval.x__class_index__mutmut_1":
         "the device it returns is None: its one caller discards it",
     **{f"dmlkit.evaluate.retrieval.x__class_index__mutmut_{n}":
