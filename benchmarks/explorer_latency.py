@@ -52,20 +52,6 @@ SHOW = '''explorer = weight_explorer("multi_similarity", points=101, batches=bat
 explorer
 '''
 
-_CURRENT = "window.jupyterapp.shell.currentWidget"
-_KERNEL_IDLE = f"""() => {{
-    const w = {_CURRENT};
-    const k = w && w.sessionContext && w.sessionContext.session
-        && w.sessionContext.session.kernel;
-    return !!k && k.status === 'idle';
-}}"""
-_ALL_RUN = f"""() => {{
-    const w = {_CURRENT};
-    const k = w.sessionContext.session && w.sessionContext.session.kernel;
-    const cells = w.content.widgets.filter(c => c.model.type === 'code');
-    return !!k && k.status === 'idle' && cells.every(c => c.model.executionCount !== null)
-        && !document.body.innerText.includes('[*]:');
-}}"""
 #: JS: the time from the next Enter key to the load of a new plot image, in ms
 _ARM = """(img) => {
     window.__lat = null;
@@ -110,7 +96,7 @@ def _quantiles(xs):
 
 def browser_latency(names, updates: int, screenshots: Path | None = None) -> dict:
     """loss -> list of latencies (ms), slider change to the loaded new image, in Chromium."""
-    from ui.lab import chromium, jupyterlab, missing
+    from ui.lab import ALL_RUN, chromium, jupyterlab, missing, open_notebook
 
     reason = missing()
     if reason:
@@ -124,12 +110,10 @@ def browser_latency(names, updates: int, screenshots: Path | None = None) -> dic
         env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
         with jupyterlab(work, tmp, env=env, max_s=1800) as (base, token), \
                 chromium(tmp / "profile", timeout_ms=60_000) as page:
-            page.goto(f"{base}/lab/workspaces/bench/tree/explorer.ipynb?reset&token={token}")
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            page.wait_for_function(_KERNEL_IDLE, timeout=60_000)
+            open_notebook(page, base, token, "explorer")
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for_timeout(500)
-            page.wait_for_function(_ALL_RUN, timeout=180_000, polling=500)
+            page.wait_for_function(ALL_RUN, timeout=180_000, polling=500)
             app = page.locator(".jp-OutputArea-output .widget-vbox").filter(
                 has=page.locator(".widget-dropdown")).last
             img = app.locator("img.widget-image")
@@ -137,7 +121,7 @@ def browser_latency(names, updates: int, screenshots: Path | None = None) -> dic
             for name in names:
                 app.locator(".widget-dropdown select").select_option(name)
                 page.wait_for_timeout(300)
-                page.wait_for_function(_ALL_RUN, timeout=60_000, polling=200)
+                page.wait_for_function(ALL_RUN, timeout=60_000, polling=200)
                 page.wait_for_timeout(1500)   # the selection's own redraw
                 sliders = app.locator(".widget-slider")
                 first, last = sliders.first, sliders.last

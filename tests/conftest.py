@@ -1,9 +1,17 @@
 """Shared test helpers: building any registered loss with the arguments it needs; a loss's
 value and its gradients with respect to every floating-point input."""
 
+import os
+
 import pytest
+import torch
 
 from dmlkit import losses
+
+# under pytest-xdist, one intra-op thread per worker: the workers already fill the cores, and
+# two workers with two spinning OpenMP threads each oversubscribe a 2-core machine
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 #: constructor arguments for losses that need more than their defaults
 LOSS_KWARGS = {

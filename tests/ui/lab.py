@@ -147,6 +147,15 @@ _KERNEL_IDLE = f"""(path) => {{
     return !!k && k.status === 'idle';
 }}"""
 
+#: JS: every code cell of the current notebook has run and its kernel is idle
+ALL_RUN = f"""() => {{
+    const w = {CURRENT};
+    const k = w.sessionContext.session && w.sessionContext.session.kernel;
+    const cells = w.content.widgets.filter(c => c.model.type === 'code');
+    return !!k && k.status === 'idle' && cells.every(c => c.model.executionCount !== null)
+        && !document.body.innerText.includes('[*]:');
+}}"""
+
 
 def open_notebook(page, base: str, token: str, name: str) -> None:
     """Open ``name`` alone in a fresh workspace and wait for its kernel."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import pytest
 
 from dmlkit.explorer import TRACK_PX
+from ui.lab import ALL_RUN as _ALL_RUN
 from ui.lab import CURRENT as _CURRENT
 from ui.lab import open_notebook as _open
 from ui.lab import screenshot_on_failure as _screenshot_on_failure
@@ -26,13 +27,6 @@ pytestmark = pytest.mark.slow
 #: figures each notebook draws (at least)
 FIGURES = {"00_quickstart": 2, "03_unified_weight_view": 3}   # the explorer: a widget
 RUN_S = 150          # the longest a notebook may take to run all cells in the browser
-_ALL_RUN = f"""() => {{
-    const w = {_CURRENT};
-    const k = w.sessionContext.session && w.sessionContext.session.kernel;
-    const cells = w.content.widgets.filter(c => c.model.type === 'code');
-    return !!k && k.status === 'idle' && cells.every(c => c.model.executionCount !== null)
-        && !document.body.innerText.includes('[*]:');
-}}"""
 
 
 def _run_all(page, base: str, token: str, name: str) -> None:
