@@ -169,8 +169,10 @@ def _metrics_table(columns: dict[str, dict]):
     import pandas as pd
 
     rows = [m for m in _TABLE_METRICS if any(m in c for c in columns.values())]
-    return pd.DataFrame({name: [c.get(m, float("nan")) for m in rows]
-                         for name, c in columns.items()}, index=rows).round(4)
+    # percentages with one decimal, as every table of the collection
+    return pd.DataFrame({name: [100.0 * c.get(m, float("nan")) for m in rows]
+                         for name, c in columns.items()},
+                        index=[f"{m} (%)" for m in rows]).round(1)
 
 
 def run_training_demo(epochs: int | None = None, out_dir: str | None = None,
@@ -178,8 +180,8 @@ def run_training_demo(epochs: int | None = None, out_dir: str | None = None,
     """Train the small CNN on glyphs with the multi-similarity loss and print the metrics on
     the unseen test classes, untrained network vs best-on-validation model.
 
-    Returns ``(table, result)``: a pandas DataFrame (metrics x [untrained, trained]) and the
-    :class:`dmlkit.train.FitResult`.
+    Returns ``(table, result)``: a pandas DataFrame (metrics in % x [untrained, trained, gain])
+    and the :class:`dmlkit.train.FitResult`.
     """
     import tempfile
 
@@ -193,7 +195,7 @@ def run_training_demo(epochs: int | None = None, out_dir: str | None = None,
         result = fit(out_dir=out_dir or tmp, **cfg)
     table = _metrics_table({"untrained": result.initial_test_metrics,
                             "trained": result.test_metrics})
-    table["gain"] = (table["trained"] - table["untrained"]).round(4)
+    table["gain"] = (table["trained"] - table["untrained"]).round(1)
     print(f"\nHeld-out test classes (glyphs, never seen in training), "
           f"best-on-validation model (epoch {result.best_epoch}); "
           f"{time.perf_counter() - t0:.0f} s, {result.config.epochs} epochs")
