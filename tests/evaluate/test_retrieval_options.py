@@ -1,0 +1,81 @@
+"""dmlkit.evaluate.retrieval's options and returned keys against the brute-force loop
+(tests/naive): the exact key set, recall_at_k's pass-through of the keyword options, lone
+queries and class averaging (the cases the mutation run, benchmarks/mutation.py, found without
+a test)."""
+
+from __future__ import annotations
+
+import naive
+import numpy as np
+import pytest
+from embedding_fixtures import clustered, one_thread  # noqa: F401
+
+from dmlkit import evaluate as ev
+
+
+def _assert_same(ours, ref):
+    assert list(ours) == list(ref)  # the same keys, in the same order
+    for k, v in ref.items():
+        assert ours[k] == pytest.approx(v, abs=1e-12, nan_ok=True), k
+
+
+@pytest.mark.parametrize("lone", ["exclude", "miss"])
+@pytest.mark.parametrize("average", ["query", "class"])
+def test_recall_at_k_passes_the_options_through(lone, average):
+    # 3 singleton classes: lone queries count (as misses) only with lone="miss"
+    x, y = clustered(60, 4, 8, 1.5, seed=7, singletons=3)
+    ks = (1, 3, 10)
+    got = ev.recall_at_k(x, y, ks, lone_queries=lone, average=average, max_block=200)
+    _assert_same(got, naive.brute_force_metrics(x, y, metrics=("recall",), ks=ks, lone=lone,
+                                                average=average))
+
+
+def test_the_keys_are_the_metrics_asked():
+    x, y = clustered(40, 3, 6, 1.5, seed=8, singletons=2)
+    ref = naive.brute_force_metrics(x, y, ks=(2, 1), precision_ks=(5, 1))
+    _assert_same(ev.retrieval_metrics(x, y, (2, 1), precision_ks=(5, 1)), ref)
+    no_r = {k: v for k, v in ref.items() if k not in ("map@r", "r_precision")}
+    _assert_same(ev.retrieval_metrics(x, y, (2, 1), precision_ks=(5, 1), r_metrics=False), no_r)
+    assert list(ev.retrieval_metrics(x, y)) == ["recall@1", "recall@2", "recall@4", "recall@8",
+                                                "map@r", "r_precision"]
+    assert list(ev.recall_at_k(x, y)) == ["recall@1", "recall@2", "recall@4", "recall@8"]
+    gx, gy = x[:25], y[:25]
+    _assert_same(ev.recall_at_k(x[25:], y[25:], 3, gallery=(gx, gy)),
+                 naive.brute_force_metrics(x[25:], y[25:], gx, gy, metrics=("recall",), ks=(3,)))
+    assert np.isfinite(list(ref.values())).all()
+
+
+def test_near_tie_share_is_4_sqrt_d_ulps_of_the_top_similarity():
+    # normalize=False, one-hot queries: query i's float32 similarities are column i of the
+    # gallery, exactly. The rule (docstring of retrieval_metrics): a query is near-tied when
+    # two neighbours of its ordered top list are within 4 sqrt(D) eps max(|top|, 1)
+    eps = float(np.finfo(np.float32).eps)
+    cols = [[0.5, 0.5 - 9 * eps, 0.25, 0.0, -0.25, -0.5],    # gap 9 eps > 8 eps: not near
+            [0.5, 0.5 - 7 * eps, 0.25, 0.0, -0.25, -0.5],    # gap 7 eps <= 8 eps: near
+            [4.0, 4.0 - 20 * eps, 2.0, 0.0, -1.0, -3.0],     # 20 eps <= 8 eps x 4: near
+            [1.0, 0.5, 0.0, -0.5, -1.0, 0.25]]               # far apart
+    g = np.array(cols, np.float32).T
+    q = np.eye(4, dtype=np.float32)
+    assert np.array_equal(g.astype(np.float64).T, np.array(cols))  # exact in float32
+
+    def naive_near(s):
+        s = np.sort(s)[::-1]
+        return bool((s[:-1] - s[1:] <= 4 * np.sqrt(4) * eps * max(abs(s[0]), 1.0)).any())
+
+    share = np.mean([naive_near(np.array(c)) for c in cols])
+    assert share == 0.5
+    with pytest.warns(RuntimeWarning, match=rf"^{100 * share:.1f}% of the queries"):
+        ev.retrieval_metrics(q, [0, 1, 2, 3], (1,), gallery=(g, [0, 1, 2, 3, 0, 1]),
+                             normalize=False, near_ties="warn")
+
+
+def test_a_single_item_has_an_empty_database():
+    # without a gallery a lone item's database is empty: every query is lone; with
+    # lone="miss" Recall@K counts it as a failure, precision@K divides by min(K, 0): NaN
+    x = np.array([[0.6, 0.8]])
+    got = ev.retrieval_metrics(x, [4], (1, 3), precision_ks=(2,))
+    assert list(got) == ["recall@1", "recall@3", "precision@2", "map@r", "r_precision"]
+    assert all(np.isnan(v) for v in got.values())
+    got = ev.retrieval_metrics(x, [4], (1, 3), precision_ks=(2,), lone_queries="miss")
+    assert got["recall@1"] == 0.0 == got["recall@3"]
+    assert np.isnan(got["precision@2"]) and np.isnan(got["map@r"])
