@@ -30,7 +30,7 @@ notebooks: $(STAMP)
 # in parallel, a test file per worker at a time (tests/conftest.py); PYTEST_WORKERS=0: serial
 PYTEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q --doctest-modules -n $(PYTEST_WORKERS) --dist loadgroup \
+	$(PY) -m pytest -q --doctest-modules -n $(PYTEST_WORKERS) --dist loadscope \
 		--no-loadscope-reorder dmlkit tests
 
 # the book (Sphinx): the README, docs/, the notebooks as committed, the API and the exercise

@@ -36,23 +36,36 @@ def value_and_grads(loss, *args):
     return value.detach(), [a.grad for a in leaves if a.is_floating_point()]
 
 
-# ``make test`` runs the suite in parallel (pytest-xdist, ``--dist loadgroup``): a test file is
-# one unit of work, so its module-scoped fixtures run once; the browser tests share one unit
-# (one Chromium at a time); the longest files are handed out first.
-_FIRST = ("test_notebooks_rerun.py", "ui", "test_notebooks_tiny.py", "test_gpucheck.py",
-          "test_claims.py")
+# ``make test`` runs the suite in parallel (pytest-xdist, ``--dist loadscope``): a test file is
+# one unit of work, so its module-scoped fixtures (the notebook rerun, the tiny notebooks) run
+# once; the browser tests (tests/ui/) are one unit, sharing one JupyterLab server and one book
+# build; the longest units are handed out first (``--no-loadscope-reorder`` keeps this order).
+# The units are made by the scheduler below, from the node ids: xdist's own ``loadgroup`` marks
+# are lost with pytest >= 9.2 (it renames ``item._nodeid``, which pytest no longer reads), so
+# every worker then ran the whole notebook rerun and built the book.
+_FIRST = ("tests/test_notebooks_rerun.py", "tests/ui", "tests/test_notebooks_tiny.py",
+          "tests/test_gpucheck.py", "tests/test_claims.py")
 
 
-def _unit(item) -> str:
-    path = item.path
-    return "ui" if path.parent.name == "ui" else path.name
+def unit_of(nodeid: str) -> str:
+    """The unit of work of a test: its file, or ``tests/ui`` for every browser test."""
+    path = nodeid.split("::", 1)[0]
+    return "tests/ui" if path.startswith("tests/ui/") else path
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(_FIRST)}
-    items.sort(key=lambda item: rank.get(_unit(item), len(rank)))   # stable: files keep order
-    for item in items:
-        unit = "ui" if _unit(item) == "ui" else str(item.path)
-        item.add_marker(pytest.mark.xdist_group(unit))
+    items.sort(key=lambda item: rank.get(unit_of(item.nodeid), len(rank)))   # stable
 
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    return FileUnits(config, log)
