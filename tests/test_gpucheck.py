@@ -66,8 +66,10 @@ def test_smoke_correctness_covers_every_loss(smoke):
         assert r["finite"] and r["bf16 finite"] and r["fp16 finite"], r
         if r["loss"] not in correctness.STOCHASTIC:
             assert r["fp32 vs fp64 value"] < correctness.FP32_TOL
-            assert r["bf16 value"] < correctness.AMP_TOL["bf16"][0]
-            assert r["fp16 grad"] < correctness.AMP_TOL["fp16"][1]
+            # the loss alone under autocast is its float32 self (dmlkit.precision)
+            for amp in ("bf16", "fp16"):
+                assert r[f"{amp} value"] <= correctness.AMP_TOL[amp][0] == 1e-5, (amp, r)
+                assert r[f"{amp} grad"] <= correctness.AMP_TOL[amp][1] == 1e-5, (amp, r)
     tiled = [r for r in rows if r["tiled vs dense"] is not None]
     assert len(tiled) >= 15 and max(r["tiled vs dense"] for r in tiled) < 1e-5
     checks = {c["name"]: c for c in sec["checks"]}
@@ -172,8 +174,8 @@ def test_pieces():
     assert {"DEVICE", "DATASET", "UMAP_POINTS", "RESULTS_CSV"} <= notebook09.declared_parameters(
         REPO / "notebooks" / f"{notebook09.NAME}.py")
     a, b = torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0])
-    assert correctness.rel_err(a, b) == 0.5 and correctness.rel_l2([a], [b]) == pytest.approx(
-        2 / 17 ** 0.5)
+    assert correctness.rel_err(a, b) == 0.5
+    assert correctness.rel_err([a, 2 * b], [b, b]) == 1.0   # the worst of several tensors
     sec = report.Section("s", "S")
     assert sec.check("ratio", 0.95, 0.9, at_least=True) and not sec.check("nan", float("nan"), 1)
     assert sec.checks[0]["tol"] == ">= 0.9" and sec.failed_checks == [sec.checks[1]]
