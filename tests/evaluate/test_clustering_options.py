@@ -8,6 +8,7 @@ import naive
 import numpy as np
 import pytest
 from embedding_fixtures import clustered, one_thread  # noqa: F401
+from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
 from dmlkit import evaluate as ev
@@ -83,3 +84,47 @@ def test_kmeans_with_one_cluster_or_one_per_point():
     for init in ("k-means++", "random"):
         got = ev.kmeans(x, 12, init=init)
         assert sorted(got.tolist()) == list(range(12))  # K = N distinct points: singletons
+
+
+def test_faiss_backend_random_init_is_faiss_kmeans():
+    # init="random" with the faiss backend is faiss.Kmeans's own seeding and restarts
+    faiss = pytest.importorskip("faiss")
+    x, _ = clustered(200, 4, 10, 1.0, seed=74, dtype=np.float32)
+    got = {}
+    for seed, niter, n_init in ((5, 2, 1), (5, 20, 1), (6, 20, 1), (5, 20, 3)):
+        km = faiss.Kmeans(4, 10, niter=niter, nredo=n_init, seed=seed, verbose=False)
+        km.train(x)
+        want = km.index.search(x, 1)[1][:, 0]
+        out = ev.kmeans(x, 10, seed=seed, init="random", niter=niter, n_init=n_init,
+                        backend="faiss")
+        assert out.dtype == np.int64 and np.array_equal(out, want), (seed, niter, n_init)
+        got[(seed, niter, n_init)] = out.tobytes()
+    assert len(set(got.values())) == 4  # each option changes the partition here
+
+
+def test_faiss_backend_starts_from_the_torch_backends_centres():
+    # otherwise faiss's Lloyd starts from the torch backend's centres (k-means++ of seed
+    # 1000 * seed + run, or the given array): run to convergence, sklearn's Lloyd from the
+    # same centres; the restart of least inertia is kept
+    pytest.importorskip("faiss")
+    x, _ = clustered(200, 4, 8, 0.8, seed=75, dtype=np.float32)
+    x64 = x.astype(np.float64)
+
+    def lloyd(cent):
+        return KMeans(8, init=cent, n_init=1, max_iter=100, tol=0.0,
+                      algorithm="lloyd").fit(x).labels_
+
+    def inertia(c):
+        return sum(((x64[c == k] - x64[c == k].mean(0)) ** 2).sum() for k in np.unique(c))
+
+    for seed in (1,):
+        runs = [lloyd(x[clustering.kmeans_plusplus(x, 8, seed=1000 * seed + r)])
+                for r in range(3)]
+        assert all(len(np.unique(c)) == 8 for c in runs)
+        assert np.array_equal(ev.kmeans(x, 8, seed=seed, niter=100, backend="faiss"), runs[0])
+        best = min(runs, key=inertia)
+        got = ev.kmeans(x, 8, seed=seed, niter=100, n_init=3, backend="faiss")
+        assert np.array_equal(got, best)
+        assert len({c.tobytes() for c in runs}) > 1  # the restarts differ here
+    cent = x[::25] + 0.1
+    assert np.array_equal(ev.kmeans(x, 8, init=cent, niter=100, backend="faiss"), lloyd(cent))
