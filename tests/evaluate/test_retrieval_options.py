@@ -79,3 +79,16 @@ def test_a_single_item_has_an_empty_database():
     got = ev.retrieval_metrics(x, [4], (1, 3), precision_ks=(2,), lone_queries="miss")
     assert got["recall@1"] == 0.0 == got["recall@3"]
     assert np.isnan(got["precision@2"]) and np.isnan(got["map@r"])
+
+
+def test_a_database_of_one_item():
+    # two items of one class (each the other's only neighbour), or one query and a gallery of
+    # one: the database holds one item, a positive or not
+    x = np.array([[0.6, 0.8], [1.0, 0.0]])
+    ref = naive.brute_force_metrics(x, [3, 3], ks=(1, 2), precision_ks=(1, 2))
+    assert ref == {"recall@1": 1.0, "recall@2": 1.0, "precision@1": 1.0, "precision@2": 1.0,
+                   "map@r": 1.0, "r_precision": 1.0}
+    _assert_same(ev.retrieval_metrics(x, [3, 3], (1, 2), precision_ks=(1, 2)), ref)
+    for gy, want in ((3, 1.0), (4, 0.0)):
+        got = ev.retrieval_metrics(x[:1], [3], (1,), gallery=(x[1:], [gy]), lone_queries="miss")
+        assert got["recall@1"] == want
