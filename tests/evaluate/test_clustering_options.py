@@ -128,3 +128,36 @@ def test_faiss_backend_starts_from_the_torch_backends_centres():
         assert len({c.tobytes() for c in runs}) > 1  # the restarts differ here
     cent = x[::25] + 0.1
     assert np.array_equal(ev.kmeans(x, 8, init=cent, niter=100, backend="faiss"), lloyd(cent))
+
+
+def test_faiss_backend_passes_niter_trials_and_its_seed():
+    faiss = pytest.importorskip("faiss")
+    x, _ = clustered(200, 4, 8, 1.0, seed=76, dtype=np.float32)
+    x64 = x.astype(np.float64)
+    # niter Lloyd updates from the given centres (naive Lloyd, float64)
+    cent = x[::25] + 0.1
+    for niter in (1, 2):
+        want = _lloyd(x64, cent.astype(np.float64), niter)
+        assert np.array_equal(ev.kmeans(x, 8, init=cent, niter=niter, backend="faiss"), want)
+    assert not np.array_equal(_lloyd(x64, cent.astype(np.float64), 2), _lloyd(x64, cent, 30))
+    # n_local_trials reaches the k-means++ seeding of the faiss backend
+    for trials in (1, 3):
+        start = x[clustering.kmeans_plusplus(x, 8, seed=2000, n_local_trials=trials)]
+        want = _lloyd(x64, start.astype(np.float64), 2)
+        got = ev.kmeans(x, 8, seed=2, niter=2, n_local_trials=trials, backend="faiss")
+        assert np.array_equal(got, want), trials
+    # well-separated blobs: every restart ends in the same partition, numbered in the order
+    # of its seeding; on equal inertia the first restart is kept (as with the torch backend)
+    x, _ = clustered(120, 4, 4, 0.05, seed=77, dtype=np.float32)
+    runs = [_lloyd(x.astype(np.float64), x[clustering.kmeans_plusplus(x, 4, seed=3000 + r)], 30)
+            for r in range(3)]
+    assert len({r.tobytes() for r in runs}) > 1  # the same partition, numbered differently
+    assert np.array_equal(ev.kmeans(x, 4, seed=3, n_init=3, backend="faiss"), runs[0])
+    # above 256 points per centre faiss subsamples with its seed, 1000 * seed + run here
+    x, _ = clustered(700, 3, 2, 2.0, seed=78, dtype=np.float32)
+    for seed in (0, 1):
+        start = x[clustering.kmeans_plusplus(x, 2, seed=1000 * seed)]
+        km = faiss.Kmeans(3, 2, niter=1, nredo=1, seed=1000 * seed, verbose=False)
+        km.train(x, init_centroids=start)
+        want = km.index.search(x, 1)[1][:, 0]
+        assert np.array_equal(ev.kmeans(x, 2, seed=seed, niter=1, backend="faiss"), want)
