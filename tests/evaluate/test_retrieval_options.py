@@ -5,6 +5,8 @@ a test)."""
 
 from __future__ import annotations
 
+import warnings
+
 import naive
 import numpy as np
 import pytest
@@ -92,3 +94,22 @@ def test_a_database_of_one_item():
     for gy, want in ((3, 1.0), (4, 0.0)):
         got = ev.retrieval_metrics(x[:1], [3], (1,), gallery=(x[1:], [gy]), lone_queries="miss")
         assert got["recall@1"] == want
+
+
+def test_near_ties_in_a_database_of_two_and_overflowed_similarities():
+    eps = float(np.finfo(np.float32).eps)
+    q = np.array([[1.0, 0.0, 0.0, 0.0]], np.float32)
+    # a database of two items within 7 eps (<= 4 sqrt(4) eps): a near tie
+    g = np.array([[0.5, 0, 0, 0], [0.5 - 7 * eps, 0, 0, 0]], np.float32)
+    with pytest.warns(RuntimeWarning, match=r"^100\.0% of the queries"):
+        ev.retrieval_metrics(q, [0], (1,), gallery=(g, [0, 1]), normalize=False,
+                             near_ties="warn")
+    # similarities that overflow to -inf are equal, an exact tie (broken by index), not a
+    # near tie: no warning, and the ranking is item 0, then 1 before 2
+    q = np.array([[1e20, 0.0]], np.float32)
+    g = np.array([[1.0, 0.0], [-1e20, 0.0], [-1e20, 0.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = ev.retrieval_metrics(q, [0], (1, 2), gallery=(g, [1, 0, 0]), normalize=False,
+                                   near_ties="warn")
+    assert got == {"recall@1": 0.0, "recall@2": 1.0, "map@r": 0.25, "r_precision": 0.5}
