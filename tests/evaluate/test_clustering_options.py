@@ -161,3 +161,18 @@ def test_faiss_backend_passes_niter_trials_and_its_seed():
         km.train(x, init_centroids=start)
         want = km.index.search(x, 1)[1][:, 0]
         assert np.array_equal(ev.kmeans(x, 2, seed=seed, niter=1, backend="faiss"), want)
+
+
+def test_kmeans_plusplus_arguments_and_defaults():
+    x, _ = clustered(10, 3, 2, 0.5, seed=79)
+    with pytest.raises(ValueError, match=r"^embeddings must be a 2-D \(batch, dim\) tensor"):
+        clustering.kmeans_plusplus(x[0], 1)
+    # K = N distinct points: every point once (a chosen point's D^2 is 0)
+    assert sorted(clustering.kmeans_plusplus(x, 10).tolist()) == list(range(10))
+    # seed 0 by default
+    assert np.array_equal(clustering.kmeans_plusplus(x, 4), clustering.kmeans_plusplus(x, 4, 0))
+    assert not np.array_equal(clustering.kmeans_plusplus(x, 4), clustering.kmeans_plusplus(x, 4, 1))
+    # scikit-learn's 2 + int(ln K) trials, at least 1 however large N * K (docstring: SOP 3)
+    assert clustering.default_trials(5924, 100) == 2 + int(np.log(100))
+    assert clustering.default_trials(60502, 11316) == 3
+    assert clustering.default_trials(100_000, 100_000) == 1
