@@ -53,7 +53,7 @@ def test_near_tie_share_is_4_sqrt_d_ulps_of_the_top_similarity():
     # two neighbours of its ordered top list are within 4 sqrt(D) eps max(|top|, 1)
     eps = float(np.finfo(np.float32).eps)
     cols = [[0.5, 0.5 - 9 * eps, 0.25, 0.0, -0.25, -0.5],    # gap 9 eps > 8 eps: not near
-            [0.5, 0.5 - 7 * eps, 0.25, 0.0, -0.25, -0.5],    # gap 7 eps <= 8 eps: near
+            [0.5, 0.5 - 8 * eps, 0.25, 0.0, -0.25, -0.5],    # gap 8 eps <= 8 eps: near
             [4.0, 4.0 - 20 * eps, 2.0, 0.0, -1.0, -3.0],     # 20 eps <= 8 eps x 4: near
             [1.0, 0.5, 0.0, -0.5, -1.0, 0.25]]               # far apart
     g = np.array(cols, np.float32).T
