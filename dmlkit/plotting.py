@@ -328,7 +328,7 @@ def plot_metric_bars(summary, metrics: Sequence[str] = ("recall@1", "map@r"), ax
 
 
 def plot_paired_intervals(table, metrics: Sequence[str] | None = None, axes=None,
-                          labels: dict | None = None, unit: str = "x 100"):
+                          labels: dict | None = None, unit: str = "%"):
     """A :func:`dmlkit.paired.paired_differences` table as one panel per metric: every run's
     mean paired difference to its baseline (dot) with its confidence interval (bar), runs top
     to bottom in the table's order, a line at 0; intervals that exclude 0 drawn solid, the

@@ -235,7 +235,7 @@ for name, row in both.iterrows():   # a label goes left of its point when anothe
     ax.annotate(name, (row["claimed R@1"], row["our MAP@R"]), textcoords="offset points",
                 xytext=(-6, 4) if crowded else (5, 4), ha="right" if crowded else "left", fontsize="small")
 ax.set_xlabel("claimed R@1 on CUB-200-2011 (papers, %)")
-ax.set_ylabel("our test MAP@R (x 100, 95 % interval)")
+ax.set_ylabel("our test MAP@R (%, 95 % interval)")
 ax.set_title("claimed vs measured")
 nb.save_fig("claimed_vs_measured")
 counts = pairs["agreement"].value_counts()
