@@ -176,3 +176,25 @@ def test_kmeans_plusplus_arguments_and_defaults():
     assert clustering.default_trials(5924, 100) == 2 + int(np.log(100))
     assert clustering.default_trials(60502, 11316) == 3
     assert clustering.default_trials(100_000, 100_000) == 1
+
+
+def test_clustering_metrics_defaults():
+    # seed 0, one run, K = the number of classes, embeddings normalised: run 0 of kmeans is
+    # Lloyd from kmeans_plusplus(seed=0); here the run of seed 1 has a lower inertia, so a
+    # second restart would change the partition
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 3))
+    y = np.arange(120) % 10
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    runs = [_lloyd(xn, xn[clustering.kmeans_plusplus(xn, 10, seed=s)], 20) for s in (0, 1)]
+    assert len(np.unique(runs[0])) == 10
+
+    def inertia(c):
+        return sum(((xn[c == k] - xn[c == k].mean(0)) ** 2).sum() for k in np.unique(c))
+
+    assert inertia(runs[1]) < inertia(runs[0])
+    assert ev.clustering_metrics(x, y) == {
+        "nmi": pytest.approx(normalized_mutual_info_score(y, runs[0]), abs=1e-12),
+        "f1": pytest.approx(naive.pair_f1(y, runs[0]), abs=1e-12)}
+    with pytest.raises(ValueError, match=r"^embeddings must be a 2-D"):
+        ev.clustering_metrics(x[0], y[:1])
