@@ -198,3 +198,18 @@ def test_clustering_metrics_defaults():
         "f1": pytest.approx(naive.pair_f1(y, runs[0]), abs=1e-12)}
     with pytest.raises(ValueError, match=r"^embeddings must be a 2-D"):
         ev.clustering_metrics(x[0], y[:1])
+    # n_init, n_local_trials and backend reach kmeans
+    def scores(c):
+        return {"nmi": pytest.approx(normalized_mutual_info_score(y, c), abs=1e-12),
+                "f1": pytest.approx(naive.pair_f1(y, c), abs=1e-12)}
+
+    assert ev.clustering_metrics(x, y, n_init=2) == scores(runs[1])
+    one = _lloyd(xn, xn[clustering.kmeans_plusplus(xn, 10, seed=0, n_local_trials=1)], 20)
+    assert not np.array_equal(one, runs[0])
+    assert ev.clustering_metrics(x, y, n_local_trials=1) == scores(one)
+    faiss = pytest.importorskip("faiss")
+    km = faiss.Kmeans(3, 10, niter=20, nredo=1, seed=0, verbose=False)
+    km.train(xn.astype(np.float32))
+    ref = km.index.search(xn.astype(np.float32), 1)[1][:, 0]
+    assert not np.array_equal(ref, ev.kmeans(xn, 10, init="random"))
+    assert ev.clustering_metrics(x, y, init="random", backend="faiss") == scores(ref)
