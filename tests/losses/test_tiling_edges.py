@@ -1,0 +1,408 @@
+"""Edges of the tiled path (dmlkit.losses.tiling) that the equality tests of test_tiling.py do
+not reach: the budgets and tile sides of ``chunk_size="auto"`` against their closed forms, the
+validation messages, and a query's excluded reference column (the cross-batch memory's own
+slot) against the dense loss of the same masks."""
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from conftest import value_and_grads
+
+from dmlkit import losses
+from dmlkit.losses import tiles, tiling
+from dmlkit.losses.base import PairBatch
+from dmlkit.similarity import similarity_matrix
+
+
+@pytest.fixture
+def budgets():
+    """Restore both budgets (and drop the slab) after a test that sets them."""
+    auto, cache = tiling.auto_budget(), tiling.cache_budget()
+    yield
+    tiling.set_auto_budget(auto)
+    tiling.set_cache_budget(cache)
+
+
+# ------------------------------------------------------------------ budgets and tile sides
+def test_budget_setters_take_their_smallest_values_and_name_bad_ones(budgets):
+    tiling.set_auto_budget(1)
+    assert tiling.auto_budget() == 1 and type(tiling.auto_budget()) is int
+    tiling.set_cache_budget(0)
+    assert tiling.cache_budget() == 0
+    tiling.set_cache_budget(12345)
+    assert tiling.cache_budget() == 12345
+    for bad in (0, -1, True, 1.5, "1"):
+        with pytest.raises(ValueError, match="^" + re.escape(
+                f"the auto budget must be a positive number of bytes, got {bad!r}") + "$"):
+            tiling.set_auto_budget(bad)
+    for bad in (-1, False, 2.0, "1"):
+        with pytest.raises(ValueError, match="^" + re.escape(
+                f"the tile cache budget must be a number of bytes >= 0, got {bad!r}") + "$"):
+            tiling.set_cache_budget(bad)
+    assert tiling.auto_budget() == 1 and tiling.cache_budget() == 12345
+
+
+def test_a_new_cache_budget_drops_the_kept_slab(budgets):
+    x = torch.randn(12, 5, dtype=torch.float64).requires_grad_(True)
+    losses.build("multi_similarity", chunk_size=4)(x, torch.arange(12) % 3).backward()
+    assert tiling._SLABS                   # the slab is kept from call to call
+    tiling.set_cache_budget(10 ** 6)
+    assert tiling._SLABS == {}
+
+
+def test_check_chunk_size():
+    assert tiling.check_chunk_size(None) is None
+    assert tiling.check_chunk_size("auto") == "auto"
+    assert tiling.check_chunk_size(1) == 1
+    got = tiling.check_chunk_size(np.int64(3))
+    assert got == 3 and type(got) is int
+    for bad in ("AUTO", 0, -1, True, 2.5, [4]):
+        with pytest.raises(ValueError, match="^" + re.escape(
+                f"chunk_size must be None, 'auto' or a positive int, got {bad!r}") + "$"):
+            tiling.check_chunk_size(bad)
+
+
+def _closed_form_side(budget, itemsize):
+    """min(1024, max(256, 256 floor(floor(sqrt(budget / (2 * 8 * itemsize))) / 256)))."""
+    side = math.isqrt(budget // (2 * 8 * itemsize))
+    return min(1024, max(256, side // 256 * 256))
+
+
+@pytest.mark.parametrize("side", [100, 255, 256, 511, 512, 700, 1023, 1024, 1500, 5000])
+def test_auto_chunk_is_its_closed_form(budgets, side):
+    for itemsize in (4, 8):
+        budget = side * side * 2 * tiling.DENSE_BUFFERS * itemsize
+        want = _closed_form_side(budget, itemsize)
+        assert tiling.auto_chunk(itemsize, budget) == want
+        tiling.set_auto_budget(budget)
+        assert tiling.auto_chunk(itemsize) == want
+        if itemsize == 4:
+            assert tiling.auto_chunk() == want           # float32 by default
+    assert tiling.auto_chunk(4, 700 * 700 * 64) == 512 and tiling.auto_chunk(4, 1) == 256
+
+
+@pytest.mark.parametrize("dtype,itemsize", [(torch.float64, 8), (torch.float32, 4),
+                                            (torch.float16, 4), (torch.bfloat16, 4)])
+def test_auto_is_dense_exactly_up_to_the_budget(budgets, dtype, itemsize):
+    """Dense while DENSE_BUFFERS * B * M elements (or the loss's own count) of the compute
+    dtype fit the budget, tiles of auto_chunk(itemsize) beyond (B != M)."""
+    B, M = 10, 30
+    need = tiling.DENSE_BUFFERS * B * M * itemsize
+    tiling.set_auto_budget(need)
+    assert tiling.resolve_chunk_size("auto", B, M, dtype) is None
+    assert tiling.resolve_chunk_size("auto", M, B, dtype) is None
+    tiling.set_auto_budget(need - 1)
+    assert tiling.resolve_chunk_size("auto", B, M, dtype) == tiling.auto_chunk(itemsize) == 256
+    tiling.set_auto_budget(700 * 700 * 2 * tiling.DENSE_BUFFERS * itemsize)
+    assert tiling.resolve_chunk_size("auto", 2000, 3000, dtype) == 512
+    tiling.set_auto_budget(1000 * itemsize)
+    assert tiling.resolve_chunk_size("auto", B, M, dtype, dense_elements=1000) is None
+    assert tiling.resolve_chunk_size("auto", B, M, dtype, dense_elements=1001) == 256
+    for fixed in (None, 1, 7):
+        assert tiling.resolve_chunk_size(fixed, B, M, dtype) == fixed
+        assert tiling.resolve_chunk_size(fixed, B, M, dtype, dense_elements=1) == fixed
+
+
+# ------------------------------------------------------------------ an excluded column
+#: losses with a tile formulation, one per formulation family
+EXCLUDE_LOSSES = [
+    ("multi_similarity", {}),
+    ("raw+semihard", dict(margin=0.4)),
+    ("weighted_pair", dict(weighting="uniform", mining="hard")),
+    ("binomial_deviance", {}),
+    ("contrastive", {}),
+    ("triplet", dict(mining="semihard")),
+    ("triplet", dict(mining="batch_hard")),
+    ("lifted_structure", {}),
+    ("npair", {}),
+    ("angular", {}),
+    ("ddml", {}),
+]
+
+
+def _dense_with_exclusion(loss, q, ql, r, rl, exclude):
+    """The dense loss of the masks the memory uses: column exclude[i] leaves the positives
+    of row i and is no negative either (it has the row's label)."""
+    S = similarity_matrix(q, r, normalize=loss.normalize)
+    pos = ql[:, None] == rl[None, :]
+    neg = ~pos
+    pos[torch.arange(len(ql)), exclude] = False
+    batch = PairBatch(S=S, pos=pos, neg=neg, labels=ql, ref_labels=rl, embeddings=q,
+                      ref_embeddings=r, in_batch=False, normalized=loss.normalize)
+    return loss.compute(batch) + loss.regularizer(batch)
+
+
+@pytest.mark.parametrize("name,kw", EXCLUDE_LOSSES, ids=lambda v: str(v))
+@pytest.mark.parametrize("wide", [False, True])
+def test_an_excluded_column_equals_the_dense_masks(monkeypatch, name, kw, wide):
+    if wide:               # the positive slots through the tiles (a memory bank of few classes)
+        monkeypatch.setattr(tiles, "WIDE_SLOTS", 1)
+    g = torch.Generator().manual_seed(31)
+    B, M, D = 6, 11, 4
+    ql = torch.tensor([0, 1, 2, 0, 1, 2])
+    rl = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 0])
+    # the columns of rows 0-5 are their own label's first, last and middle references (the
+    # first and the last column of the bank included); every excluded column has the label
+    exclude = torch.tensor([0, 7, 5, 10, 1, 8])
+    assert torch.equal(rl[exclude], ql)
+    q = torch.randn(B, D, generator=g, dtype=torch.float64)
+    r = torch.randn(M, D, generator=g, dtype=torch.float64)
+    leaves = [q.clone().requires_grad_(True), r.clone().requires_grad_(True)]
+    torch.manual_seed(0)
+    dense = losses.build(name, **kw)
+    want = _dense_with_exclusion(dense, leaves[0], ql, leaves[1], rl, exclude)
+    want_g = torch.autograd.grad(want, leaves)
+    assert want_g[0].abs().max() > 0
+    for chunk in (3, 4, 11):
+        torch.manual_seed(0)
+        loss = losses.build(name, chunk_size=chunk, **kw)
+        v, (gq, gr) = value_and_grads(
+            lambda a, b: tiling.tiled_forward(loss, a, ql, b, rl, chunk, exclude=exclude), q, r)
+        torch.testing.assert_close(v, want.detach(), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(gq, want_g[0], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(gr, want_g[1], rtol=1e-10, atol=1e-12)
+
+
+def test_the_excluded_columns_are_checked():
+    loss = losses.build("multi_similarity", chunk_size=4)
+    q, ql = torch.randn(3, 4, dtype=torch.float64), torch.tensor([0, 1, 0])
+    r, rl = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 0])
+    with pytest.raises(ValueError, match="^exclude applies to query-vs-reference batches only$"):
+        tiling.tiled_forward(loss, q, ql, exclude=torch.zeros(3, dtype=torch.long))
+    for bad in (torch.zeros(2, dtype=torch.long), torch.zeros(3, 1, dtype=torch.long),
+                torch.zeros(3, dtype=torch.int32)):
+        with pytest.raises(ValueError, match="^" + re.escape(
+                f"exclude must be a (B,) int64 tensor of reference columns, got "
+                f"{tuple(bad.shape)} {bad.dtype}") + "$"):
+            tiling.tiled_forward(loss, q, ql, r, rl, exclude=bad)
+    for bad in ([0, 5, 2], [-1, 1, 0]):
+        with pytest.raises(ValueError, match=r"^exclude holds columns outside 0\.\.4$"):
+            tiling.tiled_forward(loss, q, ql, r, rl, exclude=torch.tensor(bad))
+    ok = tiling.tiled_forward(loss, q, ql, r, rl, exclude=[0, 4, 2])   # the extremes, a list
+    assert torch.isfinite(ok)
+
+
+# ------------------------------------------------------------------ the notebook's check
+def test_dense_agreement_runs_the_tiles_of_its_chunk(monkeypatch):
+    """The "tiled" side of dense_agreement is the engine with tiles of ``chunk`` (the dense
+    side of both would agree trivially)."""
+    chunks = []
+    real = tiling.tiled_forward
+    monkeypatch.setattr(tiling, "tiled_forward",
+                        lambda *a, **k: chunks.append(a[5]) or real(*a, **k))
+    g = torch.Generator().manual_seed(33)
+    x, y = torch.randn(9, 4, generator=g, dtype=torch.float64), torch.arange(9) % 3
+    W_d, W_t, diffs = tiling.dense_agreement("multi_similarity", x, y, 4, beta=10.0)
+    assert chunks and set(chunks) == {4}
+    assert diffs["value_rel_diff"] <= 1e-14 and diffs["grad_rel_diff"] <= 1e-14
+    assert diffs["weight_max_abs_diff"] <= 1e-15 < diffs["weight_max"]
+
+
+def test_dense_agreement_reports_relative_differences():
+    """float32, where the tiles round differently from the dense matrix: the value's and the
+    gradient's differences are relative to the dense path's (both below 1 here), as their
+    definitions, recomputed from the two losses."""
+    g = torch.Generator().manual_seed(33)
+    x, y = torch.randn(24, 8, generator=g), torch.arange(24) % 4
+    W_d, W_t, diffs = tiling.dense_agreement("triplet", x, y, 5)
+    (v_d, (g_d,)), (v_t, (g_t,)) = (value_and_grads(losses.build("triplet", **kw), x, y)
+                                    for kw in ({}, dict(chunk_size=5)))
+    assert abs(float(v_d)) < 1 and float(g_d.abs().max()) < 1
+    assert diffs["value_rel_diff"] == abs(float(v_t) - float(v_d)) / abs(float(v_d))
+    assert diffs["grad_rel_diff"] == float((g_t - g_d).abs().max() / g_d.abs().max())
+    assert diffs["weight_max_abs_diff"] == float((W_t - W_d).abs().max())
+    assert diffs["weight_max"] == float(W_d.abs().max())
+
+
+def test_a_released_slab_is_allocated_again(budgets):
+    g = torch.Generator().manual_seed(34)
+    x, y = torch.randn(12, 5, generator=g, dtype=torch.float64), torch.arange(12) % 3
+    want = value_and_grads(losses.build("multi_similarity"), x, y)
+    loss = losses.build("multi_similarity", chunk_size=4)
+    for _ in range(2):
+        tiling.release_cache_memory()
+        assert tiling._SLABS == {}
+        v, (gx,) = value_and_grads(loss, x, y)
+        assert tiling._SLABS                      # the slab is back
+        torch.testing.assert_close(v, want[0], rtol=1e-12, atol=0)
+        torch.testing.assert_close(gx, want[1][0], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("in_batch", [True, False])
+def test_the_cache_keeps_the_first_tiles_that_fit_its_budget_exactly(monkeypatch, budgets,
+                                                                     in_batch):
+    """A budget of exactly three 4 x 4 float64 tiles keeps the first three products of the
+    sweep (row block 0 against column blocks 0, 4, 8), bit for bit q_I r_J^T, and no more."""
+    made = []
+    real = tiling._TileCache
+
+    class Spy(real):
+        def __init__(self, nbytes):
+            super().__init__(nbytes)
+            made.append(self)
+
+    monkeypatch.setattr(tiling, "_TileCache", Spy)
+    g = torch.Generator().manual_seed(35)
+    x, y = torch.randn(14, 5, generator=g, dtype=torch.float64), torch.arange(14) % 4
+    r, ry = torch.randn(15, 5, generator=g, dtype=torch.float64), torch.arange(15) % 4
+    args = (x, y) if in_batch else (x, y, r, ry)
+    leaves = [a.clone().requires_grad_(True) if a.is_floating_point() else a for a in args]
+    tiling.set_cache_budget(3 * 4 * 4 * 8)
+    loss = losses.build("contrastive", chunk_size=4)       # reads the unmasked products
+    loss(*leaves)
+    (cache,) = made
+    assert cache.used == 3 * 4 * 4 * 8
+    assert sorted(cache.tiles) == [(0, 0), (0, 4), (0, 8)]
+    q = torch.nn.functional.normalize(x, dim=1)
+    ref = q if in_batch else torch.nn.functional.normalize(r, dim=1)
+    for (i0, j0), S in cache.tiles.items():
+        assert torch.equal(S, q[i0:i0 + 4] @ ref[j0:j0 + 4].t())
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("in_batch", [True, False])
+def test_tiled_pair_grad_returns_the_similarity_matrix(normalize, in_batch):
+    """The S beside the tiles' dL/dS is the dense similarity_matrix (a unit diagonal for a
+    normalised batch against itself, |x_i|^2 otherwise)."""
+    g = torch.Generator().manual_seed(36)
+    x, y = torch.randn(7, 4, generator=g, dtype=torch.float64), torch.arange(7) % 3
+    r, ry = torch.randn(7, 4, generator=g, dtype=torch.float64), torch.arange(7) % 2
+    loss = losses.build("contrastive", form="similarity", normalize=normalize)
+    ref = (None, None) if in_batch else (r, ry)
+    S, _ = tiling.tiled_pair_grad(loss, x, y, *ref, chunk=3)
+    want = similarity_matrix(x, ref[0], normalize=normalize)
+    torch.testing.assert_close(S, want, rtol=1e-14, atol=1e-14)
+    if in_batch and normalize:
+        assert (S.diagonal() == 1.0).all()
+
+
+@pytest.mark.parametrize("q_dtype,r_dtype", [(torch.float64, torch.float32),
+                                             (torch.float32, torch.float64),
+                                             (torch.float32, torch.float16),
+                                             (torch.float64, torch.bfloat16)])
+def test_references_of_another_dtype_are_converted_as_in_the_dense_path(q_dtype, r_dtype):
+    """The references are promoted (half to float32) and cast to the queries' dtype, as the
+    dense similarity_matrix does."""
+    g = torch.Generator().manual_seed(37)
+    q = torch.randn(6, 4, generator=g, dtype=torch.float64).to(q_dtype)
+    r = torch.randn(9, 4, generator=g, dtype=torch.float64).to(r_dtype)
+    ql, rl = torch.arange(6) % 3, torch.arange(9) % 3
+    rel = 1e-10 if q_dtype == torch.float64 else 1e-5
+    for name in ("multi_similarity", "contrastive"):
+        (v_d, g_d), (v_t, g_t) = (value_and_grads(losses.build(name, **kw), q, ql, r, rl)
+                                  for kw in ({}, dict(chunk_size=4)))
+        assert v_t.dtype == v_d.dtype == q_dtype
+        torch.testing.assert_close(v_t, v_d, rtol=rel, atol=rel)
+        for a, b in zip(g_t, g_d):
+            assert a.dtype == b.dtype
+            torch.testing.assert_close(a, b, rtol=rel, atol=rel * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("name", ["multi_similarity", "triplet", "angular"])
+@pytest.mark.parametrize("wide", [False, True])
+def test_references_without_a_gradient(monkeypatch, name, wide):
+    """A bank of references that needs no gradient (a memory): the queries' gradient is the
+    dense one, and the references get none."""
+    if wide:
+        monkeypatch.setattr(tiles, "WIDE_SLOTS", 1)
+    g = torch.Generator().manual_seed(38)
+    q = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    r = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    ql, rl = torch.arange(5) % 3, torch.arange(9) % 3
+    grads = []
+    for kw in ({}, dict(chunk_size=4)):
+        leaf = q.clone().requires_grad_(True)
+        bank = r.clone()
+        losses.build(name, **kw)(leaf, ql, bank, rl).backward()
+        assert bank.grad is None
+        grads.append(leaf.grad)
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-10,
+                               atol=1e-10 * float(grads[0].abs().max()))
+
+
+# ------------------------------------------------------------------ the tile sweep
+def test_query_vs_reference_tiles_cover_the_products_once_and_share_one_workspace():
+    """Query-vs-reference, _tile_pairs yields every tile once, unmasked by default, none of
+    them a mirror, its S the product q_I r_J^T; one scratch tensor per name for the sweep."""
+    g = torch.Generator().manual_seed(39)
+    q, ql = torch.randn(7, 3, generator=g, dtype=torch.float64), torch.arange(7) % 2
+    r, rl = torch.randn(10, 3, generator=g, dtype=torch.float64), torch.arange(10) % 2
+    loss = losses.build("multi_similarity")
+    _, _, _, _, qn, rn, ctx = tiling._inputs(loss, q, ql, r, rl)
+    S = qn @ rn.t()
+    seen = torch.zeros(7, 10, dtype=torch.long)
+    pointers = set()
+    for tile, mirrored in tiling._tile_pairs(qn, rn, ctx, 4):
+        assert mirrored is False and not tile.masked
+        torch.testing.assert_close(tile.S, S[tile.rows, tile.cols], rtol=1e-14, atol=1e-14)
+        pointers.add(tile.buffer("keep").data_ptr())
+        seen[tile.rows, tile.cols] += 1
+    assert (seen == 1).all() and len(pointers) == 1
+
+
+def test_the_mirror_tile_shares_the_elementwise_results_as_their_transpose():
+    """In-batch, an elementwise function of a tile is computed once for the tile and its
+    mirror (J, I): the mirror reads the transpose without calling it again."""
+    g = torch.Generator().manual_seed(40)
+    x, y = torch.randn(8, 3, generator=g, dtype=torch.float64), torch.arange(8) % 3
+    _, _, _, _, q, _, ctx = tiling._inputs(losses.build("multi_similarity"), x, y, None, None)
+    calls = []
+
+    def twice(t):
+        calls.append(t)
+        return 2 * t.S
+
+    for tile, mirrored in tiling._tile_pairs(q, q, ctx, 3):
+        if mirrored:
+            continue
+        before = len(calls)
+        torch.testing.assert_close(tile.elementwise("2s", twice), 2 * tile.S)
+        mirror = tiling._mirror(tile)
+        assert (mirror.r0, mirror.c0) == (tile.c0, tile.r0) and mirror.mirrored
+        assert torch.equal(mirror.elementwise("2s", twice), 2 * tile.S.t())
+        assert len(calls) == before + 1
+
+
+@pytest.mark.parametrize("in_batch", [True, False])
+def test_a_two_pass_formulation_keeps_the_tiles_of_its_last_pass_only(monkeypatch, budgets,
+                                                                      in_batch):
+    """Hard mining streams the tiles twice: the cache holds the second pass's products (each
+    once, its byte count theirs) and the backward takes every one; the gradient is the dense
+    one."""
+    made = []
+    real = tiling._TileCache
+
+    class Spy(real):
+        def __init__(self, nbytes):
+            super().__init__(nbytes)
+            made.append(self)
+
+        def release(self):
+            self.left = dict(self.tiles)
+            super().release()
+
+    monkeypatch.setattr(tiling, "_TileCache", Spy)
+    g = torch.Generator().manual_seed(41)
+    x, y = torch.randn(10, 4, generator=g, dtype=torch.float64), torch.arange(10) % 3
+    r, ry = torch.randn(9, 4, generator=g, dtype=torch.float64), torch.arange(9) % 3
+    args = (x, y) if in_batch else (x, y, r, ry)
+    kw = dict(weighting="uniform", mining="hard")
+    want_v, want_g = value_and_grads(losses.build("weighted_pair", **kw), *args)
+    tiling.set_cache_budget(10 ** 6)
+    loss = losses.build("weighted_pair", chunk_size=4, **kw)
+    ctx = tiling._inputs(loss, *args, *[None] * (4 - len(args)))[-1]
+    assert loss.tile_formulation(ctx).passes == 2
+    v, grads = value_and_grads(loss, *args)
+    (cache,) = made
+    rows = [4, 4, 2]                                   # 10 queries in blocks of 4
+    cols = rows if in_batch else [4, 4, 1]             # 9 references
+    one_sweep = sum(8 * rows[a] * cols[b] for a in range(3) for b in range(3)
+                    if b >= a or not in_batch)         # in-batch: the blocks I <= J
+    assert cache.used == one_sweep and cache.left == {}
+    torch.testing.assert_close(v, want_v, rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads, want_g):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
