@@ -7,6 +7,7 @@ from __future__ import annotations
 import naive
 import numpy as np
 import pytest
+import torch
 from embedding_fixtures import clustered, one_thread  # noqa: F401
 from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
@@ -213,3 +214,22 @@ def test_clustering_metrics_defaults():
     ref = km.index.search(xn.astype(np.float32), 1)[1][:, 0]
     assert not np.array_equal(ref, ev.kmeans(xn, 10, init="random"))
     assert ev.clustering_metrics(x, y, init="random", backend="faiss") == scores(ref)
+    # several seeds: the mean of their NMI and F1
+    one_seed = _lloyd(xn, xn[clustering.kmeans_plusplus(xn, 10, seed=1000)], 20)
+    both = ev.clustering_metrics(x, y, seed=[0, 1])
+    for key, f in (("nmi", normalized_mutual_info_score), ("f1", naive.pair_f1)):
+        assert both[key] == pytest.approx((f(y, runs[0]) + f(y, one_seed)) / 2, abs=1e-12)
+
+
+def test_lloyd_in_blocks_of_a_few_points():
+    # max_block bounds the (points, centres) block: 3 points per block here; the distances
+    # kmeans keeps (for its inertia) are float64 for float64 points
+    x, _ = clustered(40, 3, 4, 0.8, seed=80)
+    cent = x[[0, 10, 20, 30]]
+    assert np.array_equal(ev.kmeans(x, 4, init=cent, niter=30, max_block=12), _lloyd(x, cent, 30))
+    xt = torch.from_numpy(x)
+    assign, dist = clustering._assign(xt, (xt * xt).sum(1), torch.from_numpy(cent), 3)
+    d2 = ((x[:, None] - cent[None]) ** 2).sum(-1)
+    assert assign.tolist() == d2.argmin(1).tolist()
+    assert dist.dtype == torch.float64
+    np.testing.assert_allclose(dist.numpy(), d2.min(1), rtol=1e-12, atol=1e-12)
