@@ -233,3 +233,9 @@ def test_lloyd_in_blocks_of_a_few_points():
     assert assign.tolist() == d2.argmin(1).tolist()
     assert dist.dtype == torch.float64
     np.testing.assert_allclose(dist.numpy(), d2.min(1), rtol=1e-12, atol=1e-12)
+    # the k-means++ distance rows, in blocks of 3 points
+    idx = torch.tensor([3, 7])
+    rows = clustering._rows(xt, (xt * xt).sum(1), idx, 2 * 3)
+    assert rows.dtype == torch.float64
+    np.testing.assert_allclose(rows.numpy(), ((x[[3, 7]][:, None] - x[None]) ** 2).sum(-1),
+                               rtol=0, atol=1e-12)

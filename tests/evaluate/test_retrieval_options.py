@@ -113,3 +113,13 @@ def test_near_ties_in_a_database_of_two_and_overflowed_similarities():
         got = ev.retrieval_metrics(q, [0], (1, 2), gallery=(g, [1, 0, 0]), normalize=False,
                                    near_ties="warn")
     assert got == {"recall@1": 0.0, "recall@2": 1.0, "map@r": 0.25, "r_precision": 0.5}
+
+
+def test_option_errors_name_the_option():
+    x, y = clustered(10, 3, 2, 1.0, seed=9)
+    with pytest.raises(ValueError, match=r"^precision_ks must be positive integers, got \(0,\)"):
+        ev.retrieval_metrics(x, y, precision_ks=(0,))
+    with pytest.raises(ValueError, match=r"^unknown lone_queries 'none'; known: 'exclude', 'miss'"):
+        ev.retrieval_metrics(x, y, lone_queries="none")
+    with pytest.raises(ValueError, match=r"^unknown average 'mean'; known: 'query', 'class'"):
+        ev.retrieval_metrics(x, y, average="mean")
