@@ -323,7 +323,7 @@ def retrieval_metrics(
             warnings.warn(f"{share:.1%} of the queries have neighbours in their ranking within "
                           "float32 resolution of each other, so rounding may decide their "
                           "ranking; pass near_ties='float64' (the default) or float64 "
-                          "embeddings", RuntimeWarning, stacklevel=2)
+                          "embeddings", RuntimeWarning, stacklevel=3)
         else:
             e64, g64 = _float64_inputs(embeddings, gallery)
             q64, _, g64_emb, _, _ = query_database(e64, labels, g64, normalize)
