@@ -123,3 +123,5 @@ def test_option_errors_name_the_option():
         ev.retrieval_metrics(x, y, lone_queries="none")
     with pytest.raises(ValueError, match=r"^unknown average 'mean'; known: 'query', 'class'"):
         ev.retrieval_metrics(x, y, average="mean")
+    with pytest.raises(ValueError, match=r"^unknown near_ties 'often'; known: 'float64', 'warn'"):
+        ev.retrieval_metrics(x, y, near_ties="often")
