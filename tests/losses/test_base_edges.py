@@ -55,15 +55,19 @@ def test_positive_slots_of_masks_without_elements():
 
 
 # --------------------------------------------------------------------------- a new subclass
-class _SumOfPositives(PairLoss):
-    """A toy loss: ``scale`` x the sum of the positive similarities (a function of S)."""
+def _sum_of_positives():
+    """A toy loss class, created when called (the subclass hook runs then, under test):
+    ``scale`` x the sum of the positive similarities (a function of S)."""
 
-    def __init__(self, scale=1.0, normalize=True):
-        super().__init__(normalize=normalize)
-        self.scale = scale
+    class SumOfPositives(PairLoss):
+        def __init__(self, scale=1.0, normalize=True):
+            super().__init__(normalize=normalize)
+            self.scale = scale
 
-    def compute(self, batch):
-        return self.scale * torch.where(batch.pos, batch.S, 0.0).sum()
+        def compute(self, batch):
+            return self.scale * torch.where(batch.pos, batch.S, 0.0).sum()
+
+    return SumOfPositives
 
 
 def _loop_positive_sum(x, y, r=None, ry=None):
@@ -80,36 +84,46 @@ def _loop_positive_sum(x, y, r=None, ry=None):
 
 def test_a_subclass_defined_here_takes_chunk_size_and_computes_its_loss():
     x, y, r, ry = _batch_inputs()
-    loss = _SumOfPositives(2.0, chunk_size=None)        # the keyword every loss takes
+    SumOfPositives = _sum_of_positives()
+    loss = SumOfPositives(2.0, chunk_size=None)         # the keyword every loss takes
     assert loss.chunk_size is None and loss.scale == 2.0
     assert float(loss(x, y)) == pytest.approx(2 * _loop_positive_sum(x, y), abs=1e-12)
     assert float(loss(x, y, r, ry)) == pytest.approx(2 * _loop_positive_sum(x, y, r, ry),
                                                      abs=1e-12)
-    with pytest.raises(ValueError, match="cannot be computed in tiles.*no tile formulation"):
-        _SumOfPositives(chunk_size=4)
+    with pytest.raises(ValueError, match=r"^SumOfPositives cannot be computed in tiles "
+                                         r"\(chunk_size=4\): it has no tile formulation "
+                                         r"\(use chunk_size=None\)$"):
+        SumOfPositives(chunk_size=4)
     with pytest.raises(ValueError, match="chunk_size must be"):
-        _SumOfPositives(chunk_size=0)
+        SumOfPositives(chunk_size=0)
 
 
 def test_a_subclass_forward_follows_the_precision_policy():
-    class OwnForward(_SumOfPositives):
+    SumOfPositives = _sum_of_positives()
+
+    seen = []
+
+    class OwnForward(SumOfPositives):
         def forward(self, embeddings, labels):      # wrapped by the subclass hook
-            return embeddings.sum() * 0 + super().forward(embeddings, labels)
+            seen.append((embeddings.dtype, torch.is_autocast_enabled("cpu")))
+            return self.compute(make_batch(embeddings, labels))
 
     x, y, _, _ = _batch_inputs()
     xh = x.to(torch.float16)
     expected = _loop_positive_sum(xh.double(), y)   # float32 from the rounded input
-    for cls in (_SumOfPositives, OwnForward):
+    for cls in (SumOfPositives, OwnForward):
         value = cls()(xh, y)
         assert value.dtype == torch.float32, cls
         assert float(value) == pytest.approx(expected, rel=1e-5), cls
         # under autocast too: disabled inside the loss
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert cls()(x.float(), y).dtype == torch.float32
+    # what the subclass's own forward received: float32, autocast off
+    assert seen == [(torch.float32, False), (torch.float32, False)]
 
     marked = full_precision_forward(lambda self, e, lab: e.sum())
 
-    class Marked(_SumOfPositives):
+    class Marked(SumOfPositives):
         forward = marked
 
     assert Marked.__dict__["forward"] is marked     # already under the policy: kept as is
@@ -147,7 +161,9 @@ def test_forward_tiles_exactly_when_chunk_size_asks(monkeypatch):
         assert len(calls) == 2
     finally:
         tiling.set_auto_budget(budget)
-    assert "chunk_size='auto'" in repr(loss) and "normalize=True" in repr(loss)
+    assert loss.extra_repr() == ("margin=1.0, lam=0.5, form='distance', pos_margin=None, "
+                                 "power=2.0, reduction='mean', normalize=True, "
+                                 "chunk_size='auto'")
     loss.chunk_size = None
     assert "chunk_size" not in repr(loss)
 
@@ -221,3 +237,55 @@ def test_references_need_their_labels():
         with pytest.raises(ValueError, match="^ref_embeddings and ref_labels must be given "
                                              "together$"):
             make_batch(x, y, *args)
+
+
+def test_reference_errors_name_the_references():
+    x, y, r, ry = _batch_inputs()
+    bad = r.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^ref_embeddings contain NaN or inf"):
+        make_batch(x, y, bad, ry)
+    with pytest.raises(ValueError, match=r"^ref_labels has length 4 but the batch has 5 "):
+        make_batch(x, y, r, ry[:4])
+    with pytest.raises(ValueError, match=r"^ref_embeddings have dimension 3 but embeddings "
+                                         r"have 4$"):
+        make_batch(x, y, r[:, :3], ry)
+
+
+def test_make_batch_normalises_by_default():
+    x, y, r, ry = _batch_inputs()
+    batch = make_batch(x, y)
+    assert batch.normalized
+    torch.testing.assert_close(batch.squared_distances(), _loop_sq(x, x, True), rtol=1e-9,
+                               atol=1e-9)
+    unit = [[v / math.sqrt(sum(w * w for w in row)) for v in row] for row in x.tolist()]
+    cos = [[sum(a * b for a, b in zip(u, v)) for v in unit] for u in unit]
+    torch.testing.assert_close(batch.S, torch.tensor(cos, dtype=torch.float64), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_a_subclass_without_its_own_constructor_normalises():
+    class Bare(PairLoss):
+        def compute(self, batch):
+            return torch.where(batch.pos, batch.S, 0.0).sum()
+
+    x, y, _, _ = _batch_inputs()
+    loss = Bare()
+    assert loss.normalize is True and loss.chunk_size is None
+    assert loss.extra_repr() == "normalize=True"
+    assert float(loss(x, y)) == pytest.approx(_loop_positive_sum(x, y), abs=1e-12)
+
+
+def test_auto_chunk_size_counts_the_dense_buffers_of_the_loss():
+    # angular's dense path also holds 3 (M, M) buffers: its "auto" tiles where another
+    # loss of the same (B, M) would stay dense
+    x, y, _, _ = _batch_inputs()
+    budget = tiling.auto_budget()
+    try:
+        tiling.set_auto_budget(8 * (tiling.DENSE_BUFFERS * 7 * 7 + 1))
+        assert losses.build("angular", chunk_size="auto").tiled_chunk(7, 7, torch.float64) \
+            is not None
+        assert losses.build("contrastive", chunk_size="auto").tiled_chunk(7, 7, torch.float64) \
+            is None
+    finally:
+        tiling.set_auto_budget(budget)
