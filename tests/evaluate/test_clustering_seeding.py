@@ -66,11 +66,11 @@ def test_greedy_seeding_equals_the_naive_loop(trials, pool):
     rng = np.random.default_rng(50 + trials)
     x = rng.standard_normal((24, 3)) * rng.uniform(0.2, 3.0, (24, 1))
     xt = torch.from_numpy(x)
-    sq = (xt * xt).sum(1)
-    for seed in range(3):
-        got = clustering._greedy_seeding(xt, sq, 7, torch.Generator().manual_seed(seed), trials,
-                                         2**20, pool)
-        want = _naive_seeding(x, 7, torch.Generator().manual_seed(seed), trials,
+    for seed, scale in ((0, 1.0), (1, 1.0), (2, 0.01)):  # 0.01: sum D^2 below 1
+        xs, xst = x * scale, xt * scale
+        got = clustering._greedy_seeding(xst, (xst * xst).sum(1), 7,
+                                         torch.Generator().manual_seed(seed), trials, 2**20, pool)
+        want = _naive_seeding(xs, 7, torch.Generator().manual_seed(seed), trials,
                               pool if pool is not None else 2**20 // 24)
         assert got.dtype == torch.int64
         assert got.tolist() == want, (seed, trials, pool)

@@ -78,8 +78,9 @@ def test_a_single_item_has_an_empty_database():
     # without a gallery a lone item's database is empty: every query is lone; with
     # lone="miss" Recall@K counts it as a failure, precision@K divides by min(K, 0): NaN
     x = np.array([[0.6, 0.8]])
-    got = ev.retrieval_metrics(x, [4], (1, 3), precision_ks=(2,))
-    assert list(got) == ["recall@1", "recall@3", "precision@2", "map@r", "r_precision"]
+    got = ev.retrieval_metrics(x, [4], (1, 3), precision_ks=(2, 5))
+    assert list(got) == ["recall@1", "recall@3", "precision@2", "precision@5", "map@r",
+                         "r_precision"]
     assert all(np.isnan(v) for v in got.values())
     got = ev.retrieval_metrics(x, [4], (1, 3), precision_ks=(2,), lone_queries="miss")
     assert got["recall@1"] == 0.0 == got["recall@3"]
