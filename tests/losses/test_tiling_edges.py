@@ -156,7 +156,7 @@ def test_an_excluded_column_equals_the_dense_masks(monkeypatch, name, kw, wide):
     want = _dense_with_exclusion(dense, leaves[0], ql, leaves[1], rl, exclude)
     want_g = torch.autograd.grad(want, leaves)
     assert want_g[0].abs().max() > 0
-    for chunk in (3, 4, 11):
+    for chunk in (3, 4):     # 3 divides B = 6, neither divides M = 11
         torch.manual_seed(0)
         loss = losses.build(name, chunk_size=chunk, **kw)
         v, (gq, gr) = value_and_grads(
@@ -342,6 +342,11 @@ def test_query_vs_reference_tiles_cover_the_products_once_and_share_one_workspac
         pointers.add(tile.buffer("keep").data_ptr())
         seen[tile.rows, tile.cols] += 1
     assert (seen == 1).all() and len(pointers) == 1
+    not_neg = ql[:, None] == rl[None, :]
+    for tile, mirrored in tiling._tile_pairs(qn, rn, ctx, 4, masked=True):
+        assert tile.masked and tile.negatives_only() is tile.S and mirrored is False
+        want = S[tile.rows, tile.cols].masked_fill(not_neg[tile.rows, tile.cols], float("-inf"))
+        torch.testing.assert_close(tile.S, want, rtol=1e-14, atol=1e-14)
 
 
 def test_the_mirror_tile_shares_the_elementwise_results_as_their_transpose():
@@ -406,3 +411,50 @@ def test_a_two_pass_formulation_keeps_the_tiles_of_its_last_pass_only(monkeypatc
     torch.testing.assert_close(v, want_v, rtol=1e-10, atol=1e-12)
     for a, b in zip(grads, want_g):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_the_slab_is_the_same_tensor_from_call_to_call(budgets):
+    """A slab of the right size is kept, not allocated again, by the next call of the same
+    dtype (a larger budget replaces it)."""
+    g = torch.Generator().manual_seed(42)
+    x, y = torch.randn(12, 5, generator=g, dtype=torch.float64), torch.arange(12) % 3
+    loss = losses.build("multi_similarity", chunk_size=4)
+    tiling.set_cache_budget(4096)
+    value_and_grads(loss, x, y)
+    slab = tiling._SLABS[torch.float64]
+    assert slab.numel() == 4096 // 8
+    value_and_grads(loss, x, y)
+    assert tiling._SLABS[torch.float64] is slab
+    tiling.set_cache_budget(8192)
+    value_and_grads(loss, x, y)
+    assert tiling._SLABS[torch.float64].numel() == 8192 // 8
+
+
+@pytest.mark.parametrize("in_batch", [True, False])
+def test_the_backward_multiplies_no_kept_tile_again(budgets, in_batch):
+    """With every tile kept, the backward forms no S product (aten.mm) at all; with none kept
+    it forms one per tile (3 x 3 blocks of 4, in-batch the 6 blocks I <= J)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountMM(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.mm = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.mm += func is torch.ops.aten.mm.default
+            return func(*args, **(kwargs or {}))
+
+    g = torch.Generator().manual_seed(43)
+    x, y = torch.randn(10, 4, generator=g, dtype=torch.float64), torch.arange(10) % 3
+    r, ry = torch.randn(9, 4, generator=g, dtype=torch.float64), torch.arange(9) % 3
+    args = (x, y) if in_batch else (x, y, r, ry)
+    counts = {}
+    for budget in (0, 10 ** 6):
+        tiling.set_cache_budget(budget)
+        leaves = [a.clone().requires_grad_(True) if a.is_floating_point() else a for a in args]
+        value = losses.build("multi_similarity", chunk_size=4)(*leaves)
+        with CountMM() as mode:
+            value.backward()
+        counts[budget] = mode.mm
+    assert counts[0] - counts[10 ** 6] == (6 if in_batch else 9)
