@@ -172,3 +172,21 @@ def test_named_losses_with_their_documented_defaults(name, sets, weighting):
     expected = reduce(weighting(S, Pk, Nk, 2.0, 50.0, 0.5))
     assert float(losses.build(name, normalize=False)(x, y)) == pytest.approx(
         expected, rel=1e-10, abs=1e-12)
+
+
+def test_named_losses_report_the_hyperparameters_they_were_given():
+    expected = {
+        ("binomial+vthm", (("epsilon", 0.3), ("beta", 40))):
+            "alpha=2.0, beta=40.0, lam=0.5, epsilon=0.3, reduction='mean', normalize=True",
+        ("raw+semihard", (("margin", 0.2),)):
+            "alpha=2.0, beta=50.0, lam=0.5, margin=0.2, reduction='mean', normalize=True",
+        ("multi_similarity", (("epsilon", 0.2), ("reduction", "sum"))):
+            "alpha=2.0, beta=50.0, lam=0.5, epsilon=0.2, reduction='sum', normalize=True",
+        ("vthm", (("epsilon", 0.3),)): "epsilon=0.3, reduction='mean', normalize=True",
+        ("raw+distance_weighted", (("cutoff", 0.6), ("nonzero_loss_cutoff", 1.3),
+                                   ("num_negatives", 2), ("seed", 3))):
+            "alpha=2.0, beta=50.0, lam=0.5, cutoff=0.6, nonzero_loss_cutoff=1.3, "
+            "num_negatives=2, seed=3, reduction='mean', normalize=True",
+    }
+    for (name, kw), text in expected.items():
+        assert losses.build(name, **dict(kw)).extra_repr() == text, name
