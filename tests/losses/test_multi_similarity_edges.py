@@ -182,7 +182,8 @@ def test_named_losses_report_the_hyperparameters_they_were_given():
             "alpha=2.0, beta=50.0, lam=0.5, margin=0.2, reduction='mean', normalize=True",
         ("multi_similarity", (("epsilon", 0.2), ("reduction", "sum"))):
             "alpha=2.0, beta=50.0, lam=0.5, epsilon=0.2, reduction='sum', normalize=True",
-        ("vthm", (("epsilon", 0.3),)): "epsilon=0.3, reduction='mean', normalize=True",
+        ("vthm", (("epsilon", 0.3), ("reduction", "sum"))):
+            "epsilon=0.3, reduction='sum', normalize=True",
         ("raw+distance_weighted", (("cutoff", 0.6), ("nonzero_loss_cutoff", 1.3),
                                    ("num_negatives", 2), ("seed", 3))):
             "alpha=2.0, beta=50.0, lam=0.5, cutoff=0.6, nonzero_loss_cutoff=1.3, "
@@ -190,3 +191,34 @@ def test_named_losses_report_the_hyperparameters_they_were_given():
     }
     for (name, kw), text in expected.items():
         assert losses.build(name, **dict(kw)).extra_repr() == text, name
+
+
+def _exact_rows(columns, ry):
+    """Queries e_1, e_2, ... and references whose dot products (normalize=False) are exactly
+    the given floats: row i of S is columns[i]."""
+    x = torch.eye(len(columns), dtype=torch.float64)
+    r = torch.tensor(columns, dtype=torch.float64).T.contiguous()
+    return x, torch.zeros(len(columns), dtype=torch.long), r, torch.tensor(ry)
+
+
+def test_multi_similarity_counts_only_anchors_keeping_both_kinds_under_rounding():
+    # VTHM keeps both kinds or neither in exact arithmetic; in floats, row 0 keeps its
+    # positive (0.08 - 0.1 < -0.02) and no negative (-0.02 + 0.1 > 0.08 is False), row 2 its
+    # negative and no positive; only row 1 counts (the formula's anchors, 1/m with m = 3)
+    x, y, r, ry = _exact_rows([[0.08, -0.02], [0.3, 0.25], [-0.25, -0.35]], [0, 1])
+    assert 0.08 - 0.1 < -0.02 and not -0.02 + 0.1 > 0.08
+    assert not -0.25 - 0.1 < -0.35 and -0.35 + 0.1 > -0.25
+    expected = naive_raw([[0.3, 0.25]], [[0]], [[1]], 2.0, 50.0, 0.5)[0] / 3
+    loss = losses.build("multi_similarity", epsilon=0.1, normalize=False)
+    assert float(loss(x, y, r, ry)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_multi_similarity_keeps_a_positive_only_strictly_below_the_hardest_negative_plus_eps():
+    # s_p - eps == max negative exactly (0.75 - 0.5 == 0.25): that positive is not kept
+    x, y, r, ry = _exact_rows([[0.75, 0.5, 0.25]], [0, 0, 1])
+    S = [[0.75, 0.5, 0.25]]
+    Pk, Nk = naive_vthm_sets(S, [[0, 1]], [[2]], 0.5)
+    assert Pk == [[1]] and Nk == [[2]]
+    expected = naive_raw(S, Pk, Nk, 2.0, 50.0, 0.5)[0]
+    loss = losses.build("multi_similarity", epsilon=0.5, normalize=False)
+    assert float(loss(x, y, r, ry)) == pytest.approx(expected, rel=1e-12)
