@@ -87,7 +87,8 @@ def test_settings_without_a_tile_formulation_say_why():
 
 
 def test_constructor_errors():
-    for kw in ({"alpha": 0.0}, {"beta": -1.0}, {"alpha": -2.0, "beta": 5.0}):
+    assert losses.build("weighted_pair", alpha=1.0, beta=1.0).beta == 1.0    # > 0 suffices
+    for kw in ({"alpha": 0.0}, {"beta": -1.0}, {"beta": 0.0}, {"alpha": -2.0, "beta": 5.0}):
         with pytest.raises(ValueError, match=r"alpha and beta must be > 0, got alpha="):
             losses.build("weighted_pair", **kw)
     with pytest.raises(ValueError, match=r"^unknown weighting 'x'; known weightings: "
@@ -222,3 +223,16 @@ def test_multi_similarity_keeps_a_positive_only_strictly_below_the_hardest_negat
     expected = naive_raw(S, Pk, Nk, 2.0, 50.0, 0.5)[0]
     loss = losses.build("multi_similarity", epsilon=0.5, normalize=False)
     assert float(loss(x, y, r, ry)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_distance_weighted_mining_keeps_a_given_dimension():
+    # dim given: the sphere's dimension of the sampling law is not read from the batch
+    x, y = rand_batch(3, B=14, D=5)
+    batch = make_batch(x, y)
+    pk, nk = miners.distance_weighted(batch.S, batch.pos, batch.neg, dim=20,
+                                      generator=torch.Generator().manual_seed(4))
+    Pk, Nk = masks_to_sets(pk, nk)
+    loss = losses.build("weighted_pair", mining="distance_weighted", dim=20,
+                        generator=torch.Generator().manual_seed(4))
+    expected = reduce(naive_raw(naive_cos(x, x), Pk, Nk, 2.0, 50.0, 0.5))
+    assert float(loss(x, y)) == pytest.approx(expected, rel=1e-10)
