@@ -239,3 +239,15 @@ def test_lloyd_in_blocks_of_a_few_points():
     assert rows.dtype == torch.float64
     np.testing.assert_allclose(rows.numpy(), ((x[[3, 7]][:, None] - x[None]) ** 2).sum(-1),
                                rtol=0, atol=1e-12)
+
+
+def test_init_centres_are_checked_and_cast_to_the_points():
+    x, _ = clustered(30, 3, 3, 0.5, seed=82, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"^init centres must be a 2-D \(batch, dim\) tensor"):
+        ev.kmeans(x, 3, init=x[0])
+    with pytest.raises(ValueError, match=r"^unknown init 'x'; known: 'k-means\+\+', 'random', "
+                                         r"or a \(K, D\) array of initial centres$"):
+        ev.kmeans(x, 3, init="x")
+    cent = x[[0, 10, 20]].astype(np.float64)  # float64 centres for float32 points
+    assert np.array_equal(ev.kmeans(x, 3, init=cent, niter=30),
+                          _lloyd(x.astype(np.float64), cent, 30))
