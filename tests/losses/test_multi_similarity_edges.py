@@ -236,3 +236,13 @@ def test_distance_weighted_mining_keeps_a_given_dimension():
                         generator=torch.Generator().manual_seed(4))
     expected = reduce(naive_raw(naive_cos(x, x), Pk, Nk, 2.0, 50.0, 0.5))
     assert float(loss(x, y)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_an_anchor_keeping_only_a_negative_under_rounding_does_not_count():
+    # eps = 0.3: row 0 keeps its negative (0.514 + 0.3 > 0.814) and not its positive
+    # (0.814 - 0.3 < 0.514 is False); its negative's term would be large (s > lam)
+    x, y, r, ry = _exact_rows([[0.814, 0.514], [0.3, 0.25]], [0, 1])
+    assert not 0.814 - 0.3 < 0.514 and 0.514 + 0.3 > 0.814
+    expected = naive_raw([[0.3, 0.25]], [[0]], [[1]], 2.0, 50.0, 0.5)[0] / 2
+    loss = losses.build("multi_similarity", epsilon=0.3, normalize=False)
+    assert float(loss(x, y, r, ry)) == pytest.approx(expected, rel=1e-12)
