@@ -291,7 +291,8 @@ def retrieval_metrics(
             ``avg_of_avgs``).
         max_block: floats in one similarity block; bounds memory.
         near_ties: what to do with float32 queries where two neighbours of the ordered top
-            list (its first max(R, 16) items) lie within float32 resolution of each other
+            list (its first max(R, K, 16) items: R with ``r_metrics``, K the deepest
+            precision@K) lie within float32 resolution of each other
             (``4 sqrt(D)`` ulps), so that rounding can decide the ranking (nearly
             collinear embeddings, e.g. a shared offset with a tiny residual): ``"float64"``
             (default: those queries are ranked again, in float64, from the given
