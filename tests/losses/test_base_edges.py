@@ -234,8 +234,8 @@ def test_slots_against_a_single_reference():
 def test_references_need_their_labels():
     x, y, r, ry = _batch_inputs()
     for args in ((r, None), (None, ry)):
-        with pytest.raises(ValueError, match="^ref_embeddings and ref_labels must be given "
-                                             "together$"):
+        with pytest.raises(ValueError, match=r"^ref_embeddings and ref_labels must be given "
+                                             r"together$"):
             make_batch(x, y, *args)
 
 

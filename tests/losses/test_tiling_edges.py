@@ -160,7 +160,8 @@ def test_an_excluded_column_equals_the_dense_masks(monkeypatch, name, kw, wide):
         torch.manual_seed(0)
         loss = losses.build(name, chunk_size=chunk, **kw)
         v, (gq, gr) = value_and_grads(
-            lambda a, b: tiling.tiled_forward(loss, a, ql, b, rl, chunk, exclude=exclude), q, r)
+            lambda a, b, loss=loss, chunk=chunk: tiling.tiled_forward(loss, a, ql, b, rl, chunk,
+                                                                      exclude=exclude), q, r)
         torch.testing.assert_close(v, want.detach(), rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(gq, want_g[0], rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(gr, want_g[1], rtol=1e-10, atol=1e-12)
@@ -170,7 +171,7 @@ def test_the_excluded_columns_are_checked():
     loss = losses.build("multi_similarity", chunk_size=4)
     q, ql = torch.randn(3, 4, dtype=torch.float64), torch.tensor([0, 1, 0])
     r, rl = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 0])
-    with pytest.raises(ValueError, match="^exclude applies to query-vs-reference batches only$"):
+    with pytest.raises(ValueError, match=r"^exclude applies to query-vs-reference batches only$"):
         tiling.tiled_forward(loss, q, ql, exclude=torch.zeros(3, dtype=torch.long))
     for bad in (torch.zeros(2, dtype=torch.long), torch.zeros(3, 1, dtype=torch.long),
                 torch.zeros(3, dtype=torch.int32)):
