@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import build_loss, value_and_grads
+from tile_cache_spy import spy_on_tile_caches
 
 from dmlkit import losses, precision, weights
 from dmlkit.losses import tiles, tiling
@@ -315,31 +316,13 @@ def test_query_vs_reference_with_a_large_bank_in_tiles(monkeypatch, wide):
         assert_tiled_equals_dense(name, {}, args, (32, 7))
 
 
-def _spy_on_tile_caches(monkeypatch) -> list:
-    """Every tile cache the engine makes from now on, in order."""
-    made = []
-    real = tiling._TileCache
-
-    class Spy(real):
-        def __init__(self, nbytes):
-            super().__init__(nbytes)
-            made.append(self)
-
-        def release(self):
-            self.left = dict(self.tiles)       # the tiles the backward did not take
-            super().release()
-
-    monkeypatch.setattr(tiling, "_TileCache", Spy)
-    return made
-
-
 @pytest.mark.parametrize("in_batch", [True, False])
 @pytest.mark.parametrize("budget", [0, 3 * 4 * 4 * 8, 10 ** 9])
 def test_forward_tiles_kept_for_the_backward_change_nothing(monkeypatch, in_batch, budget):
     """The tile cache (none, a budget of three 4 x 4 float64 tiles, all tiles) gives the
     recomputing path's value and gradients; the backward takes each kept tile once and
     recomputes the rest, and a second backward (retain_graph) recomputes them all."""
-    made = _spy_on_tile_caches(monkeypatch)
+    made = spy_on_tile_caches(monkeypatch)
     args = _batch(13, 14) if in_batch else _batch(14, 9, M=11)
     before = tiling.cache_budget()
     try:
@@ -482,7 +465,7 @@ def test_tile_cache_memory_is_reused_across_calls_and_never_shared_by_live_graph
     """Consecutive tiled calls write their kept tiles into the same CPU slab; two graphs
     alive at once (both forwards before either backward) do not share it, and both
     gradients are the recomputing path's."""
-    made = _spy_on_tile_caches(monkeypatch)
+    made = spy_on_tile_caches(monkeypatch)
 
     def kept_storage(cache):
         return {t.untyped_storage().data_ptr() for t in cache.tiles.values()}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import value_and_grads
+from tile_cache_spy import spy_on_tile_caches
 
 from dmlkit import losses
 from dmlkit.losses import tiles, tiling
@@ -237,15 +238,7 @@ def test_the_cache_keeps_the_first_tiles_that_fit_its_budget_exactly(monkeypatch
                                                                      in_batch):
     """A budget of exactly three 4 x 4 float64 tiles keeps the first three products of the
     sweep (row block 0 against column blocks 0, 4, 8), bit for bit q_I r_J^T, and no more."""
-    made = []
-    real = tiling._TileCache
-
-    class Spy(real):
-        def __init__(self, nbytes):
-            super().__init__(nbytes)
-            made.append(self)
-
-    monkeypatch.setattr(tiling, "_TileCache", Spy)
+    made = spy_on_tile_caches(monkeypatch)
     g = torch.Generator().manual_seed(35)
     x, y = torch.randn(14, 5, generator=g, dtype=torch.float64), torch.arange(14) % 4
     r, ry = torch.randn(15, 5, generator=g, dtype=torch.float64), torch.arange(15) % 4
@@ -379,19 +372,7 @@ def test_a_two_pass_formulation_keeps_the_tiles_of_its_last_pass_only(monkeypatc
     """Hard mining streams the tiles twice: the cache holds the second pass's products (each
     once, its byte count theirs) and the backward takes every one; the gradient is the dense
     one."""
-    made = []
-    real = tiling._TileCache
-
-    class Spy(real):
-        def __init__(self, nbytes):
-            super().__init__(nbytes)
-            made.append(self)
-
-        def release(self):
-            self.left = dict(self.tiles)
-            super().release()
-
-    monkeypatch.setattr(tiling, "_TileCache", Spy)
+    made = spy_on_tile_caches(monkeypatch)
     g = torch.Generator().manual_seed(41)
     x, y = torch.randn(10, 4, generator=g, dtype=torch.float64), torch.arange(10) % 3
     r, ry = torch.randn(9, 4, generator=g, dtype=torch.float64), torch.arange(9) % 3
