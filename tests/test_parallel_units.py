@@ -4,6 +4,7 @@ the book build) run once. Checked by running pytest-xdist with two workers on a 
 suite that uses the hooks of ``tests/conftest.py``."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -45,7 +46,7 @@ def test_a_file_and_the_browser_tests_each_run_on_one_worker(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
          "--dist", "loadscope", "--no-loadscope-reorder", "--rootdir", str(tmp_path),
-         "tests"], cwd=tmp_path, env={**__import__("os").environ, "UNITS_LOG": str(log)},
+         "tests"], cwd=tmp_path, env={**os.environ, "UNITS_LOG": str(log)},
         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     rows = [json.loads(line) for line in log.read_text().splitlines()]
