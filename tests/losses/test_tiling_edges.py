@@ -441,3 +441,294 @@ def test_the_backward_multiplies_no_kept_tile_again(budgets, in_batch):
             value.backward()
         counts[budget] = mode.mm
     assert counts[0] - counts[10 ** 6] == (6 if in_batch else 9)
+
+
+# ------------------------------------------------------------------ the fused kernels' edges
+def test_count_sums_in_its_own_dtype_while_exact_then_in_float64():
+    """_count: a float32 indicator below 2^24 entries is summed in float32 (exact there), from
+    2^24 entries in float64 (2^24 + 1 ones are not a float32 number); float64 stays float64."""
+    from dmlkit.losses._fused import _count
+    small = torch.ones(100)
+    assert _count(small).dtype == torch.float32 and float(_count(small)) == 100
+    assert _count(torch.ones(100, dtype=torch.float64)).dtype == torch.float64
+    edge = torch.ones(2 ** 24)
+    got = _count(edge)
+    assert got.dtype == torch.float64 and float(got) == 2 ** 24
+    del edge, got
+    big = torch.ones(2 ** 24 + 1)
+    got = _count(big)
+    assert got.dtype == torch.float64 and float(got) == 2 ** 24 + 1
+
+
+def _lse1p_reference(S, keep, scale, shift):
+    z = (scale * (S - shift)).masked_fill(keep == 0, float("-inf"))
+    return torch.logsumexp(torch.cat([z, torch.zeros(len(S), 1, dtype=S.dtype)], 1), 1) / \
+        abs(scale)
+
+
+def test_kept_lse1p_below_unit_scale_and_far_below_the_row_maximum():
+    """scale 0.5 (0 < scale < 1: still the positive sign); a kept logit 79.5 below the "1"
+    logit weighs e^-79.5 exactly, and one more than 80 below the row's shift weighs e^-80
+    (the clamp that keeps denormals out of the kernel), the softmax weight of the formula
+    otherwise."""
+    from dmlkit.losses._fused import kept_lse1p
+    S = torch.tensor([[0.3, -0.2, 0.9, 0.1], [-79.5, 0.0, 0.0, 0.0], [0.0, -85.0, 0.0, 0.0]],
+                     dtype=torch.float64)
+    keep = torch.tensor([[1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]],
+                        dtype=torch.float64)
+    for scale, shift in ((0.5, 0.2), (1.0, 0.0)):
+        leaf = S.clone().requires_grad_(True)
+        got = kept_lse1p(leaf, keep, scale, shift)
+        (g,) = torch.autograd.grad(got.sum(), leaf)
+        ref_leaf = S.clone().requires_grad_(True)
+        ref = _lse1p_reference(ref_leaf, keep, scale, shift)
+        (want,) = torch.autograd.grad(ref.sum(), ref_leaf)
+        torch.testing.assert_close(got, ref.detach(), rtol=1e-12, atol=1e-300)
+        torch.testing.assert_close(g[:2], want[:2], rtol=1e-12, atol=1e-300)
+        assert g[1, 0] > 0                 # e^-79.5 (times 2 at scale 0.5)
+    # row 2 at scale 1: the logit -85 is 85 below the row's shift max(0, 0) = 0
+    denom = 1.0 + 1.0 + math.exp(-80.0)
+    assert float(g[2, 1]) == pytest.approx(math.exp(-80.0) / denom, rel=1e-12, abs=0)
+    assert float(g[2, 0]) == pytest.approx(1.0 / denom, rel=1e-12)
+
+
+def test_kept_lse1p_ignores_large_logits_it_does_not_keep():
+    """float32, scale 100: entries that are not kept may lie far above the kept maximum
+    (e^100 overflows float32); they add nothing, the value and the gradient stay finite and
+    equal the formula's."""
+    from dmlkit.losses._fused import kept_lse1p
+    S = torch.tensor([[1.0, -0.5, -0.4], [0.9, 0.2, 1.0]])
+    keep = torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
+    leaf = S.clone().requires_grad_(True)
+    got = kept_lse1p(leaf, keep, 100.0, 0.0)
+    (g,) = torch.autograd.grad(got.sum(), leaf)
+    ref_leaf = S.clone().requires_grad_(True)
+    ref = _lse1p_reference(ref_leaf, keep, 100.0, 0.0)
+    (want,) = torch.autograd.grad(ref.sum(), ref_leaf)
+    assert torch.isfinite(got).all() and torch.isfinite(g).all()
+    torch.testing.assert_close(got, ref.detach(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(g, want, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------ exact ties of the kept pairs
+#: KeptPairTiles settings (multi-similarity family, binomial deviance) with epsilon, margin and
+#: lam on the same dyadic grid as the similarities below, so that every mining comparison can
+#: tie exactly
+KEPT_PAIR_TIES = [
+    ("multi_similarity", dict(epsilon=0.25, lam=0.5)),
+    ("multi_similarity", dict(epsilon=0.5, lam=0.5, alpha=2.0, beta=4.0, reduction="sum")),
+    ("raw", dict(lam=0.5)),
+    ("vthm", dict(epsilon=0.25)),
+    ("binomial+vthm", dict(epsilon=0.25, lam=0.5)),
+    ("raw+semihard", dict(margin=0.25, lam=0.5)),
+    ("raw+semihard", dict(margin=0.5, lam=0.5, reduction="sum")),
+    ("weighted_pair", dict(weighting="uniform", mining="hard")),
+    ("weighted_pair", dict(weighting="binomial", mining="hard", lam=0.5)),
+    ("weighted_pair", dict(weighting="binomial", mining="semihard", margin=0.25, lam=0.5)),
+    ("weighted_pair", dict(weighting="uniform", mining="semihard", margin=0.5)),
+    ("weighted_pair", dict(weighting="uniform", mining="vthm", epsilon=0.25)),
+    ("weighted_pair", dict(weighting="uniform", mining="none", reduction="sum")),
+    ("weighted_pair", dict(weighting="raw", mining="none", beta=5.0, lam=0.5)),
+    ("binomial_deviance", dict(lam=0.5)),
+]
+
+
+def _dyadic_problems():
+    """Batches whose similarities are exact multiples of 1/16 in any order of summation:
+    unit vectors with entries in {0, +-1/2, +-1} (normalised: S in {0, +-1/2, +-1}), and
+    unnormalised scalars on a grid of 1/4 (S = x_i r_j)."""
+    g = torch.Generator().manual_seed(44)
+    units = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [.5, .5, .5, .5],
+                          [.5, .5, -.5, -.5], [-.5, .5, .5, -.5], [-1, 0, 0, 0],
+                          [.5, -.5, .5, -.5]], dtype=torch.float64)
+    u = units[torch.randint(0, len(units), (10,), generator=g)]
+    ul = torch.randint(0, 3, (10,), generator=g)
+    ur = units[torch.randint(0, len(units), (9,), generator=g)]
+    url = torch.randint(0, 3, (9,), generator=g)
+    grid = torch.arange(-4, 5, dtype=torch.float64) / 4
+    x = grid[torch.randint(0, len(grid), (10, 1), generator=g)]
+    xl = torch.randint(0, 3, (10,), generator=g)
+    r = grid[torch.randint(0, len(grid), (9, 1), generator=g)]
+    rl = torch.randint(0, 3, (9,), generator=g)
+    return [(True, (u, ul)), (True, (u, ul, ur, url)), (False, (x, xl)), (False, (x, xl, r, rl))]
+
+
+@pytest.mark.parametrize("name,kw", KEPT_PAIR_TIES, ids=lambda v: str(v))
+def test_kept_pairs_at_exact_ties_equal_the_dense_masks(name, kw):
+    """Similarities, epsilon, margins and lam on one dyadic grid: the mining comparisons
+    (x + epsilon vs the hardest positive, the next positive above a negative minus the
+    margin, the hardest negative's first column across tiles) tie exactly, and the tiles
+    decide them as the dense miners do (value and gradients)."""
+    for normalize, args in _dyadic_problems():
+        torch.manual_seed(0)
+        want_v, want_g = value_and_grads(losses.build(name, normalize=normalize, **kw), *args)
+        for chunk in (1, 3):
+            loss = losses.build(name, normalize=normalize, chunk_size=chunk, **kw)
+            v, grads = value_and_grads(loss, *args)
+            torch.testing.assert_close(v, want_v, rtol=1e-10, atol=1e-12)
+            for a, b in zip(grads, want_g):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_vthm_keeps_negatives_with_the_miners_rounding():
+    """x + epsilon == min positive in floating point although min positive - epsilon < x:
+    the positive is kept (its test), the negative is not (its own test, rounded), so the row
+    keeps no negative and adds nothing, in the tiles as in the dense loss."""
+    b = 0.207491395289921
+    a = b + 0.1
+    assert a - 0.1 < b and not b + 0.1 > a
+    q = torch.tensor([[1.0], [1.0]], dtype=torch.float64)
+    r = torch.tensor([[a], [b], [-0.5], [-0.25]], dtype=torch.float64)
+    ql, rl = torch.tensor([0, 2]), torch.tensor([0, 1, 2, 2])
+    for name in ("multi_similarity", "vthm", "binomial+vthm"):
+        want_v, want_g = value_and_grads(losses.build(name, normalize=False, epsilon=0.1),
+                                         q, ql, r, rl)
+        v, grads = value_and_grads(losses.build(name, normalize=False, epsilon=0.1,
+                                                chunk_size=2), q, ql, r, rl)
+        torch.testing.assert_close(v, want_v, rtol=1e-12, atol=0)
+        for x, y in zip(grads, want_g):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=0)
+        assert want_g[0][0, 0] == 0 and want_g[0][1, 0] != 0   # the first row adds nothing
+
+
+# ------------------------------------------------------------------ the direct exponentials
+def _direct_context(B, M, dtype=torch.float32, normalized=True):
+    z = torch.zeros(1)
+    return tiles.TileContext(B=B, M=M, in_batch=False, labels=z, ref_labels=z, dtype=dtype,
+                             device=z.device, normalized=normalized, embeddings=z,
+                             ref_embeddings=z)
+
+
+def _direct_closed_form(beta, lam, B, M, dtype):
+    """The docstring's bounds: b = beta log2(e) (1 + 1e-3), log_m = log2(M + 1); P and the
+    sums need b + log_m < limit, the row factor log2 B + b (|lam| + max(0, 1 - lam)) + log_m <
+    limit, with limit 1000 in float64 and 120 otherwise."""
+    limit = 1000.0 if dtype == torch.float64 else 120.0
+    b, log_m = _bound_terms(beta, M)
+    return b + log_m < limit and _factor(b, lam, B, log_m) < limit
+
+
+def _bound_terms(beta, M):
+    return beta * (1.0 / math.log(2.0)) * (1.0 + 1e-3), math.log2(M + 1)
+
+
+def _factor(b, lam, B, log_m):
+    return math.log2(max(B, 1)) + b * (abs(lam) + max(0.0, 1.0 - lam)) + log_m
+
+
+def _betas_on_the_bound(beta0, lam, B, M, limit):
+    """Betas within 300 ulps of beta0 whose bound (the sums' or the factor's) is exactly
+    the limit in floating point (where < and <= differ)."""
+    found, beta = [], beta0
+    for _ in range(300):
+        beta = math.nextafter(beta, 0.0)
+    for _ in range(600):
+        b, log_m = _bound_terms(beta, M)
+        if b + log_m == limit or _factor(b, lam, B, log_m) == limit:
+            found.append(beta)
+        beta = math.nextafter(beta, math.inf)
+    return found
+
+
+def _beta_at(target, lam, B, M):
+    """The beta that puts the tighter bound exactly at ``target`` (real arithmetic)."""
+    log_m = math.log2(M + 1)
+    per_beta = (1.0 + 1e-3) / math.log(2.0)
+    sums = (target - log_m) / per_beta
+    factor = (target - log_m - math.log2(max(B, 1))) / (per_beta * (abs(lam)
+                                                                   + max(0.0, 1.0 - lam)))
+    return min(sums, factor)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_direct_exponentials_is_its_closed_form_at_the_bounds(dtype):
+    """On both sides of each bound (betas 1e-9 relative around the limit, B = 0 and 1, M = 0,
+    lam below 0, between 0 and 1 and above 1), direct_exponentials is the closed form, and
+    only for raw weighting over vthm / no mining of normalised embeddings."""
+    from dmlkit.losses.kept_pair_tiles import KeptPairTiles
+    limit = 1000.0 if dtype == torch.float64 else 120.0
+    seen, on_bound = set(), 0
+    for B, M in ((0, 0), (1, 1), (1, 7), (64, 1023), (4096, 65536)):
+        for lam in (-0.7, 0.0, 0.5, 1.0, 1.6):
+            for target in (limit, limit - 0.5, limit + 0.5):
+                beta0 = _beta_at(target, lam, B, M)
+                if beta0 <= 0:
+                    continue
+                exact = _betas_on_the_bound(beta0, lam, B, M, limit) if target == limit else []
+                on_bound += len(exact)
+                for beta in [beta0 * (1 + rel) for rel in (-1e-9, -1e-12, 0.0, 1e-12, 1e-9)]\
+                        + exact:
+                    want = _direct_closed_form(beta, lam, B, M, dtype)
+                    seen.add(want)
+                    for mining in ("vthm", "none"):
+                        form = KeptPairTiles("raw", mining, 2.0, beta, lam, "mean")
+                        assert form.direct_exponentials(_direct_context(B, M, dtype)) == want
+                    ctx = _direct_context(B, M, dtype)
+                    for weighting, mining in (("binomial", "vthm"), ("raw", "semihard"),
+                                              ("raw", "hard"), ("uniform", "none")):
+                        form = KeptPairTiles(weighting, mining, 2.0, beta, lam, "mean")
+                        assert not form.direct_exponentials(ctx)
+                    form = KeptPairTiles("raw", "vthm", 2.0, beta, lam, "mean")
+                    assert not form.direct_exponentials(_direct_context(B, M, dtype, False))
+    assert seen == {True, False} and on_bound > 0
+
+
+# ------------------------------------------------------------------ one positive per row
+@pytest.mark.parametrize("wide_slots", [64, 0])
+def test_rows_with_exactly_one_positive(monkeypatch, wide_slots):
+    """Classes of two (w = 1 positive slot per row): the slot blocks of angular's s_pn terms
+    and, with WIDE_SLOTS = 0, the positive slots read through the tiles (a run of at most one
+    slot per row, clamped to the single column of the slot table) equal the dense losses."""
+    monkeypatch.setattr(tiles, "WIDE_SLOTS", wide_slots)
+    g = torch.Generator().manual_seed(45)
+    x = torch.randn(8, 4, generator=g, dtype=torch.float64)
+    y = torch.arange(8) // 2
+    r = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    ry = torch.tensor([3, 0, 5, 1, 6, 2, 7])     # one positive each for queries 0..7 but 4
+    yq = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
+    settings = [("angular", {}), ("multi_similarity", {}), ("triplet", {}), ("contrastive", {}),
+                ("lifted_structure", {}), ("raw+semihard", dict(margin=0.5)),
+                ("weighted_pair", dict(weighting="uniform", mining="hard"))]
+    for name, kw in settings:
+        for args in ((x, y), (x, yq, r, ry)):
+            want_v, want_g = value_and_grads(losses.build(name, **kw), *args)
+            assert want_g[0].abs().max() > 0
+            for chunk in (1, 3):
+                v, grads = value_and_grads(losses.build(name, chunk_size=chunk, **kw), *args)
+                torch.testing.assert_close(v, want_v, rtol=1e-10, atol=1e-12)
+                for a, b in zip(grads, want_g):
+                    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------ the positive slots' similarities
+@pytest.mark.parametrize("wide_slots", [64, 0])
+@pytest.mark.parametrize("layout", ["in_batch", "reference", "exclude"])
+def test_slot_similarities_are_the_positives_dot_products_in_column_order(monkeypatch,
+                                                                          wide_slots, layout):
+    """s_pos[i, k] = q_i . r_j for the k-th positive column j of row i in ascending order
+    (in-batch not i itself, never the excluded column), 0 on the padding slots; row-wise or,
+    with WIDE_SLOTS = 0, one product per class."""
+    monkeypatch.setattr(tiles, "WIDE_SLOTS", wide_slots)
+    g = torch.Generator().manual_seed(46)
+    q = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    ql = torch.tensor([0, 1, 0, 2, 0, 1, 3])
+    r = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    rl = torch.tensor([1, 0, 0, 1, 2, 0, 1, 0, 2])
+    exclude = torch.tensor([5, 8, 2, 4, 1, 0, 3]) if layout == "exclude" else None
+    ref = (None, None) if layout == "in_batch" else (r, rl)
+    loss = losses.build("multi_similarity", normalize=False)
+    _, _, _, _, qq, rr, ctx = tiling._inputs(loss, q, ql, *ref, exclude=exclude)
+    refs, labels = (q, ql) if layout == "in_batch" else (r, rl)
+    cols = [[j for j in range(len(labels)) if labels[j] == ql[i]
+             and not (layout == "in_batch" and j == i)
+             and not (exclude is not None and j == int(exclude[i]))] for i in range(len(q))]
+    w = max(len(c) for c in cols)
+    want = torch.zeros(len(q), w, dtype=torch.float64)
+    for i, c in enumerate(cols):
+        for k, j in enumerate(c):
+            want[i, k] = q[i] @ refs[j]
+    assert ctx.wide == (wide_slots == 0) and ctx.slots[0].shape[1] == w
+    for chunk in (1, 4):
+        got = tiling._slot_similarities(qq, rr, ctx, chunk)
+        torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-15)
+        assert (got[~ctx.slots[1]] == 0).all()
