@@ -35,9 +35,10 @@ def naive_value(loss, x, y, r=None, ry=None, attention="softmax", **kw):
                          classifier_weight=p["classifier_weight"])
 
 
-def naive_frozen(x, y, r, ry, x0, r0, centres, attention, **kw):
-    """The loss with the OSM + CAA weights computed at (x0, r0) (constants) and the distances
-    and the classifier term at (x, r): its gradient at x = x0 is the detached-weight gradient."""
+def naive_frozen(x0, y, r0, ry, centres, attention, **kw):
+    """The loss with the OSM + CAA weights computed at (x0, r0) (constants): a function of
+    (x, r) that takes the distances and the classifier term there; its gradient at (x0, r0) is
+    the detached-weight gradient."""
     p = DEFAULTS | kw
     sigma, alpha, lam, scale = p["sigma"], p["alpha"], p["lam"], p["scale"]
 
@@ -53,26 +54,27 @@ def naive_frozen(x, y, r, ry, x0, r0, centres, attention, **kw):
             return q
         return math.exp(-0.5 * ((q - 1.0) / 0.68) ** 2) / (0.68 * math.sqrt(2 * math.pi))
 
-    in_batch = r is None
+    in_batch = r0 is None
     S0 = naive_cos(x0, x0 if in_batch else r0)
-    S = naive_cos(x, x if in_batch else r)
     a = [att(v, int(lab)) for v, lab in zip(x0, y)]
     ar = a if in_batch else [att(v, int(lab)) for v, lab in zip(r0, ry)]
     P, N = naive_sets(y, None if in_batch else ry)
-    num_p = den_p = num_n = den_n = 0.0
-    for i in range(len(x)):
-        for j in P[i]:
-            w = math.exp(-(2 - 2 * S0[i][j]) / sigma ** 2) * min(a[i], ar[j])
-            num_p += w * (2 - 2 * S[i][j])
-            den_p += w
-        for j in N[i]:
-            w = max(alpha - math.sqrt(max(2 - 2 * S0[i][j], 0.0)), 0.0) * min(a[i], ar[j])
-            h = max(alpha - math.sqrt(max(2 - 2 * S[i][j], 0.0)), 0.0)
-            num_n += w * h * h
-            den_n += w
-    ce = -sum(math.log(prob(v, int(lab))) for v, lab in zip(x, y)) / len(x)
-    return ((1 - lam) * (num_p / den_p if den_p > 0 else 0.0)
-            + lam * (num_n / den_n if den_n > 0 else 0.0) + p["classifier_weight"] * ce)
+    wp = {(i, j): math.exp(-(2 - 2 * S0[i][j]) / sigma ** 2) * min(a[i], ar[j])
+          for i in range(len(x0)) for j in P[i]}
+    wn = {(i, j): max(alpha - math.sqrt(max(2 - 2 * S0[i][j], 0.0)), 0.0) * min(a[i], ar[j])
+          for i in range(len(x0)) for j in N[i]}
+    den_p, den_n = sum(wp.values()), sum(wn.values())
+
+    def value(x, r=None):
+        S = naive_cos(x, x if in_batch else r)
+        num_p = sum(w * (2 - 2 * S[i][j]) for (i, j), w in wp.items())
+        num_n = sum(w * max(alpha - math.sqrt(max(2 - 2 * S[i][j], 0.0)), 0.0) ** 2
+                    for (i, j), w in wn.items())
+        ce = -sum(math.log(prob(v, int(lab))) for v, lab in zip(x, y)) / len(x)
+        return ((1 - lam) * (num_p / den_p if den_p > 0 else 0.0)
+                + lam * (num_n / den_n if den_n > 0 else 0.0) + p["classifier_weight"] * ce)
+
+    return value
 
 
 def _numeric_grad(f, x, h=1e-6):
@@ -98,16 +100,16 @@ def test_tiled_equals_the_naive_loop(attention, kw):
     # in-batch gradient
     xx = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(loss(xx, y), xx)
-    expected = _numeric_grad(lambda e: naive_frozen(e, y, None, None, x, None, C, attention,
-                                                    **kw), x)
+    expected = _numeric_grad(naive_frozen(x, y, None, None, C, attention, **kw), x)
     torch.testing.assert_close(g, expected, rtol=1e-5, atol=1e-7)
     # query-vs-reference gradient, both inputs
     xx, rr = x.clone().requires_grad_(True), r.clone().requires_grad_(True)
     gx, gr = torch.autograd.grad(loss(xx, y, rr, ry), (xx, rr))
-    torch.testing.assert_close(gx, _numeric_grad(
-        lambda e: naive_frozen(e, y, r, ry, x, r, C, attention, **kw), x), rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(gr, _numeric_grad(
-        lambda e: naive_frozen(x, y, e, ry, x, r, C, attention, **kw), r), rtol=1e-5, atol=1e-7)
+    frozen = naive_frozen(x, y, r, ry, C, attention, **kw)
+    torch.testing.assert_close(gx, _numeric_grad(lambda e: frozen(e, r), x), rtol=1e-5,
+                               atol=1e-7)
+    torch.testing.assert_close(gr, _numeric_grad(lambda e: frozen(x, e), r), rtol=1e-5,
+                               atol=1e-7)
     # the tiled path equals the dense one, centres' gradient included (the classifier term)
     dense = osm(attention, **kw)
     for args in ((x, y), (x, y, r, ry)):
@@ -149,8 +151,7 @@ def test_a_part_without_weight_is_zero(key, attention, chunk_size):
                                          rel=1e-10, abs=1e-12)
     (g,) = torch.autograd.grad(value, xx)
     assert torch.isfinite(g).all()
-    expected = _numeric_grad(lambda e: naive_frozen(e, y, None, None, x, None, C, attention,
-                                                    **kw), x)
+    expected = _numeric_grad(naive_frozen(x, y, None, None, C, attention, **kw), x)
     torch.testing.assert_close(g, expected, rtol=1e-5, atol=1e-7)
     if key == "far_negatives":    # the negative part is 0: the value is the positive part
         no_ce = osm(attention, chunk_size=chunk_size, lam=0.3, classifier_weight=0.0)
@@ -180,6 +181,16 @@ def test_label_range_errors_name_the_labels(chunk_size):
     with pytest.raises(ValueError, match=r"^labels must lie in \[0, 6\) \(num_classes\), got "
                                          r"range \[3, 7\]$"):
         loss(x, y + 3)
+    top = torch.tensor([0, 1, 2, 3, 4, 6])          # the label num_classes itself
+    with pytest.raises(ValueError, match=r"^labels must lie in \[0, 6\) \(num_classes\), got "
+                                         r"range \[0, 6\]$"):
+        loss(x, top)
+    top = top.clamp_max(5)                           # labels up to num_classes - 1: valid
+    assert float(loss(x, top)) == pytest.approx(naive_value(loss, x, top), rel=1e-10)
+    # called directly, the checks name the labels "labels" by default
+    for method in (loss.class_logits, loss.sample_attention):
+        with pytest.raises(ValueError, match=r"^labels must lie in \[0, 6\)"):
+            method(x, top + 1)
     with pytest.raises(ValueError, match=r"^ref_labels must lie in \[0, 6\) \(num_classes\), "
                                          r"got range \[-5, -1\]$"):
         loss(x, y, x, -y - 1)
@@ -215,7 +226,8 @@ def test_constructor_checks():
 
 
 def test_defaults_are_the_official_values():
-    loss = osm()
+    torch.manual_seed(0)
+    loss = losses.build("osm_caa", num_classes=6, embedding_dim=3)
     assert (loss.sigma, loss.alpha, loss.lam, loss.attention, loss.detach_weights, loss.scale,
             loss.classifier_weight, loss.gaussian_mean, loss.gaussian_std, loss.normalize) == \
         (0.8, 1.2, 0.5, "softmax", True, 1.0, 1.0, 1.0, 0.68, True)
@@ -247,3 +259,26 @@ def test_attention_dtype_and_half_inputs(attention):
         ref = torch.nn.functional.normalize(xh.double(), dim=1) @ \
             torch.nn.functional.normalize(loss.centres.detach(), dim=1).t()
         torch.testing.assert_close(logits.double(), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_centres_start_near_unit_norm():
+    """randn / sqrt(embedding_dim): every centre has squared norm 1 in expectation."""
+    torch.manual_seed(0)
+    loss = losses.build("osm_caa", num_classes=64, embedding_dim=256)
+    sq = loss.centres.detach().double().pow(2).sum(1)
+    assert abs(float(sq.mean()) - 1.0) < 0.05          # std of the mean: sqrt(2/256)/8 = 0.011
+    assert float(sq.min()) > 0.6 and float(sq.max()) < 1.4
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+@pytest.mark.parametrize("attention", ["softmax", "gaussian"])
+def test_float32_queries_with_float64_references(attention, chunk_size):
+    """S takes the queries' dtype (the references are cast to it), and so does the loss: the
+    attention of the float64 references is cast to float32 too."""
+    loss = osm(attention, chunk_size=chunk_size).float()
+    x, y = rand_batch(1, B=9, D=3, C=4)
+    r, ry = rand_batch(2, B=7, D=3, C=5)
+    value = loss(x.float(), y, r, ry)
+    assert value.dtype == torch.float32
+    assert float(value) == pytest.approx(naive_value(loss, x.float(), y, r, ry, attention),
+                                         rel=1e-5)
