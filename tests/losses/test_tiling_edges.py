@@ -702,7 +702,7 @@ def test_rows_with_exactly_one_positive(monkeypatch, wide_slots):
 
 # ------------------------------------------------------------ the positive slots' similarities
 @pytest.mark.parametrize("wide_slots", [64, 0])
-@pytest.mark.parametrize("layout", ["in_batch", "reference", "exclude"])
+@pytest.mark.parametrize("layout", ["in_batch", "reference", "exclude", "exclude_large"])
 def test_slot_similarities_are_the_positives_dot_products_in_column_order(monkeypatch,
                                                                           wide_slots, layout):
     """s_pos[i, k] = q_i . r_j for the k-th positive column j of row i in ascending order
@@ -715,6 +715,11 @@ def test_slot_similarities_are_the_positives_dot_products_in_column_order(monkey
     r = torch.randn(9, 3, generator=g, dtype=torch.float64)
     rl = torch.tensor([1, 0, 0, 1, 2, 0, 1, 0, 2])
     exclude = torch.tensor([5, 8, 2, 4, 1, 0, 3]) if layout == "exclude" else None
+    if layout == "exclude_large":    # classes of 20 and 10 references: a row's order of slots
+        r = torch.randn(30, 3, generator=g, dtype=torch.float64)    # takes a stable sort
+        rl = (torch.arange(30) % 3 != 0).long()
+        ql = torch.tensor([1, 0, 1, 1, 0, 1, 1])
+        exclude = torch.tensor([10, 0, 1, 29, 27, 2, 16])
     ref = (None, None) if layout == "in_batch" else (r, rl)
     loss = losses.build("multi_similarity", normalize=False)
     _, _, _, _, qq, rr, ctx = tiling._inputs(loss, q, ql, *ref, exclude=exclude)
@@ -732,3 +737,36 @@ def test_slot_similarities_are_the_positives_dot_products_in_column_order(monkey
         got = tiling._slot_similarities(qq, rr, ctx, chunk)
         torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-15)
         assert (got[~ctx.slots[1]] == 0).all()
+
+
+def test_raw_semihard_shifts_by_the_kept_negatives_only():
+    """Raw weighting over semihard negatives, beta = 1000: a negative above every positive
+    (not kept) lies 0.8 above the kept one, so e^(beta (x_kept - x_top)) = e^-800 underflows;
+    the streaming log-sum-exp shifts by the largest KEPT logit and stays finite, equal to the
+    dense loss in value and gradients."""
+    q = torch.tensor([[1.0], [1.0]], dtype=torch.float64)
+    r = torch.tensor([[-0.15], [-0.2], [0.6], [0.1], [-0.3]], dtype=torch.float64)
+    ql, rl = torch.tensor([0, 1]), torch.tensor([0, 1, 1, 1, 0])
+    kw = dict(normalize=False, beta=1000.0, lam=-0.5, margin=0.1)
+    want_v, want_g = value_and_grads(losses.build("raw+semihard", **kw), q, ql, r, rl)
+    assert torch.isfinite(want_v) and want_v > 0
+    for chunk in (1, 2, 5):
+        v, grads = value_and_grads(losses.build("raw+semihard", chunk_size=chunk, **kw),
+                                   q, ql, r, rl)
+        torch.testing.assert_close(v, want_v, rtol=1e-10, atol=0)
+        for a, b in zip(grads, want_g):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_lse_update_shifts_each_row_by_its_own_maximum():
+    """The streaming log-sum-exp of rows 1000 apart: m + log acc is each row's logsumexp
+    (a shared shift would underflow the lower row), -inf entries excluded, over two updates."""
+    z1 = torch.tensor([[0.0, 1.0, float("-inf")], [1000.0, 999.0, 998.0]], dtype=torch.float64)
+    z2 = torch.tensor([[2.0, float("-inf")], [997.0, 1001.0]], dtype=torch.float64)
+    m = torch.full((2,), float("-inf"), dtype=torch.float64)
+    acc = torch.zeros(2, dtype=torch.float64)
+    tiles.lse_update_(m, acc, z1)
+    torch.testing.assert_close(m + acc.log(), torch.logsumexp(z1, 1), rtol=1e-14, atol=0)
+    tiles.lse_update_(m, acc, z2)
+    want = torch.logsumexp(torch.cat([z1, z2], 1), 1)
+    torch.testing.assert_close(m + acc.log(), want, rtol=1e-14, atol=0)
