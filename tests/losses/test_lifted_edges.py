@@ -299,3 +299,16 @@ def test_masked_logsumexp_of_empty_rows_is_zero_with_zero_gradient():
     lse0, nonempty0 = masked_logsumexp(x.detach().T, mask.T, dim=0)
     assert lse0.tolist() == pytest.approx(want, rel=1e-15)
     assert nonempty0.tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 2])
+def test_generalized_hinge_exactly_at_zero_has_zero_gradient(chunk):
+    # one-hot queries with one positive (cosine 1) and one negative (cosine 0): with lam = 1
+    # every hinge is log e^-1 + log e^0 + 1 = 0 exactly, where the loss and its derivative
+    # are 0
+    eye, two = torch.eye(2, dtype=torch.float64), torch.tensor([0, 1])
+    loss = losses.build("generalized_lifted_structure", chunk_size=chunk)
+    want = _grads(lambda a, b: brute_generalized_lifted(a, two, b, two), eye, eye)
+    assert want[0] == naive_generalized_lifted(eye, two, eye, two) == 0.0
+    assert all((g == 0).all() for g in want[1])
+    _close(_grads(lambda a, b: loss(a, two, b, two), eye, eye), want)

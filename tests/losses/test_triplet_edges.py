@@ -407,3 +407,21 @@ def test_tiled_similarity_of_raw_embeddings_equals_the_definition(mining):
     got = _grads(lambda e: loss(e, y), x)
     assert got[0] == pytest.approx(want[0], rel=1e-10)
     torch.testing.assert_close(got[1][0], want[1][0], rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_batch_hard_ties_take_the_first_column(path, monkeypatch):
+    """Two identical hardest negatives (columns 2 and 4, in different tiles): the gradient
+    goes to the first one, as torch.max's documented first index in the definition."""
+    a, p, n, z = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0.8, 0.6, 0], [0, 0, 1]],
+                              dtype=torch.float64)
+    x = torch.stack([a, p, n, z, n])               # n: the hardest negative of rows 0 and 1
+    y = torch.tensor([0, 0, 1, 2, 1])
+    for reduction in REDUCTIONS:
+        kw = dict(margin=1.0, form="similarity", mining="batch_hard", reduction=reduction)
+        want = _grads(lambda e, kw=kw: brute_triplet(e, y, **kw), x)
+        got = _grads(lambda e, kw=kw: _build(path, monkeypatch, **kw)(e, y), x)
+        assert got[0] == pytest.approx(want[0], rel=1e-12)
+        torch.testing.assert_close(got[1][0], want[1][0], rtol=1e-10, atol=1e-12)
+        assert want[1][0][2].abs().max() > 0 and float(want[1][0][4].abs().max()) != \
+            float(want[1][0][2].abs().max())
