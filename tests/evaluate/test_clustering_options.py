@@ -251,3 +251,99 @@ def test_init_centres_are_checked_and_cast_to_the_points():
     cent = x[[0, 10, 20]].astype(np.float64)  # float64 centres for float32 points
     assert np.array_equal(ev.kmeans(x, 3, init=cent, niter=30),
                           _lloyd(x.astype(np.float64), cent, 30))
+
+
+def _lloyd_reseeding(x, cent, niter):
+    """Lloyd in float64 with kmeans's rule for an empty cluster: its centre moves to the point
+    farthest from the centre it was assigned to (the farthest for the first empty cluster,
+    the next for the second, ...)."""
+    cent = np.array(cent, dtype=np.float64)
+    d = ((x[:, None] - cent[None]) ** 2).sum(-1)
+    assign, dist = d.argmin(1), d.min(1)
+    for _ in range(niter):
+        cnt = np.bincount(assign, minlength=len(cent))
+        for k in np.flatnonzero(cnt):
+            cent[k] = x[assign == k].mean(0)
+        empty = np.flatnonzero(cnt == 0)
+        cent[empty] = x[np.argsort(-dist, kind="stable")[:empty.size]]
+        d = ((x[:, None] - cent[None]) ** 2).sum(-1)
+        new, dist = d.argmin(1), d.min(1)
+        if np.array_equal(new, assign):
+            break
+        assign = new
+    return assign
+
+
+def test_kmeans_reseeds_an_empty_cluster_with_the_farthest_point():
+    # every point starts in cluster 0 (1 and 2 empty: they move to the two points farthest
+    # from centre 0, -11 and 11.5), then every point changes cluster at once (the iteration
+    # goes on), then cluster 0 is empty and takes 9, the point farthest from its centre,
+    # alone (a centroid of one point is that point)
+    x = np.array([[-11.0], [-10.0], [-9.0], [9.0], [10.0], [11.5]])
+    cent = np.array([[0.5], [100.0], [200.0]])
+    want = {1: [1, 1, 1, 2, 2, 2], 2: [1, 1, 1, 0, 2, 2], 3: [1, 1, 1, 0, 2, 2],
+            20: [1, 1, 1, 0, 2, 2]}
+    for niter, assign in want.items():
+        assert _lloyd_reseeding(x, cent, niter).tolist() == assign
+        assert ev.kmeans(x, 3, init=cent, niter=niter).tolist() == assign, niter
+
+
+def test_kmeans_defaults():
+    # seed 0 (k-means++ seeded 1000 * 0 + 0), 20 Lloyd iterations; the data below needs 26
+    rng = np.random.default_rng(83)
+    x = rng.uniform(size=(150, 2))
+    start = x[rng.choice(150, 10, replace=False)]
+    want = _lloyd(x, start, 20)
+    assert not np.array_equal(want, _lloyd(x, start, 21))
+    assert np.array_equal(ev.kmeans(x, 10, init=start), want)
+    y = np.arange(150) % 10
+    assert ev.clustering_metrics(x, y, n_clusters=10, init=start, normalize=False) == {
+        "nmi": pytest.approx(normalized_mutual_info_score(y, want), abs=1e-12),
+        "f1": pytest.approx(naive.pair_f1(y, want), abs=1e-12)}
+    x, _ = clustered(60, 3, 5, 1.0, seed=84)
+    runs = [_lloyd(x, x[clustering.kmeans_plusplus(x, 5, seed=s)], 20) for s in (0, 1000)]
+    assert not np.array_equal(runs[0], runs[1])
+    assert np.array_equal(ev.kmeans(x, 5), runs[0])
+
+
+def test_kmeans_input_messages():
+    x, _ = clustered(10, 3, 2, 0.5, seed=85)
+    with pytest.raises(ValueError, match=r"^embeddings must be a 2-D \(batch, dim\) tensor"):
+        ev.kmeans(x[0], 1)
+    with pytest.raises(ValueError, match=r"^unknown backend 'sklearn'; known: 'torch', "
+                                         r"'faiss'$"):
+        ev.kmeans(x, 2, backend="sklearn")
+
+
+def test_kmeans_computes_in_float64_or_float32():
+    # points on a grid of quarters, so that |x|^2 + |c|^2 - 2 x.c is exact where kmeans
+    # computes it (float64, float32 for half points) and the float64 loop is the reference
+    rng = np.random.default_rng(86)
+    # float64 points far from the origin: in float32 the rounding of |x|^2 ~ 3e8 (32) would
+    # swamp their distances of ~1
+    x = np.round(rng.standard_normal((40, 3)) * 4) / 4 + 1e4
+    cent = x[[0, 10, 20, 30]]
+    want = _lloyd(x, cent, 30)
+    assert len(np.unique(want)) == 4
+    assert np.array_equal(ev.kmeans(x, 4, init=cent, niter=30), want)
+    # half points are clustered in float32 (in half, |x|^2 ~ 3e4 has a rounding step of 16)
+    h = (np.round(rng.standard_normal((40, 3)) * 4) / 4 + 100).astype(np.float16)
+    cent = h[[0, 10, 20, 30]]
+    want = _lloyd(h.astype(np.float64), cent.astype(np.float64), 30)
+    assert len(np.unique(want)) == 4
+    assert np.array_equal(ev.kmeans(h, 4, init=cent, niter=30), want)
+    assert np.array_equal(ev.kmeans(torch.from_numpy(h), 4, init=cent, niter=30), want)
+
+
+def test_restarts_of_equal_inertia_keep_the_first():
+    # four squares of four points (exact centroids and distances): every restart ends in the
+    # same partition, numbered in the order of its seeding, with the same inertia
+    corners = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    centres = np.array([[0.0, 0.0], [40.0, 0.0], [0.0, 40.0], [40.0, 40.0]])
+    x = (centres[:, None] + corners[None]).reshape(-1, 2)
+    x = x[np.random.default_rng(87).permutation(16)]
+    runs = [_lloyd(x, x[clustering.kmeans_plusplus(x, 4, seed=2000 + r)], 20) for r in range(3)]
+    assert all(len(np.unique(r)) == 4 for r in runs)
+    assert all(normalized_mutual_info_score(runs[0], r) == pytest.approx(1.0) for r in runs)
+    assert not np.array_equal(runs[0], runs[2])  # the last restart numbers it otherwise
+    assert np.array_equal(ev.kmeans(x, 4, seed=2, n_init=3), runs[0])

@@ -101,3 +101,49 @@ def test_seeding_fills_with_random_points_once_every_distance_is_zero(trials):
                                          torch.Generator().manual_seed(seed), trials, 2**20)
         assert got.tolist() == _naive_seeding(x, 6, torch.Generator().manual_seed(seed), trials,
                                               2**20 // 12)
+
+
+def test_kmeans_plusplus_computes_in_float64_or_float32():
+    # points on a grid of quarters: exact squared distances where kmeans_plusplus computes
+    # them (float64, float32 for half points), so the float64 loop is the reference
+    rng = np.random.default_rng(62)
+    # float64 points far from the origin (in float32 the rounding of |x|^2 ~ 3e8, 32, would
+    # swamp their distances of ~1)
+    x = np.round(rng.standard_normal((30, 3)) * 4) / 4 + 1e4
+    # half points are seeded in float32 (in half, |x|^2 ~ 3e4 has a rounding step of 16)
+    h = (np.round(rng.standard_normal((30, 3)) * 4) / 4 + 100).astype(np.float16)
+    for pts in (x, h, torch.from_numpy(h)):
+        for seed in range(3):
+            want = _naive_seeding(np.asarray(pts, dtype=np.float64), 6,
+                                  torch.Generator().manual_seed(seed), 3, DEFAULT_BLOCK // 30)
+            got = clustering.kmeans_plusplus(pts, 6, seed=seed, n_local_trials=3)
+            assert got.tolist() == want, (type(pts), seed)
+
+
+def test_potentials_are_summed_in_float64():
+    # float32 points on a line with integer coordinates (exact float32 distances), mirror
+    # symmetric about 0 and mostly at 0: from a first centre at 0 the mirror images +a and
+    # -a have the same potential, the first drawn wins; float32 sums of their two distance
+    # rows can differ by rounding (sums ~1e9), float64 sums of the float32 rows cannot
+    v = np.concatenate([np.repeat([1503.0, 1777.0], 100), np.repeat([-1503.0, -1777.0], 100),
+                        np.zeros(1000)])
+    x = v[np.random.default_rng(0).permutation(v.size)][:, None].astype(np.float32)
+    xt = torch.from_numpy(x)
+    for seed in range(24):
+        got = clustering._greedy_seeding(xt, (xt * xt).sum(1), 2,
+                                         torch.Generator().manual_seed(seed), 2, 2**20)
+        want = _naive_seeding(x.astype(np.float64), 2, torch.Generator().manual_seed(seed), 2,
+                              2**20 // x.shape[0])
+        assert got.tolist() == want, seed
+
+
+@pytest.mark.parametrize("trials", [1, 3])
+def test_a_centre_is_never_chosen_twice(trials):
+    # 10 distinct points, each twice, K = 16: after the 10 locations only the copies are
+    # left, whose D^2, |x|^2 + |c|^2 - 2 x.c, can round to a tiny positive number instead of
+    # 0; a chosen point's own D^2 is set to exactly 0, so it is never drawn again
+    x = np.repeat(np.random.default_rng(63).standard_normal((10, 8)), 2, axis=0)
+    for seed in range(3):
+        idx = clustering.kmeans_plusplus(x, 16, seed=seed, n_local_trials=trials).tolist()
+        assert len(set(idx)) == 16, seed
+        assert len({i // 2 for i in idx}) == 10, seed  # every location first
