@@ -770,3 +770,25 @@ def test_lse_update_shifts_each_row_by_its_own_maximum():
     tiles.lse_update_(m, acc, z2)
     want = torch.logsumexp(torch.cat([z1, z2], 1), 1)
     torch.testing.assert_close(m + acc.log(), want, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("name,kw,scale", [("multi_similarity", dict(lam=-8.0), 1.0),
+                                           ("multi_similarity", {}, 5.0),
+                                           ("raw", dict(lam=-8.0), 1.0)])
+def test_shifted_raw_form_with_logits_beyond_the_exponent_range(name, kw, scale):
+    """Unnormalised embeddings (the shifted streaming form, not the direct one): logits
+    beta (s - lam) of several hundred (lam = -8, or |s| up to ~25) whose exponentials overflow
+    float64 unless each row is shifted by its largest kept logit; tiled equals dense."""
+    g = torch.Generator().manual_seed(47)
+    x = torch.nn.functional.normalize(torch.randn(10, 4, generator=g, dtype=torch.float64),
+                                      dim=1) * scale
+    y = torch.arange(10) % 3
+    loss = losses.build(name, normalize=False, **kw)
+    want_v, want_g = value_and_grads(loss, x, y)
+    assert torch.isfinite(want_v) and want_g[0].abs().max() > 0
+    for chunk in (3, 4):
+        v, grads = value_and_grads(losses.build(name, normalize=False, chunk_size=chunk, **kw),
+                                   x, y)
+        torch.testing.assert_close(v, want_v, rtol=1e-10, atol=0)
+        torch.testing.assert_close(grads[0], want_g[0], rtol=1e-10,
+                                   atol=1e-12 * float(want_g[0].abs().max()))
