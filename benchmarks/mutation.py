@@ -542,6 +542,17 @@ EQUIVALENT: dict[str, str] = {
           "loss, the proxy losses included, on CUDA)"
        for m in ("dmlkit.losses.proxy.xǁProxyLossǁreferences__mutmut_13",
                  "dmlkit.losses.proxy.xǁProxyLossǁreferences__mutmut_15")},
+    "dmlkit.evaluate.clustering.x_kmeans__mutmut_24":
+        "check_embeddings(embeddings) without \"embeddings\": that is its default name",
+    "dmlkit.evaluate.clustering.x_kmeans__mutmut_151":
+        "the counts divided as int64 instead of cast to the points' dtype first (.to(None)): "
+        "true division of a float tensor by an int64 tensor promotes it to that float dtype, "
+        "the same exact counts (below 2^24)",
+    "dmlkit.evaluate.clustering.x__greedy_seeding__mutmut_122":
+        "acceptance u * stale <= d2 instead of <: they differ only when u * stale equals d2(p) "
+        "exactly, i.e. u = 0 (probability 2^-53 per draw; a proposal has stale > 0, since "
+        "searchsorted never lands on a zero D^2 for a draw > 0) or u * stale rounding to "
+        "exactly d2 < stale (again one float64 u in 2^53)",
 }
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"
