@@ -425,3 +425,18 @@ def test_batch_hard_ties_take_the_first_column(path, monkeypatch):
         torch.testing.assert_close(got[1][0], want[1][0], rtol=1e-10, atol=1e-12)
         assert want[1][0][2].abs().max() > 0 and float(want[1][0][4].abs().max()) != \
             float(want[1][0][2].abs().max())
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("mining", ["all", "semihard", "hard"])
+def test_a_single_negative_pair_equals_the_definition(mining, path, monkeypatch):
+    # one query, one positive and one negative reference: a single triplet in the batch
+    q, ql, rl = _unit(0), torch.tensor([0]), torch.tensor([0, 1])
+    r = _unit(60, 65) if mining == "semihard" else _unit(150, 95)
+    kw = dict(margin=0.3, mining=mining, reduction="sum")
+    want = _grads(lambda a, b: brute_triplet(a, ql, b, rl, **kw), q, r)
+    assert want[0] > 0
+    got = _grads(lambda a, b: _build(path, monkeypatch, **kw)(a, ql, b, rl), q, r)
+    assert got[0] == pytest.approx(want[0], rel=1e-10)
+    for g, w in zip(got[1], want[1]):
+        torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-10)
