@@ -792,3 +792,37 @@ def test_shifted_raw_form_with_logits_beyond_the_exponent_range(name, kw, scale)
         torch.testing.assert_close(v, want_v, rtol=1e-10, atol=0)
         torch.testing.assert_close(grads[0], want_g[0], rtol=1e-10,
                                    atol=1e-12 * float(want_g[0].abs().max()))
+
+
+def test_raw_semihard_shifts_each_row_by_its_own_kept_maximum():
+    """Raw weighting over semihard negatives, beta = 1000: the kept logits of the two rows
+    are 1800 apart, so a shift shared by the rows would underflow the lower row's sum; the
+    tiles shift each row by its own largest kept logit (tiled equals dense, finite)."""
+    q = torch.tensor([[1.0], [1.0]], dtype=torch.float64)
+    r = torch.tensor([[0.95], [0.9], [-0.85], [-0.9]], dtype=torch.float64)
+    ql, rl = torch.tensor([0, 1]), torch.tensor([0, 1, 1, 0])
+    kw = dict(normalize=False, beta=1000.0, lam=-0.5, margin=0.1)
+    want_v, want_g = value_and_grads(losses.build("raw+semihard", **kw), q, ql, r, rl)
+    assert torch.isfinite(want_v) and (want_g[0] != 0).all()
+    for chunk in (1, 4):
+        v, grads = value_and_grads(losses.build("raw+semihard", chunk_size=chunk, **kw),
+                                   q, ql, r, rl)
+        torch.testing.assert_close(v, want_v, rtol=1e-10, atol=0)
+        for a, b in zip(grads, want_g):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("weighting", ["uniform", "binomial", "raw"])
+def test_hard_mining_rows_with_a_single_negative(weighting):
+    """Hard mining where three rows have exactly one negative (and the fourth no positive):
+    those rows count (tiled equals dense, their gradient non-zero)."""
+    g = torch.Generator().manual_seed(48)
+    x = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 1])
+    kw = dict(weighting=weighting, mining="hard")
+    want_v, want_g = value_and_grads(losses.build("weighted_pair", **kw), x, y)
+    assert want_v != 0
+    for chunk in (1, 3):
+        v, grads = value_and_grads(losses.build("weighted_pair", chunk_size=chunk, **kw), x, y)
+        torch.testing.assert_close(v, want_v, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(grads[0], want_g[0], rtol=1e-10, atol=1e-12)
