@@ -553,6 +553,143 @@ EQUIVALENT: dict[str, str] = {
         "exactly, i.e. u = 0 (probability 2^-53 per draw; a proposal has stale > 0, since "
         "searchsorted never lands on a zero D^2 for a draw > 0) or u * stale rounding to "
         "exactly d2 < stale (again one float64 u in 2^53)",
+    "dmlkit.losses.binomial.x_binomial_anchor_terms__mutmut_3":
+        "the dtype of the 0-dim zero (float32 instead of S's): a 0-dim operand does not change "
+        "torch.where's result dtype (the softplus terms', S's), and 0 is 0 in every float dtype",
+    "dmlkit.losses.binomial.x_binomial_anchor_terms__mutmut_6":
+        "the dtype of the 0-dim zero dropped (float32): a 0-dim operand does not change "
+        "torch.where's result dtype (the softplus terms', S's), and 0 is 0 in every float dtype",
+    **{m: "device=S.device dropped (a CPU tensor): the same on CPU, the only device the test "
+          "suite has (benchmarks/gpu.py runs the losses on CUDA)"
+       for m in ("dmlkit.losses.binomial.x_binomial_anchor_terms__mutmut_4",
+                 "dmlkit.losses.binomial.x_binomial_anchor_terms__mutmut_7",
+                 "dmlkit.losses.binomial.x_binomial_pair_weights__mutmut_4",
+                 "dmlkit.losses.binomial.x_binomial_pair_weights__mutmut_7")},
+    "dmlkit.losses.binomial.x_binomial_anchor_terms__mutmut_30":
+        "n_pos.to(S.dtype) -> .to(None) (stays int64): the division by an int64 tensor promotes"
+        " it to S's float dtype, the same conversion of the same small count, so the same "
+        "quotient",
+    "dmlkit.losses.binomial.x_binomial_anchor_terms__mutmut_36":
+        "n_neg.to(S.dtype) -> .to(None) (stays int64): the division by an int64 tensor promotes"
+        " it to S's float dtype, the same conversion of the same small count, so the same "
+        "quotient",
+    "dmlkit.losses.binomial.x_binomial_pair_weights__mutmut_3":
+        "the dtype of the 0-dim zero (float32 instead of S's): a 0-dim operand does not change "
+        "torch.where's result dtype (wp's / wn's, S's), and 0 is 0 in every float dtype",
+    "dmlkit.losses.binomial.x_binomial_pair_weights__mutmut_6":
+        "the dtype of the 0-dim zero dropped (float32): a 0-dim operand does not change "
+        "torch.where's result dtype (wp's / wn's, S's), and 0 is 0 in every float dtype",
+    "dmlkit.losses.binomial.x_binomial_pair_weights__mutmut_15":
+        "n_p.to(S.dtype) -> .to(None) (stays int64): the division by an int64 tensor promotes "
+        "it to S's float dtype, the same conversion of the same small count, so the same "
+        "quotient",
+    "dmlkit.losses.binomial.x_binomial_pair_weights__mutmut_25":
+        "n_n.to(S.dtype) -> .to(None) (stays int64): the division by an int64 tensor promotes "
+        "it to S's float dtype, the same conversion of the same small count, so the same "
+        "quotient",
+    "dmlkit.losses.ddml.xǁDDMLLossǁcompute__mutmut_14":
+        "sign.to(d2.dtype) -> .to(None): sign stays float32 (torch.where of two Python floats),"
+        " +-1 exactly, and its product with the float32 / float64 (tau - d2) has d2's dtype and"
+        " the same values (forward casts half inputs to float32 before compute, "
+        "docs/precision.md)",
+    "dmlkit.losses.ddml.xǁDDMLLossǁcompute__mutmut_40":
+        "the dtype of the 0-dim zero (float32 instead of g's): a 0-dim operand does not change "
+        "torch.where's result dtype (g's), and 0 is 0 in every float dtype",
+    "dmlkit.losses.ddml.xǁDDMLLossǁcompute__mutmut_43":
+        "the dtype of the 0-dim zero dropped (float32): a 0-dim operand does not change "
+        "torch.where's result dtype (g's), and 0 is 0 in every float dtype",
+    **{m: "device=g.device dropped (a CPU tensor): the same on CPU, the only device the test "
+          "suite has (benchmarks/gpu.py runs the losses on CUDA)"
+       for m in ("dmlkit.losses.ddml.xǁDDMLLossǁcompute__mutmut_41",
+                 "dmlkit.losses.ddml.xǁDDMLLossǁcompute__mutmut_44")},
+    "dmlkit.losses.osm_caa.x__safe_ratio__mutmut_9":
+        "den > 0 -> den >= 0: den is a sum of weights >= 0, so den == 0 only when every weight "
+        "of the part is 0, and then num (a sum of weight x term) is 0 and num / tiny = 0 = num "
+        "* 0.0; the gradient through the where is 0 in both (the weights' derivatives vanish "
+        "where they are clamped or underflow to 0)",
+    "dmlkit.losses.osm_caa.x__safe_ratio__mutmut_14":
+        "num * 0.0 -> num * 1.0 where den == 0: den is a sum of weights >= 0, so den == 0 only "
+        "when every weight of the part is 0, and then num (a sum of weight x term) is 0, with a"
+        " zero gradient, so num * 1.0 = num * 0.0",
+    "dmlkit.losses.osm_caa.xǁOSMCAALossǁcompute__mutmut_13":
+        "the dtype of the 0-dim zero (float32 instead of d2's): a 0-dim operand does not change"
+        " torch.where's result dtype, and 0 is 0 in every float dtype",
+    **{m: "the dtype of the 0-dim zero dropped (float32): a 0-dim operand does not change "
+          "torch.where's result dtype, and 0 is 0 in every float dtype"
+       for m in ("dmlkit.losses.osm_caa.xǁOSMCAALossǁcompute__mutmut_16",
+                 "dmlkit.losses.osm_caa.xǁOSMCAALossǁpair_weights_osm_caa__mutmut_10")},
+    **{m: "device=d2.device dropped (a CPU tensor): the same on CPU, the only device the test "
+          "suite has (benchmarks/gpu.py runs the losses on CUDA)"
+       for m in ("dmlkit.losses.osm_caa.xǁOSMCAALossǁcompute__mutmut_14",
+                 "dmlkit.losses.osm_caa.xǁOSMCAALossǁcompute__mutmut_17")},
+    "dmlkit.losses.osm_caa.xǁOSMCAALossǁpair_weights_osm_caa__mutmut_7":
+        "the dtype of the 0-dim zero (float32 instead of d's): a 0-dim operand does not change "
+        "torch.where's result dtype, and 0 is 0 in every float dtype",
+    **{m: "device=d.device dropped (a CPU tensor): the same on CPU, the only device the test "
+          "suite has (benchmarks/gpu.py runs the losses on CUDA)"
+       for m in ("dmlkit.losses.osm_caa.xǁOSMCAALossǁpair_weights_osm_caa__mutmut_8",
+                 "dmlkit.losses.osm_caa.xǁOSMCAALossǁpair_weights_osm_caa__mutmut_11")},
+    **{m: "device=logits.device dropped (a CPU tensor): the same on CPU, the only device the "
+          "test suite has (benchmarks/gpu.py runs the losses on CUDA)"
+       for m in ("dmlkit.losses.osm_caa.xǁOSMCAALossǁsample_attention__mutmut_15",
+                 "dmlkit.losses.osm_caa.xǁOSMCAALossǁsample_attention__mutmut_18")},
+    "dmlkit.losses.osm_caa.xǁOSMCAALossǁclass_logits__mutmut_27":
+        "F.normalize(f, dim=1) -> F.normalize(f): dim=1 is F.normalize's default",
+    "dmlkit.losses.osm_caa.xǁOSMCAALossǁclass_logits__mutmut_32":
+        "F.normalize(c, dim=1) -> F.normalize(c): dim=1 is F.normalize's default",
+    "dmlkit.losses.osm_caa.xǁOSMCAALossǁpair_attention__mutmut_7":
+        "the references' attention recomputed in-batch: there the batch's references are its "
+        "own embeddings and labels (check_batch_inputs), so a_ref has a's values, and a bad "
+        "label already raised in a's call with the name \"labels\" (the gradient differs only in "
+        "its summation order)",
+    "dmlkit.losses.osm_caa.xǁOSMCAALossǁtiled_regularizer__mutmut_3":
+        "ref_labels=None in the PairBatch handed to regularizer: regularizer reads only the "
+        "batch's embeddings and labels (the queries' cross-entropy)",
+    "dmlkit.losses.osm_caa.xǁOSMCAALossǁtiled_regularizer__mutmut_5":
+        "ref_embeddings=None in the PairBatch handed to regularizer: regularizer reads only the"
+        " batch's embeddings and labels (the queries' cross-entropy)",
+    "dmlkit.losses.osm_caa.xǁOSMCAALossǁtiled_regularizer__mutmut_6":
+        "in_batch=None in the PairBatch handed to regularizer: regularizer reads only the "
+        "batch's embeddings and labels (the queries' cross-entropy)",
+    "dmlkit.losses.osm_caa.xǁOSMCAALossǁtiled_regularizer__mutmut_7":
+        "normalized=None in the PairBatch handed to regularizer: regularizer reads only the "
+        "batch's embeddings and labels (the queries' cross-entropy)",
+    "dmlkit.losses.osm_caa.xǁOSMCAATilesǁfinish__mutmut_49":
+        "c_pos = 1.0 instead of 0.0 when w_pos == 0: the weights are >= 0, so every positive "
+        "weight is 0 and t_pos = 0, hence c_pos * t_pos = 0 either way, and pair_grads returns "
+        "no gradient for any non-tensor c_pos",
+    "dmlkit.losses.osm_caa.xǁOSMCAATilesǁfinish__mutmut_62":
+        "c_neg = 1.0 instead of 0.0 when w_neg == 0: the weights are >= 0, so every negative "
+        "weight is 0 and t_neg = 0, hence c_neg * t_neg = 0 either way, and tile_grad returns "
+        "None for any non-tensor c_neg",
+    "dmlkit.losses.osm_caa.xǁOSMCAATilesǁvalue__mutmut_4":
+        "always ctx.zeros(()) + v: st[\"value\"] is always a tensor (c_pos * t_pos with t_pos a "
+        "tensor sum), and 0 + v = v in value and gradient",
+    "dmlkit.losses.osm_caa.xǁOSMCAATilesǁvalue__mutmut_5":
+        "always v: st[\"value\"] is always a tensor (c_pos * t_pos with t_pos a tensor sum), so "
+        "the else branch is never taken",
+    "dmlkit.losses.osm_caa.xǁOSMCAATilesǁvalue__mutmut_6":
+        "ctx.zeros(()) - v in the else branch: st[\"value\"] is always a tensor (c_pos * t_pos "
+        "with t_pos a tensor sum), so the else branch is never taken",
+    "dmlkit.losses.osm_caa.xǁOSMCAATilesǁvalue__mutmut_7":
+        "ctx.zeros(None) in the else branch: st[\"value\"] is always a tensor (c_pos * t_pos with"
+        " t_pos a tensor sum), so the else branch is never taken",
+    "dmlkit.losses.osm_caa.xǁOSMCAALossǁtile_formulation__mutmut_23":
+        "a.to(ctx.dtype) -> a.to(None): ctx.embeddings are already in ctx.dtype (tiling._inputs"
+        " promotes half inputs to float32) and class_logits computes in the embeddings' dtype "
+        "(the centres cast to it), so a is already ctx.dtype",
+    "dmlkit.losses.osm_caa.xǁOSMCAALossǁtile_formulation__mutmut_24":
+        "a_ref.to(ctx.dtype) -> a_ref.to(None): ctx.ref_embeddings are already in ctx.dtype "
+        "(tiling._inputs casts the references to the queries' dtype) and class_logits computes "
+        "in the embeddings' dtype (the centres cast to it), so a_ref is already ctx.dtype",
+    "dmlkit.losses.ddml.xǁDDMLTilesǁfinish__mutmut_44":
+        "max(n_pos + n_neg, 1) -> max(n_pos + n_neg, 2): coef is used only when the batch is "
+        "not empty (value, tile_grad and pair_grads check st[\"empty\"] first), and then n_pos >="
+        " 1 and n_neg >= 1, so n_pos + n_neg >= 2",
+    "dmlkit.losses.osm_caa.xǁOSMCAALossǁtile_formulation__mutmut_7":
+        "the references' attention recomputed in-batch: there ctx.ref_embeddings and "
+        "ctx.ref_labels are the queries themselves (tiling._inputs: r = q), so a_ref has a's "
+        "values, and a bad label already raised in a's call with the name \"labels\"",
 }
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"
