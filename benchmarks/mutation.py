@@ -690,6 +690,333 @@ EQUIVALENT: dict[str, str] = {
         "the references' attention recomputed in-batch: there ctx.ref_embeddings and "
         "ctx.ref_labels are the queries themselves (tiling._inputs: r = q), so a_ref has a's "
         "values, and a bad label already raised in a's call with the name \"labels\"",
+    **{m: "float(\"-inf\") -> float(\"-INF\"): the same float"
+       for m in ("dmlkit.losses._fused.x_kept_lse1p__mutmut_18",
+                 "dmlkit.losses.tiles.x_mask_non_negatives___mutmut_5",
+                 "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_finish_weighting__mutmut_32",
+                 "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁaccumulate__mutmut_164",
+                 "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁaccumulate__mutmut_60")},
+    "dmlkit.losses._fused.x_kept_lse1p__mutmut_22":
+        "nan_to_num(neginf=None) (nan_to_num's default): a row that keeps nothing gets the "
+        "dtype's lowest finite value instead of 0 as row_max, which the kernel's "
+        "row_max.clamp_min(0.0) turns into the same 0",
+    "dmlkit.losses._fused.x_kept_lse1p__mutmut_24":
+        "neginf dropped (nan_to_num's default, the dtype's lowest finite value instead of 0 for"
+        " a row that keeps nothing): the kernel's row_max.clamp_min(0.0) turns it into the same"
+        " 0",
+    "dmlkit.losses._fused.x_kept_lse1p__mutmut_25":
+        "row_max 1 instead of 0 for a row that keeps nothing (with finite S every kept z is "
+        "finite, so row_max is -inf only there): its terms are 0 either way (e = exp(..) * keep"
+        " = 0) and its value (1 + log(e^-1)) / |scale| is exactly 0 as (0 + log 1) / |scale| "
+        "(checked in float16, bfloat16, float32 and float64)",
+    "dmlkit.losses._fused.xǁ_KeptLogSumExp1pǁforward__mutmut_18":
+        "the upper clamp of z - m at 1 instead of 0: row_max is the largest kept z (kept_lse1p "
+        "computes it from the same expression, multi-similarity passes (neg_max - lam) * beta, "
+        "the same operations on the hardest negative), so kept entries have z - m <= 0, and the"
+        " others are multiplied by keep = 0 (exp(<= 1) is finite)",
+    "dmlkit.losses._fused.xǁ_KeptLogSumExp1pǁforward__mutmut_33":
+        "the sign for scale >= 0 instead of > 0 differs only at scale = 0, which no caller "
+        "passes (kept_lse1p's only caller is multi-similarity with -alpha and beta, validated >"
+        " 0) and where the value divides by |scale| = 0",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁdirect_exponentials__mutmut_40":
+        "b - log_m < limit instead of b + log_m < limit: the row factor's bound log2 max(B, 1) "
+        "+ b (|lam| + max(0, 1 - lam)) + log_m is never below b + log_m (the coefficient of b "
+        "is >= 1, log2 max(B, 1) >= 0, and rounding is monotonic), so factor < limit alone "
+        "decides either way",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁdirect_exponentials__mutmut_41":
+        "b + log_m <= limit instead of < limit: the row factor's bound log2 max(B, 1) + b "
+        "(|lam| + max(0, 1 - lam)) + log_m is never below b + log_m (the coefficient of b is >="
+        " 1, log2 max(B, 1) >= 0, rounding is monotonic), so factor < limit alone decides "
+        "either way",
+    **{m: "device=cols.device dropped from the bounds tensor (a CPU tensor): the same on CPU, "
+          "the only device the test suite has (benchmarks/gpu.py runs the tiles on CUDA)"
+       for m in ("dmlkit.losses.tiles.x__slot_range__mutmut_6",
+                 "dmlkit.losses.tiles.x__slot_range__mutmut_9")},
+    **{m: "device=cols.device dropped from the arange (a CPU tensor): the same on CPU, the only"
+          " device the test suite has (benchmarks/gpu.py runs the tiles on CUDA)"
+       for m in ("dmlkit.losses.tiles.x__slot_range__mutmut_36",
+                 "dmlkit.losses.tiles.x__slot_range__mutmut_38")},
+    "dmlkit.losses.tiles.x__slot_range__mutmut_7":
+        "dtype=None for the bounds [c0, c0 + c] (Python ints): torch.tensor makes them int64, "
+        "the dtype of slot_columns (the slots' long index) anyway",
+    "dmlkit.losses.tiles.x__slot_range__mutmut_10":
+        "dtype dropped for the bounds [c0, c0 + c] (Python ints): torch.tensor makes them "
+        "int64, the dtype of slot_columns (the slots' long index) anyway",
+    "dmlkit.losses.tiles.x__slot_range__mutmut_28":
+        "width computed also for a tile without rows: no tile has 0 rows (_blocks yields no "
+        "empty block, and a batch has B >= 1)",
+    "dmlkit.losses.tiles.x__slot_range__mutmut_31":
+        "the guard on cols.shape[1] (w) instead of cols.shape[0] (the tile's rows): _slot_range"
+        " runs only for wide rows, w > WIDE_SLOTS >= 0, and a tile has at least one row, so "
+        "both are non-zero",
+    "dmlkit.losses.tiles.x__slot_range__mutmut_32":
+        "width 1 instead of 0 for a tile without rows: no tile has 0 rows (_blocks yields no "
+        "empty block)",
+    "dmlkit.losses.tiles.x__slot_range__mutmut_30":
+        "width max(end + start) instead of max(end - start): start >= 0, so the run is only "
+        "longer; the extra slots lie at or past end, where here is False, so they are neither "
+        "masked (mask_non_negatives_ writes only here) nor given a gradient (_tile_grad adds 0 "
+        "there, at a clamped, valid column)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_neg_keep__mutmut_1":
+        "the default of as_float True instead of False: every call of _neg_keep (accumulate "
+        "twice, tile_grad twice) passes as_float explicitly",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁaccumulate__mutmut_105":
+        "as_float dropped (False, bool keep) where the next call .to(S.dtype) converts it "
+        "anyway: the same 0 / 1 in S's dtype (as_float only spares that conversion)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁaccumulate__mutmut_106":
+        "as_float=False (bool keep) where the next call .to(S.dtype) converts it anyway: the "
+        "same 0 / 1 in S's dtype (as_float only spares that conversion)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁaccumulate__mutmut_20":
+        "need_max = vthm or (top_kept or not direct): x_max is then also computed where nothing"
+        " reads it (semihard and hard mining, the direct form without mining: x_max is read "
+        "only under vthm and by the shifted raw form), elsewhere need_max is the original's",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_exponentials__mutmut_1":
+        "the elementwise cache key None instead of \"exp2(beta' s)\": any key that no other "
+        "elementwise result of the tile uses (the others are strings) caches the same P for the"
+        " tile and its mirror",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_exponentials__mutmut_5":
+        "the elementwise cache key renamed (\"XXexp2(beta' s)XX\"): any key that no other "
+        "elementwise result uses caches the same P for the tile and its mirror",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_exponentials__mutmut_6":
+        "the elementwise cache key upper-cased: any key that no other elementwise result uses "
+        "caches the same P for the tile and its mirror",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_exponentials__mutmut_10":
+        "out=None: P = exp2(beta' X) goes into a fresh tensor instead of the sweep's scratch "
+        "buffer \"exp2\", the same values (the buffer only spares an allocation)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_exponentials__mutmut_13":
+        "out= dropped: P = exp2(beta' X) goes into a fresh tensor instead of the sweep's "
+        "scratch buffer \"exp2\", the same values (the buffer only spares an allocation)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_exponentials__mutmut_15":
+        "the scratch buffer's name None instead of \"exp2\": a name no other buffer of the sweep "
+        "uses (\"keep\" is the only other), so P still has a buffer of its own",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_exponentials__mutmut_16":
+        "the scratch buffer renamed (\"XXexp2XX\"): a name no other buffer of the sweep uses "
+        "(\"keep\" is the only other), so P still has a buffer of its own",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_exponentials__mutmut_17":
+        "the scratch buffer's name upper-cased (\"EXP2\"): a name no other buffer of the sweep "
+        "uses (\"keep\" is the only other), so P still has a buffer of its own",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁtile_grad__mutmut_31":
+        "out= dropped: the gradient P * factor goes into a fresh tensor instead of the scratch "
+        "buffer \"keep\", the same values (the engine reads it before the next tile)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ__init____mutmut_1":
+        "the default epsilon 1.1 instead of 0.1: multi-similarity passes epsilon explicitly, "
+        "and binomial deviance (the only caller using the defaults) mines nothing, so epsilon "
+        "is never read",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ__init____mutmut_2":
+        "the default margin 1.1 instead of 0.1: multi-similarity passes margin explicitly, and "
+        "binomial deviance (the only caller using the defaults) mines nothing, so margin is "
+        "never read",
+    **{m: "device=None instead of ctx.device (a CPU tensor): the same on CPU, the only device "
+          "the test suite has (benchmarks/gpu.py runs the tiles on CUDA)"
+       for m in ("dmlkit.losses.tiles.xǁTileContextǁfull__mutmut_4",
+                 "dmlkit.losses.tiles.xǁTileContextǁzeros__mutmut_2")},
+    **{m: "device dropped instead of ctx.device (a CPU tensor): the same on CPU, the only "
+          "device the test suite has (benchmarks/gpu.py runs the tiles on CUDA)"
+       for m in ("dmlkit.losses.tiles.xǁTileContextǁfull__mutmut_8",
+                 "dmlkit.losses.tiles.xǁTileContextǁzeros__mutmut_5")},
+    "dmlkit.losses.tiles.xǁTileǁcol_ids__mutmut_3":
+        "device=None instead of S.device (a CPU tensor): the same on CPU, the only device the "
+        "test suite has (benchmarks/gpu.py runs the tiles on CUDA)",
+    "dmlkit.losses.tiles.xǁTileǁcol_ids__mutmut_6":
+        "device dropped instead of S.device (a CPU tensor): the same on CPU, the only device "
+        "the test suite has (benchmarks/gpu.py runs the tiles on CUDA)",
+    "dmlkit.losses.tiles.xǁTileǁbuffer__mutmut_14":
+        "device=None for the scratch buffer (a CPU tensor): the same on CPU, the only device "
+        "the test suite has (benchmarks/gpu.py runs the tiles on CUDA)",
+    "dmlkit.losses.tiles.xǁTileǁbuffer__mutmut_17":
+        "device dropped for the scratch buffer (a CPU tensor): the same on CPU, the only device"
+        " the test suite has (benchmarks/gpu.py runs the tiles on CUDA)",
+    "dmlkit.losses.tiles.xǁTileǁbuffer__mutmut_6":
+        "reallocate only when the buffer is too small AND of another dtype: within a sweep the "
+        "dtype is S's throughout, and the first tile asking for a name is the largest of its "
+        "kind (the first product is chunk x chunk, or the whole batch; the first mirror is "
+        "block 1 x block 0, full unless block 1 is the last and only mirrored block), so the "
+        "kept buffer is never too small",
+    "dmlkit.losses.tiles.xǁTileǁnegatives_only__mutmut_1":
+        "the elementwise cache key None instead of \"negatives_only\": a key no other elementwise"
+        " result uses (they are strings), the same copy shared with the mirror",
+    "dmlkit.losses.tiles.xǁTileǁnegatives_only__mutmut_5":
+        "the elementwise cache key renamed (\"XXnegatives_onlyXX\"): a key no other elementwise "
+        "result uses, the same copy shared with the mirror",
+    "dmlkit.losses.tiles.xǁTileǁnegatives_only__mutmut_6":
+        "the elementwise cache key upper-cased: a key no other elementwise result uses, the "
+        "same copy shared with the mirror",
+    "dmlkit.losses.tiles.x_mask_non_negatives___mutmut_32":
+        "the diagonal written also where lo == hi: torch.arange(lo, lo) is empty, so nothing "
+        "more is written",
+    "dmlkit.losses.tiles.x_mask_non_negatives___mutmut_36":
+        "device=None for the diagonal's arange (a CPU tensor): the same on CPU, the only device"
+        " the test suite has (benchmarks/gpu.py runs the tiles on CUDA)",
+    "dmlkit.losses.tiles.x_mask_non_negatives___mutmut_39":
+        "device dropped for the diagonal's arange (a CPU tensor): the same on CPU, the only "
+        "device the test suite has (benchmarks/gpu.py runs the tiles on CUDA)",
+    "dmlkit.losses.tiles.x_lse_update___mutmut_17":
+        "the dtype of the 0-dim zero: a 0-dim operand does not change torch.where's result "
+        "dtype (new's), and 0 is 0 in every float dtype",
+    "dmlkit.losses.tiles.x_lse_update___mutmut_20":
+        "the dtype of the 0-dim zero dropped: a 0-dim operand does not change torch.where's "
+        "result dtype (new's), and 0 is 0 in every float dtype",
+    "dmlkit.losses.tiles.x_lse_update___mutmut_18":
+        "device=None for the 0-dim zero (a CPU tensor): the same on CPU, the only device the "
+        "test suite has (benchmarks/gpu.py runs the tiles on CUDA)",
+    "dmlkit.losses.tiles.x_lse_update___mutmut_21":
+        "device dropped for the 0-dim zero (a CPU tensor): the same on CPU, the only device the"
+        " test suite has (benchmarks/gpu.py runs the tiles on CUDA)",
+    "dmlkit.losses.tiles.x_elementwise_grad__mutmut_17":
+        "device=None for the scale tensor (a CPU tensor): the same on CPU, the only device the "
+        "test suite has (benchmarks/gpu.py runs the tiles on CUDA)",
+    "dmlkit.losses.tiles.x_elementwise_grad__mutmut_20":
+        "device dropped for the scale tensor (a CPU tensor): the same on CPU, the only device "
+        "the test suite has (benchmarks/gpu.py runs the tiles on CUDA)",
+    "dmlkit.losses.tiles.x_slot_tile_blocks__mutmut_13":
+        "row blocks of at least 2 rows instead of 1 (max(2, rows // w)): a block size; every "
+        "row's s_pn products are the same (range and min(lo + step, rows) still cover each row "
+        "once)",
+    "dmlkit.losses.tiling.x_tiled_forward__mutmut_1":
+        "the default tile side 1024 -> 1025: a tile size (every caller in the library passes "
+        "its own); tiles of any side give the same result",
+    "dmlkit.losses.tiling.xǁ_TiledPairLossǁforward__mutmut_3":
+        "needs_input_grad[:3] instead of [:2]: the third input is the formulation, not a "
+        "tensor, whose needs_input_grad entry is always False",
+    "dmlkit.losses.tiling.xǁ_TiledPairLossǁforward__mutmut_10":
+        "no tile cache for a budget of exactly 1 byte (> 1 instead of > 0): such a cache keeps "
+        "no tile either (the smallest product, 1 x 1 in float32, takes 4 bytes, and product() "
+        "stores only what fits), so every tile is recomputed in both cases, with the same "
+        "result",
+    "dmlkit.losses.tiling.x__inputs__mutmut_18":
+        "F.normalize(q, dim=1) -> F.normalize(q): dim=1 is F.normalize's default",
+    "dmlkit.losses.tiling.x__inputs__mutmut_31":
+        "F.normalize(r, dim=1) -> F.normalize(r): dim=1 is F.normalize's default",
+    "dmlkit.losses.tiling.x__inputs__mutmut_40":
+        "TileContext(device=None) instead of q.device: ctx.device is read only to allocate "
+        "(ctx.zeros, ctx.full, npair's pairing_vectors), which then use the default device (a "
+        "CPU tensor): the same on CPU, the only device the test suite has (benchmarks/gpu.py "
+        "runs the tiles on CUDA)",
+    "dmlkit.losses.tiling.x__check_exclude__mutmut_4":
+        "device=None instead of labels.device for the exclude tensor (a CPU tensor): the same "
+        "on CPU, the only device the test suite has (benchmarks/gpu.py runs the tiles on CUDA)",
+    "dmlkit.losses.tiling.x__check_exclude__mutmut_6":
+        "device dropped for the exclude tensor (a CPU tensor): the same on CPU, the only device"
+        " the test suite has (benchmarks/gpu.py runs the tiles on CUDA)",
+    "dmlkit.losses.tiling.x__slot_similarities__mutmut_85":
+        "einsum(\"RD,RKD->RK\", ...): the same subscripts in capitals",
+    "dmlkit.losses.tiling.x__slot_similarities__mutmut_44":
+        "(~keep).to(None) leaves the bool mask: a stable argsort of bools orders False before "
+        "True exactly as of uint8 0 / 1, the same permutation",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁtile_grad__mutmut_7":
+        "as_float=None (a bool keep for every weighting): the binomial weighting takes the bool"
+        " mask anyway, raw multiplies G by it (G.mul_ of a bool or a 0 / 1 float mask, the same"
+        " product), uniform converts it with .to(S.dtype), and the direct form does not read "
+        "this keep (it calls _neg_keep again)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁtile_grad__mutmut_11":
+        "as_float dropped (False: a bool keep for every weighting): the binomial weighting "
+        "takes the bool mask anyway, raw multiplies G by it (the same product as with a 0 / 1 "
+        "float mask), uniform converts it with .to(S.dtype), and the direct form does not read "
+        "this keep",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_neg_keep__mutmut_18":
+        "the scratch buffer of the vthm keep mask named None instead of \"keep\": a name no other"
+        " buffer of the sweep uses (\"exp2\", P's, is the only other one), so the mask still has "
+        "a buffer of its own (the tile and its mirror apart)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_neg_keep__mutmut_19":
+        "the scratch buffer of the vthm keep mask named \"XXkeepXX\" instead of \"keep\": a name no"
+        " other buffer of the sweep uses (\"exp2\", P's, is the only other one), so the mask "
+        "still has a buffer of its own (the tile and its mirror apart)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_neg_keep__mutmut_20":
+        "the scratch buffer of the vthm keep mask named \"KEEP\" instead of \"keep\": a name no "
+        "other buffer of the sweep uses (\"exp2\", P's, is the only other one), so the mask still"
+        " has a buffer of its own (the tile and its mirror apart)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁtile_grad__mutmut_32":
+        "the scratch buffer of the direct gradient P * factor named None instead of \"keep\": "
+        "without mining nothing else of the tile uses \"keep\" (its keep is tile.neg), and \"exp2\""
+        " holds P, so the gradient still has a buffer of its own (the tile and its mirror "
+        "apart)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁtile_grad__mutmut_33":
+        "the scratch buffer of the direct gradient P * factor named \"XXkeepXX\" instead of "
+        "\"keep\": without mining nothing else of the tile uses \"keep\" (its keep is tile.neg), "
+        "and \"exp2\" holds P, so the gradient still has a buffer of its own (the tile and its "
+        "mirror apart)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁtile_grad__mutmut_34":
+        "the scratch buffer of the direct gradient P * factor named \"KEEP\" instead of \"keep\": "
+        "without mining nothing else of the tile uses \"keep\" (its keep is tile.neg), and \"exp2\""
+        " holds P, so the gradient still has a buffer of its own (the tile and its mirror "
+        "apart)",
+    **{m: "float(\"inf\") -> float(\"INF\"): the same float"
+       for m in ("dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_neg_keep__mutmut_71",
+                 "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁfinish__mutmut_7",
+                 "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁprepare__mutmut_7",
+                 "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁstart__mutmut_4")},
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ_finish_weighting__mutmut_71":
+        "n_pos_c left as the long count (.to(None)): it is only a divisor of float tensors "
+        "(pos_sum / n_pos_c here, coef / n_pos_c in pair_grads), which promote it, the same "
+        "quotients",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁaccumulate__mutmut_97":
+        "keep.to(None) (a no-op) instead of .to(S.dtype): where keep is bool (no mining, "
+        "semihard, hard) every later use accepts it and gives the same numbers (keep.sum(1) "
+        "counts added into the float n_keep, softplus(...) * keep, (1 + S) * keep, "
+        "z.masked_fill_(keep == 0, ..), E.mul_(keep), exp(..).mul_(keep)); under vthm it is "
+        "already 0 / 1 in S's dtype",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁfinish__mutmut_86":
+        "n_keep = ctx.n_neg left long (.to(None)) for the raw weighting without mining: the raw"
+        " weighting reads n_keep only through n_keep > 0 (live_rows), the same for a long count",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁfinish__mutmut_90":
+        "n_keep left bool (.to(None)) under vthm with the raw weighting: the raw weighting "
+        "reads n_keep only through n_keep > 0 (live_rows), the same for a bool",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁstart__mutmut_5":
+        "direct = None (never the direct exponentials): every row then takes the shifted "
+        "streaming form, which direct_exponentials only ever replaces where it is safe, the "
+        "same values up to rounding (a speed path; "
+        "test_both_exponential_forms_of_multi_similarity_equal_the_dense_path checks both)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁtile_grad__mutmut_28":
+        "out=None: the direct gradient P * factor goes into a fresh tensor instead of the "
+        "scratch buffer \"keep\", the same values",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁtile_grad__mutmut_67":
+        "G multiplied by keep also without mining (\"XXnoneXX\" never matches): keep is then "
+        "tile.neg, and G is already 0 off the negatives (exp2(-inf) of the masked tile), so the"
+        " product changes nothing",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁtile_grad__mutmut_68":
+        "G multiplied by keep also without mining (\"NONE\" never matches): keep is then "
+        "tile.neg, and G is already 0 off the negatives (exp2(-inf) of the masked tile), so the"
+        " product changes nothing",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁtile_grad__mutmut_65":
+        "the softmax weights' exponent clamped at 1 instead of 0: on kept pairs beta (x - lam) "
+        "<= lse_neg (the row's log-sum-exp holds x's own term and the 1), so the exponent is <="
+        " 0 up to rounding and the clamp only removes rounding above 0; elsewhere G is "
+        "multiplied by keep = 0 (or is exp2(-inf) = 0)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁaccumulate__mutmut_24":
+        "x_max computed on every tile (or True): where need_max is False nothing reads x_max "
+        "(it is read only under vthm and by the shifted raw form, exactly where need_max holds)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁaccumulate__mutmut_101":
+        "as_float=None (a bool keep) where the next call .to(S.dtype) converts it anyway: the "
+        "same 0 / 1 in S's dtype (as_float only spares that conversion)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁaccumulate__mutmut_139":
+        "E multiplied by keep also without mining (\"XXnoneXX\" never matches): keep is then "
+        "tile.neg, and E is already 0 off the negatives (exp2 of the -inf the masked tile holds"
+        " there), so the product changes nothing",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁaccumulate__mutmut_140":
+        "E multiplied by keep also without mining (\"NONE\" never matches): keep is then "
+        "tile.neg, and E is already 0 off the negatives (exp2 of the -inf the masked tile holds"
+        " there), so the product changes nothing",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁfinish__mutmut_18":
+        "rows without a positive also marked live for the hard mining (n_pos >= 0): they keep "
+        "no positive (pos_keep = keep & valid), so _finish_weighting's live_rows (a kept "
+        "positive and a kept negative) still leaves them out, with value 0 and coef 0 on their "
+        "hardest negative's gradient",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ__init____mutmut_26":
+        "fast for beta >= 0 instead of > 0: beta = 0 never reaches the formulation "
+        "(WeightedPairLoss rejects alpha, beta <= 0)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ__init____mutmut_27":
+        "the fast raw form only for beta > 1: for 0 < beta <= 1 the general raw branch runs "
+        "instead (-inf off the negatives, exp(..) * keep, the kept-negative count from the "
+        "tiles), the same values up to rounding (a speed path)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ__init____mutmut_28":
+        "masked_tiles = None (falsy) instead of fast: the engine leaves the products unmasked "
+        "and Tile.negatives_only writes the same -inf into a copy (the same negatives)",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ__init____mutmut_29":
+        "direct = None in __init__: start() sets self.direct = direct_exponentials(ctx) before "
+        "any pass reads it",
+    "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ__init____mutmut_30":
+        "direct = True in __init__: start() sets self.direct = direct_exponentials(ctx) before "
+        "any pass reads it",
 }
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"
