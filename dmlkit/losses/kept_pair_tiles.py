@@ -248,7 +248,9 @@ class KeptPairTiles(TileFormulation):
             z = torch.where(keep, self._pos_fn(s_pos), float("-inf"))
             z = torch.cat([z, ctx.zeros(ctx.B, 1)], dim=1)
             st["lse_pos"] = torch.logsumexp(z, 1)
-            st["lse_neg"] = st["m"] + st["acc"].log()
+            # 0 in a row that is not live: its sum can be e^-m alone, which underflows to 0
+            # once beta (s - lam) > ~100 in float32, and log 0 would make the gradient NaN
+            st["lse_neg"] = torch.where(st["live_rows"], st["m"] + st["acc"].log(), 0.0)
             per_row = st["lse_pos"] / self.alpha + st["lse_neg"] / self.beta
         else:
             st["n_pos_c"] = n_pos.clamp_min(1).to(s_pos.dtype)

@@ -245,10 +245,13 @@ class MultiSimilarityLoss(WeightedPairLoss):
             pos_keep = valid & (sp - self.epsilon < neg_max[:, None])
             neg_keep = torch.gt(S_neg.add_(self.epsilon), pos_min[:, None],
                                 out=torch.empty_like(S_neg))
-            anchors = pos_keep.any(1) & (neg_keep.sum(1) > 0)
-            # the largest kept logit: that of the hardest negative (-inf without negatives,
-            # which the kernel clamps to the "1" logit 0; rows keeping nothing add 0)
-            neg_top = (neg_max - self.lam) * self.beta
+            neg_any = neg_keep.sum(1) > 0
+            anchors = pos_keep.any(1) & neg_any
+            # the largest kept logit: that of the hardest negative; 0 (the "1" logit) in a row
+            # that keeps no negative, whose term is then log(1) = 0 with a zero gradient (the
+            # hardest negative's logit there would make the kernel's e^-m underflow to a 0
+            # denominator: NaN gradients once beta (s - lam) > ~100 in float32)
+            neg_top = torch.where(neg_any, (neg_max - self.lam) * self.beta, 0.0)
         pos_part = kept_lse1p(s_pos, pos_keep.to(S.dtype), -self.alpha, self.lam)
         neg_part = kept_lse1p(S, neg_keep, self.beta, self.lam, neg_top)
         per_anchor = torch.where(anchors, pos_part + neg_part, 0.0)

@@ -246,3 +246,31 @@ def test_an_anchor_keeping_only_a_negative_under_rounding_does_not_count():
     expected = naive_raw([[0.3, 0.25]], [[0]], [[1]], 2.0, 50.0, 0.5)[0] / 2
     loss = losses.build("multi_similarity", epsilon=0.3, normalize=False)
     assert float(loss(x, y, r, ry)) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["multi_similarity", "raw+vthm", "raw+semihard", "raw"])
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_rows_keeping_no_negative_at_a_large_logit_have_finite_gradients(name, chunk):
+    """beta (s - lam) = 100 (1 + 0.5) > 103 for the hardest negatives: e^-150 underflows to 0
+    in float32. A row that keeps no negative still contributes 0 with a zero gradient (it used
+    to divide 0 by that 0: NaN gradients in float32, dense and tiled); the float32 value and
+    gradient equal the float64 ones."""
+    rows = [[1, 0, 0], [1, 0.1, 0], [0.6, 0.8, 0], [0.5, 0.8, 0.3], [0, 0, 1], [0.1, 0, 1],
+            [0.9, 0.3, 0.1], [0.2, 0.1, 1]]
+    x = torch.nn.functional.normalize(torch.tensor(rows, dtype=torch.float64))
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 1, 0])
+    loss = losses.build(name, beta=100.0, lam=-0.5, chunk_size=chunk)
+    out = {}
+    for dtype in (torch.float64, torch.float32):
+        xx = x.to(dtype).requires_grad_(True)
+        value = loss(xx, y)
+        (g,) = torch.autograd.grad(value, xx)
+        out[dtype] = float(value), g.double()
+    batch = make_batch(x, y)
+    kept = miners.vthm(batch.S, batch.pos, batch.neg)[1] if "semihard" not in name else None
+    if kept is not None:                  # some row keeps no negative
+        assert not bool(kept.any(1).all())
+    assert out[torch.float64][1].abs().max() > 0
+    assert out[torch.float32][0] == pytest.approx(out[torch.float64][0], rel=1e-5)
+    torch.testing.assert_close(out[torch.float32][1], out[torch.float64][1], rtol=1e-4,
+                               atol=1e-6)
