@@ -1017,6 +1017,288 @@ EQUIVALENT: dict[str, str] = {
     "dmlkit.losses.kept_pair_tiles.xǁKeptPairTilesǁ__init____mutmut_30":
         "direct = True in __init__: start() sets self.direct = direct_exponentials(ctx) before "
         "any pass reads it",
+    **{m: "device=labels.device dropped or None (a CPU tensor): the same on CPU, the only "
+          "device the test suite has (benchmarks/gpu.py runs the losses on CUDA)"
+       for m in ("dmlkit.losses.npair.x__first_of_class__mutmut_5",
+                 "dmlkit.losses.npair.x__first_of_class__mutmut_7")},
+    "dmlkit.losses.npair.x__l2_penalty__mutmut_1":
+        "l2_reg == 0 or (not q_mask.any() and not r_mask.any()): no caller passes an empty mask"
+        " (regularizer and tiled_regularizer only after anchors >= 1 and columns >= 2, forward "
+        "and the tuplet with all-True masks of non-empty batches), so both mask tests are "
+        "always False",
+    **{m: "device=labels.device dropped or None (a CPU tensor): the same on CPU, the only "
+          "device the test suite has"
+       for m in ("dmlkit.losses.npair.x_pair_indices__mutmut_10",
+                 "dmlkit.losses.npair.x_pair_indices__mutmut_12")},
+    **{m: "the rolled-mask branch also for a single label (labels.numel() > 1 or True, >= 1): "
+          "there rank == [0], the mask is [False] and first is empty, the same as second (an "
+          "empty batch is refused before)"
+       for m in ("dmlkit.losses.npair.x_pair_indices__mutmut_44",
+                 "dmlkit.losses.npair.x_pair_indices__mutmut_56")},
+    **{m: "the dtype of the 0-dim zero tensor: a 0-dim operand does not change torch.where's "
+          "result dtype (S's), and 0 is 0 in every float dtype"
+       for m in ("dmlkit.losses.npair.xǁNPairLossǁcompute__mutmut_21",
+                 "dmlkit.losses.npair.xǁNPairLossǁcompute__mutmut_24",
+                 "dmlkit.losses.npair.xǁNPairLossǁcompute__mutmut_36",
+                 "dmlkit.losses.npair.xǁNPairLossǁcompute__mutmut_39",
+                 "dmlkit.losses.npair.xǁNPairOVOLossǁcompute__mutmut_8",
+                 "dmlkit.losses.npair.xǁNPairOVOLossǁcompute__mutmut_11",
+                 "dmlkit.losses.npair.xǁTupletLossǁcompute__mutmut_14",
+                 "dmlkit.losses.npair.xǁTupletLossǁcompute__mutmut_17",
+                 "dmlkit.losses.angular.xǁAngularLossǁcompute__mutmut_20",
+                 "dmlkit.losses.angular.xǁAngularLossǁcompute__mutmut_23")},
+    **{m: "device=S.device dropped or None (a CPU tensor): the same on CPU, the only device the"
+          " test suite has"
+       for m in ("dmlkit.losses.npair.xǁNPairLossǁcompute__mutmut_22",
+                 "dmlkit.losses.npair.xǁNPairLossǁcompute__mutmut_25",
+                 "dmlkit.losses.npair.xǁNPairLossǁcompute__mutmut_37",
+                 "dmlkit.losses.npair.xǁNPairLossǁcompute__mutmut_40",
+                 "dmlkit.losses.npair.xǁNPairLossǁforward__mutmut_47",
+                 "dmlkit.losses.npair.xǁNPairLossǁforward__mutmut_49",
+                 "dmlkit.losses.npair.xǁNPairLossǁforward__mutmut_55",
+                 "dmlkit.losses.npair.xǁNPairLossǁforward__mutmut_58",
+                 "dmlkit.losses.npair.xǁNPairOVOLossǁcompute__mutmut_9",
+                 "dmlkit.losses.npair.xǁNPairOVOLossǁcompute__mutmut_12",
+                 "dmlkit.losses.npair.xǁTupletLossǁcompute__mutmut_15",
+                 "dmlkit.losses.npair.xǁTupletLossǁcompute__mutmut_18",
+                 "dmlkit.losses.angular.xǁAngularLossǁcompute__mutmut_24")},
+    "dmlkit.losses.npair.xǁNPairLossǁforward__mutmut_3":
+        "in-batch losses skip forward's cross-entropy shortcut for the generic path "
+        "(_NPairBase.forward: compute on the anchors vs positives), the same loss and gradient "
+        "(test_npair_in_batch_shortcut_equals_the_pair_batch_formula); a speed path only",
+    "dmlkit.losses.npair.xǁNPairLossǁforward__mutmut_5":
+        "the shortcut taken exactly when chunk_size is set (and the generic path without it): "
+        "the dense shortcut and the tiles give the same loss and gradient; chunk_size only "
+        "chooses the memory layout",
+    **{m: "two pairs go through the generic path (_NPairBase.forward) instead of the shortcut: "
+          "the same loss and gradient (a speed path only)"
+       for m in ("dmlkit.losses.npair.xǁNPairLossǁforward__mutmut_21",
+                 "dmlkit.losses.npair.xǁNPairLossǁforward__mutmut_22")},
+    "dmlkit.losses.npair.xǁNPairLossǁforward__mutmut_31":
+        "the half-precision cast skipped: forward's precision policy (full_precision_forward) "
+        "has already cast half inputs to float32 on entry, so raw is never half here",
+    "dmlkit.losses.npair.xǁNPairLossǁforward__mutmut_38":
+        "F.normalize(x, dim=1) -> F.normalize(x): dim=1 is F.normalize's default",
+    **{m: "float(\"-inf\") -> float(\"-INF\"): the same float"
+       for m in ("dmlkit.losses.npair.xǁTupletLossǁcompute__mutmut_44",
+                 "dmlkit.losses.npair.xǁNPairTilesǁaccumulate__mutmut_27",
+                 "dmlkit.losses.npair.xǁNPairTilesǁstart__mutmut_9",
+                 "dmlkit.losses.npair.xǁTupletTilesǁaccumulate__mutmut_9",
+                 "dmlkit.losses.npair.xǁTupletTilesǁstart__mutmut_9",
+                 "dmlkit.losses.angular.xǁAngularLossǁcompute__mutmut_46",
+                 "dmlkit.losses.angular.xǁAngularTilesǁstart__mutmut_12",
+                 "dmlkit.losses.angular.xǁAngularTilesǁ_exponents__mutmut_16")},
+    **{m: "device=batch.embeddings.device dropped or None (a CPU tensor): the same on CPU, the "
+          "only device the test suite has"
+       for m in ("dmlkit.losses.npair.xǁTupletLossǁregularizer__mutmut_10",
+                 "dmlkit.losses.npair.xǁTupletLossǁregularizer__mutmut_13")},
+    **{m: "device=batch.ref_embeddings.device dropped or None (a CPU tensor): the same on CPU, "
+          "the only device the test suite has"
+       for m in ("dmlkit.losses.npair.xǁTupletLossǁregularizer__mutmut_18",
+                 "dmlkit.losses.npair.xǁTupletLossǁregularizer__mutmut_21")},
+    "dmlkit.losses.npair.xǁ_NPairBaseǁforward__mutmut_2":
+        "in-batch losses skip the anchors-vs-positives shortcut for PairLoss.forward on the "
+        "whole batch: compute sees the same pairs and gives the same loss and gradient (a speed"
+        " path only)",
+    **{m: "two pairs go through PairLoss.forward on the whole batch instead of the "
+          "anchors-vs-positives shortcut: the same loss and gradient (a speed path only)"
+       for m in ("dmlkit.losses.npair.xǁ_NPairBaseǁforward__mutmut_19",
+                 "dmlkit.losses.npair.xǁ_NPairBaseǁforward__mutmut_20")},
+    "dmlkit.losses.npair.xǁNPairTilesǁfinish__mutmut_31":
+        "lse = 1 instead of 0 on the rows that are not anchors: it only enters per_anchor "
+        "through torch.where(anchors, ...) and tile_grad through torch.where(mask, ...), whose "
+        "mask is False on those rows",
+    **{m: "stat = 1 instead of 0 on rows without negatives: their terms are masked by ok "
+          "(has_neg), so dh = 0 there, and tile_grad masks the row by tile.neg, which is False "
+          "on every column of such a row"
+       for m in ("dmlkit.losses.npair.xǁTupletTilesǁfinish__mutmut_32",
+                 "dmlkit.losses.npair.xǁTupletTilesǁfinish__mutmut_42")},
+    "dmlkit.losses.npair.xǁTupletTilesǁfinish__mutmut_4":
+        "has_neg = n_neg >= 0 (every row): a row without negatives means that every reference "
+        "has its label (in-batch: one class), and then no row has both a positive and a "
+        "negative; the mutant's terms are softplus(-inf) or relu(-inf) = 0 with zero gradients,"
+        " the loss 0 as the original's empty case",
+    "dmlkit.losses.npair.xǁNPairTilesǁprepare__mutmut_16":
+        "empty = n < 1 and columns < 2: with anchors but one column, that column is every "
+        "anchor's positive (lse = s_ap: a term 0 up to rounding, tile and pair gradients +-1/n "
+        "on the same pair cancel exactly; ovo has no other column), and with no anchor every "
+        "mask is empty (value 0, no gradient)",
+    **{m: "device=dev dropped or None (a CPU tensor): the same on CPU, the only device the test"
+          " suite has (benchmarks/gpu.py runs the losses on CUDA)"
+       for m in ("dmlkit.losses.npair.x_pairing_vectors__mutmut_5",
+                 "dmlkit.losses.npair.x_pairing_vectors__mutmut_8",
+                 "dmlkit.losses.npair.x_pairing_vectors__mutmut_12",
+                 "dmlkit.losses.npair.x_pairing_vectors__mutmut_15",
+                 "dmlkit.losses.npair.x_pairing_vectors__mutmut_19",
+                 "dmlkit.losses.npair.x_pairing_vectors__mutmut_22")},
+    **{m: "device= dropped or None (a CPU tensor): the same on CPU, the only device the test "
+          "suite has"
+       for m in ("dmlkit.losses.npair.xǁTupletLossǁtiled_regularizer__mutmut_12",
+                 "dmlkit.losses.npair.xǁTupletLossǁtiled_regularizer__mutmut_15",
+                 "dmlkit.losses.npair.xǁTupletLossǁtiled_regularizer__mutmut_20",
+                 "dmlkit.losses.npair.xǁTupletLossǁtiled_regularizer__mutmut_23")},
+    "dmlkit.losses.angular.xǁAngularLossǁcompute__mutmut_21":
+        "device=S.device dropped or None (a CPU tensor): the same on CPU, the only device the "
+        "test suite has (benchmarks/gpu.py runs the losses on CUDA)",
+    "dmlkit.losses.angular.xǁAngularTilesǁstart__mutmut_2":
+        "w from ctx.slots[1] (valid) instead of ctx.slots[0] (index): both are (B, w)",
+    "dmlkit.losses.angular.xǁAngularTilesǁfinish__mutmut_32":
+        "lse = 1 instead of 0 on the slots that are not live: their terms are masked "
+        "(torch.where(live, ...)), so dL/dlse = 0 there, and tile_grad's exponents on them are "
+        "all -inf (a padding slot or a row without negatives), exp(-inf - lse) = 0 either way",
+    "dmlkit.losses.npair.xǁNPairTilesǁprepare__mutmut_13":
+        "empty = None (never empty): with anchors but one column that column is every anchor's "
+        "positive (term lse - s_ap = 0, its tile and pair gradients cancel exactly; ovo has no "
+        "other column), and with no anchor every mask is empty: value 0, no gradient, as the "
+        "empty case (checked: identical values and gradients on 60 random batches, dense and "
+        "tiles of 1-3)",
+    "dmlkit.losses.triplet.x__counts__mutmut_2":
+        "width <= _LOOP_WIDTH -> < : at width 32 the binary search runs instead of the "
+        "comparison loop, and both give the same exact counts (test_triplet_ties checks both "
+        "paths against the naive loop at every width)",
+    **{m: "the hit buffer also allocated at width 1, where the loop over j = 1 .. width - 1 "
+          "never runs"
+       for m in ("dmlkit.losses.triplet.x__counts__mutmut_27",
+                 "dmlkit.losses.triplet.x__counts__mutmut_29")},
+    **{m: "device=... dropped or None (a CPU tensor): the same on CPU, the only device the test"
+          " suite has (benchmarks/gpu.py runs the losses on CUDA)"
+       for m in ("dmlkit.losses.triplet.x__counts__mutmut_63",
+                 "dmlkit.losses.triplet.x__counts__mutmut_67",
+                 "dmlkit.losses.triplet.x__counts__mutmut_80",
+                 "dmlkit.losses.triplet.x__counts__mutmut_83",
+                 "dmlkit.losses.triplet.x_triplet_counts__mutmut_29",
+                 "dmlkit.losses.triplet.x_triplet_counts__mutmut_32",
+                 "dmlkit.losses.lifted.x_masked_logsumexp__mutmut_23",
+                 "dmlkit.losses.lifted.x_masked_logsumexp__mutmut_26",
+                 "dmlkit.losses.lifted.x_masked_logsumexp__mutmut_40",
+                 "dmlkit.losses.lifted.x_masked_logsumexp__mutmut_43",
+           "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁclosed_form_weights__mutmut_11",
+           "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁclosed_form_weights__mutmut_14",
+           "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁclosed_form_weights__mutmut_18",
+           "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁclosed_form_weights__mutmut_21",
+                 "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁcompute__mutmut_51",
+                 "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁcompute__mutmut_54",
+                 "dmlkit.losses.lifted.xǁLiftedStructureLossǁcompute__mutmut_48",
+                 "dmlkit.losses.lifted.xǁLiftedStructureLossǁcompute__mutmut_51",
+                 "dmlkit.losses.lifted.xǁLiftedStructureLossǁcompute__mutmut_87",
+                 "dmlkit.losses.lifted.xǁLiftedStructureLossǁcompute__mutmut_90",
+                 "dmlkit.losses.lifted.xǁLiftedTilesǁfinish__mutmut_66",
+                 "dmlkit.losses.lifted.xǁLiftedTilesǁfinish__mutmut_69")},
+    "dmlkit.losses.triplet.x__signed_counts__mutmut_1":
+        "the default sign 2.0 instead of 1.0: sign is only used through -sign * inf (still "
+        "-inf) and sign < 0 (still False)",
+    **{m: "float(\"inf\") -> float(\"INF\"): the same float"
+       for m in ("dmlkit.losses.triplet.x__signed_counts__mutmut_14",
+                 "dmlkit.losses.triplet.x__sorted__mutmut_11",
+                 "dmlkit.losses.triplet.xǁTripletLossǁ_batch_hard__mutmut_4",
+                 "dmlkit.losses.triplet.x__ordered__mutmut_11",
+                 "dmlkit.losses.triplet.xǁTripletTilesǁ_finish_hard__mutmut_26",
+                 "dmlkit.losses.triplet.xǁTripletTilesǁstart__mutmut_4")},
+    **{m: "sign < 0 -> sign <= 0 / sign < 1: sign is always +1.0 or -1.0 (its callers pass 1.0,"
+          " -1.0 or the default), on which the tests agree"
+       for m in ("dmlkit.losses.triplet.x__signed_counts__mutmut_22",
+                 "dmlkit.losses.triplet.x__signed_counts__mutmut_23")},
+    **{m: "one factor of n_total left as int64 (.to(None)): the product with the other factor, "
+          "in dtype, promotes it to dtype, and the counts are exact integers either way"
+       for m in ("dmlkit.losses.triplet.x_triplet_counts__mutmut_12",
+                 "dmlkit.losses.triplet.x_triplet_counts__mutmut_16")},
+    **{m: "slots[1].shape[1] instead of slots[0].shape[1]: index and valid are both (B, w)"
+       for m in ("dmlkit.losses.triplet.x_triplet_counts__mutmut_20",
+                 "dmlkit.losses.triplet.xǁTripletLossǁcompute__mutmut_11",
+                 "dmlkit.losses.triplet.xǁTripletTilesǁprepare__mutmut_6")},
+    **{m: "one count left as int64 (.to(None)): its sum with the other count, in S's dtype, "
+          "promotes it to S's dtype, and the counts are exact integers"
+       for m in ("dmlkit.losses.triplet.xǁTripletLossǁclosed_form_weights__mutmut_21",
+                 "dmlkit.losses.triplet.xǁTripletLossǁclosed_form_weights__mutmut_24")},
+    "dmlkit.losses.triplet.xǁTripletLossǁcompute__mutmut_65":
+        "n_total left as int64 (.to(None)): total / n_total promotes it to total's dtype, the "
+        "same quotient",
+    "dmlkit.losses.triplet.xǁTripletLossǁscores__mutmut_5":
+        "sign > 0 -> sign >= 0: sign is always +1.0 or -1.0",
+    **{m: "float(\"-inf\") -> float(\"-INF\"): the same float"
+       for m in ("dmlkit.losses.lifted.x_masked_logsumexp__mutmut_12",
+           "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁclosed_form_weights__mutmut_24",
+                 "dmlkit.losses.lifted.xǁLiftedStructureLossǁcompute__mutmut_25",
+                 "dmlkit.losses.lifted.xǁLiftedTilesǁaccumulate__mutmut_10",
+                 "dmlkit.losses.lifted.xǁLiftedTilesǁfinish__mutmut_44",
+                 "dmlkit.losses.lifted.xǁGeneralizedLiftedTilesǁaccumulate__mutmut_9",
+                 "dmlkit.losses.triplet.xǁTripletTilesǁ_b__mutmut_9",
+                 "dmlkit.losses.lifted.x__negative_lse_start__mutmut_9")},
+    **{m: "the dtype of the 0-dim zero (float32): a 0-dim operand does not change torch.where's"
+          " result dtype (the other operand's), and 0 is 0 in every dtype"
+       for m in ("dmlkit.losses.lifted.x_masked_logsumexp__mutmut_22",
+                 "dmlkit.losses.lifted.x_masked_logsumexp__mutmut_25",
+                 "dmlkit.losses.lifted.x_masked_logsumexp__mutmut_39",
+                 "dmlkit.losses.lifted.x_masked_logsumexp__mutmut_42")},
+    **{m: "the dtype of the 0-dim zero (float32): a 0-dim operand does not change torch.where's"
+          " result dtype (the weights'), and 0 is 0 in every dtype"
+       for m in (
+           "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁclosed_form_weights__mutmut_10",
+           "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁclosed_form_weights__mutmut_13")},
+    **{m: "the dtype of the 0-dim -inf (float32): a 0-dim operand does not change torch.where's"
+          " result dtype (S's), and -inf is -inf in every float dtype"
+       for m in (
+           "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁclosed_form_weights__mutmut_17",
+           "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁclosed_form_weights__mutmut_20")},
+    **{m: "the has-positive (53) / has-negative (55) test taken over the whole mask "
+          "(any(None)): an anchor without positives (or negatives) has lp (or ln) = logsumexp "
+          "of nothing = -inf, so h = -inf fails the hinge test h > 0 anyway"
+       for m in (
+           "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁclosed_form_weights__mutmut_53",
+           "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁclosed_form_weights__mutmut_55")},
+    **{m: "the dtype of the 0-dim zero (float32): a 0-dim operand does not change torch.where's"
+          " result dtype (h's), and 0 is 0 in every dtype"
+       for m in ("dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁcompute__mutmut_50",
+                 "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁcompute__mutmut_53")},
+    **{m: "the dtype of the 0-dim zero (float32): a 0-dim operand does not change torch.where's"
+          " result dtype (the distances'), and 0 is 0 in every dtype"
+       for m in ("dmlkit.losses.lifted.xǁLiftedStructureLossǁcompute__mutmut_47",
+                 "dmlkit.losses.lifted.xǁLiftedStructureLossǁcompute__mutmut_50",
+                 "dmlkit.losses.lifted.xǁLiftedStructureLossǁcompute__mutmut_86",
+                 "dmlkit.losses.lifted.xǁLiftedStructureLossǁcompute__mutmut_89")},
+    "dmlkit.losses.triplet.xǁTripletTilesǁ_finish_hard__mutmut_6":
+        "rows with positives and no negative made live (n_neg >= 0): their hardest negative is "
+        "-inf, so their hinge is relu(-inf) = 0 with derivative 0; with label masks (the only "
+        "ones of the tiled path) such a row exists only when every reference has its label, and"
+        " then no row has both kinds, so the loss is 0 either way",
+    "dmlkit.losses.lifted.xǁLiftedTilesǁfinish__mutmut_62":
+        "has_row[i] | has_row[j] -> & on the in-batch positive slots: the tiled path has label "
+        "masks only, so a positive pair (i, j) shares its label and hence its negatives: "
+        "has_row[i] == has_row[j]",
+    **{m: "the dtype of the 0-dim zero (float32): a 0-dim operand does not change torch.where's"
+          " result dtype (the slots'), and 0 is 0 in every dtype"
+       for m in ("dmlkit.losses.lifted.xǁLiftedTilesǁfinish__mutmut_65",
+                 "dmlkit.losses.lifted.xǁLiftedTilesǁfinish__mutmut_68")},
+    "dmlkit.losses.triplet.xǁTripletLossǁscore_fn__mutmut_12":
+        "the squared-distance score -(3 - 2s) instead of -(2 - 2s): every score shifted by the "
+        "same -1 (3 - 2s >= 1 on unit vectors, the clamp never acts), and the loss, its mining "
+        "and its reductions read only differences T_n - T_p",
+    "dmlkit.losses.lifted.x__negative_lse__mutmut_13":
+        "the log-sum-exp of a row without negatives left at -inf (n_neg >= 0) instead of set to"
+        " 0: both users mask such rows, LiftedTiles by has_row / ok and GeneralizedLiftedTiles "
+        "by live, in the value and in the derivative (relu(-inf) = 0 behind torch.where), and "
+        "their tile_grad keeps only negative entries, of which such a row has none",
+    "dmlkit.losses.lifted.x__negative_lse__mutmut_15":
+        "the log-sum-exp of a row without negatives set to 1 instead of 0: both users mask such"
+        " rows (LiftedTiles by has_row / ok, GeneralizedLiftedTiles by live) in the value and "
+        "the derivative, and their tile_grad keeps only negative entries, of which such a row "
+        "has none",
+    "dmlkit.losses.lifted.xǁGeneralizedLiftedStructureLossǁcompute__mutmut_2":
+        "the early return taken only when there is neither a positive nor a negative (and "
+        "instead of or): with only one kind the general path runs, where masked_logsumexp gives"
+        " finite 0s on the empty rows and every anchor lacks a positive or a negative, so "
+        "per_anchor is the masked 0 everywhere: the same connected 0 with a zero gradient "
+        "(checked by the degenerate-batch tests, dense and tiled)",
+    **{m: "st[\"n_kept\"] of an empty batch set to None / 1.0 or under another key: value, "
+          "tile_grad and pair_grads read st[\"empty\"] first and never read n_kept when it is "
+          "True"
+       for m in ("dmlkit.losses.triplet.xǁTripletTilesǁfinish__mutmut_8",
+                 "dmlkit.losses.triplet.xǁTripletTilesǁfinish__mutmut_9",
+                 "dmlkit.losses.triplet.xǁTripletTilesǁfinish__mutmut_10",
+                 "dmlkit.losses.triplet.xǁTripletTilesǁfinish__mutmut_11")},
+    "dmlkit.losses.triplet.xǁTripletTilesǁfinish__mutmut_16":
+        "nan_to_num(0.0) -> nan_to_num(None): None is nan_to_num's default for nan, which is "
+        "0.0",
 }
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"
