@@ -1299,6 +1299,9 @@ EQUIVALENT: dict[str, str] = {
     "dmlkit.losses.triplet.xǁTripletTilesǁfinish__mutmut_16":
         "nan_to_num(0.0) -> nan_to_num(None): None is nan_to_num's default for nan, which is "
         "0.0",
+    "dmlkit.losses.tiles.x_elementwise_grad__mutmut_12":
+        "the entries not kept filled with 1 instead of 0: a constant, whose gradient is 0 "
+        "either way (the function returns only the gradient)",
 }
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"
