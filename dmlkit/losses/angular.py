@@ -47,6 +47,10 @@ class AngularLoss(PairLoss):
     Args:
         alpha: the angle bound in degrees (default 40; the paper reports 36-45 as best).
             ``alpha`` must be in (0, 90); large angles make ``4 t`` huge and the loss harsh.
+            The dense path's shifted products underflow at large angles even for unit
+            vectors: on a 32 x 16 batch of 8 classes it was exact to 1e-7 up to 75 degrees in
+            float32 (0.8 % off at 78, 21 % at 80) and to 1e-15 up to 84 in float64 (4 % off
+            at 86). The tiled path (``chunk_size``) is exact at every angle: use it there.
         normalize: L2-normalise first (default True; the loss is defined for unit vectors).
 
     PML mapping (tests): ``AngularLoss(alpha=a)`` == ``angular(alpha=a)`` in value and in the
