@@ -440,3 +440,16 @@ def test_a_single_negative_pair_equals_the_definition(mining, path, monkeypatch)
     assert got[0] == pytest.approx(want[0], rel=1e-10)
     for g, w in zip(got[1], want[1]):
         torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("form", ["distance", "similarity"])
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_mean_over_a_single_triplet(form, chunk):
+    """One query, one positive, one negative: 'mean' over all triplets divides by 1 (tiled too)."""
+    q = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    r = torch.tensor([[0.6, 0.8], [0.8, 0.6]], dtype=torch.float64)
+    ql, rl = torch.tensor([0]), torch.tensor([0, 1])
+    loss = losses.build("triplet", form=form, mining="all", reduction="mean", chunk_size=chunk)
+    expected = naive_triplet(q, ql, 0.2, form, "all", "mean", ref=r, ref_lab=rl)
+    assert expected > 0
+    assert float(loss(q, ql, r, rl)) == pytest.approx(expected, rel=1e-12)
