@@ -1318,6 +1318,10 @@ EQUIVALENT: dict[str, str] = {
         "empty or no kept triplet -> empty and no kept triplet: with no kept triplet every keep"
         " mask is 0, so the gradient the tile then computes is all zeros, the same as none (and"
         " an empty batch keeps none)",
+    "dmlkit.losses.npair.xǁTupletTilesǁaccumulate__mutmut_27":
+        "the tie count left as int64 (.to(None)): torch.where with the float accumulator "
+        "promotes it to the accumulator dtype and the result is stored into that float tensor, "
+        "the same exact counts",
 }
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"
