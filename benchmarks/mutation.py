@@ -1322,6 +1322,14 @@ EQUIVALENT: dict[str, str] = {
         "the tie count left as int64 (.to(None)): torch.where with the float accumulator "
         "promotes it to the accumulator dtype and the result is stored into that float tensor, "
         "the same exact counts",
+    "dmlkit.losses.triplet.xǁTripletTilesǁfinish__mutmut_23":
+        "nan_to_num's fill 0 -> 1: s_lo gathers the positive slots' similarities (finite, 0 on "
+        "padding) and c_lo holds counts, so T(s_lo) * c_lo is never NaN for the finite inputs "
+        "the losses accept, and the fill is never used",
+    "dmlkit.losses.triplet.xǁTripletTilesǁfinish__mutmut_39":
+        "nan_to_num's fill 0 -> 1: s_hi gathers the positive slots' similarities (finite, 0 on "
+        "padding) and c_hi holds counts, so T(s_hi) * c_hi is never NaN for the finite inputs "
+        "the losses accept, and the fill is never used",
 }
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"
