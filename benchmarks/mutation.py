@@ -1330,6 +1330,9 @@ EQUIVALENT: dict[str, str] = {
         "nan_to_num's fill 0 -> 1: s_hi gathers the positive slots' similarities (finite, 0 on "
         "padding) and c_hi holds counts, so T(s_hi) * c_hi is never NaN for the finite inputs "
         "the losses accept, and the fill is never used",
+    "dmlkit.losses.tiling.x__slot_similarities__mutmut_42":
+        "argsort(..., dim=1) -> argsort(...): the default dim is the last, dim 1 of this 2-D "
+        "tensor",
 }
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"
