@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from naive import naive_binomial, naive_cos, naive_sets, reduce, softplus
-from naive.loss_testing import rand_batch, random_batch, random_qref
+from naive.loss_testing import numeric_grad, rand_batch, random_batch, random_qref
 
 from dmlkit import losses
 from dmlkit.losses.base import make_batch
@@ -31,16 +31,6 @@ def naive_value(x, y, r=None, ry=None, **kw):
     return reduce(naive_binomial(S, P, N, p["alpha"], p["beta"], p["lam"]), p["reduction"])
 
 
-def _numeric_grad(f, x, h=1e-6):
-    g = torch.zeros_like(x)
-    for idx in range(x.numel()):
-        e = torch.zeros_like(x).view(-1)
-        e[idx] = h
-        e = e.view_as(x)
-        g.view(-1)[idx] = (f(x + e) - f(x - e)) / (2 * h)
-    return g
-
-
 @pytest.mark.parametrize("chunk_size", [None, 3])
 @pytest.mark.parametrize("kw", SETTINGS, ids=range(len(SETTINGS)))
 def test_equals_the_naive_loop(kw, chunk_size):
@@ -55,13 +45,13 @@ def test_equals_the_naive_loop(kw, chunk_size):
     # the tiled gradient against central differences of the naive loop
     xx = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(loss(xx, y), xx)
-    torch.testing.assert_close(g, _numeric_grad(lambda e: naive_value(e, y, **kw), x),
+    torch.testing.assert_close(g, numeric_grad(lambda e: naive_value(e, y, **kw), x),
                                rtol=1e-5, atol=1e-7)
     qq, rr = q.clone().requires_grad_(True), r.clone().requires_grad_(True)
     gq, gr = torch.autograd.grad(loss(qq, ql, rr, rl), (qq, rr))
-    torch.testing.assert_close(gq, _numeric_grad(lambda e: naive_value(e, ql, r, rl, **kw), q),
+    torch.testing.assert_close(gq, numeric_grad(lambda e: naive_value(e, ql, r, rl, **kw), q),
                                rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(gr, _numeric_grad(lambda e: naive_value(q, ql, e, rl, **kw), r),
+    torch.testing.assert_close(gr, numeric_grad(lambda e: naive_value(q, ql, e, rl, **kw), r),
                                rtol=1e-5, atol=1e-7)
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 from naive import naive_contrastive
-from naive.loss_testing import random_batch, random_qref
+from naive.loss_testing import numeric_grad, random_batch, random_qref
 
 from dmlkit import losses
 from dmlkit.losses import contrastive
@@ -24,16 +24,6 @@ SETTINGS = [
 ]
 
 
-def _numeric_grad(f, x, h=1e-6):
-    g = torch.zeros_like(x)
-    for idx in range(x.numel()):
-        e = torch.zeros_like(x).view(-1)
-        e[idx] = h
-        e = e.view_as(x)
-        g.view(-1)[idx] = (f(x + e) - f(x - e)) / (2 * h)
-    return g
-
-
 @pytest.mark.parametrize("kw", SETTINGS, ids=range(len(SETTINGS)))
 def test_tiled_equals_the_naive_loop(kw):
     loss = losses.build("contrastive", chunk_size=3, **kw)
@@ -47,7 +37,7 @@ def test_tiled_equals_the_naive_loop(kw):
     x, y = x[:7, :2].contiguous(), y[:7]
     xx = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(loss(xx, y), xx)
-    expected = _numeric_grad(lambda e: naive_contrastive(e, y, **kw), x)
+    expected = numeric_grad(lambda e: naive_contrastive(e, y, **kw), x)
     torch.testing.assert_close(g, expected, rtol=1e-5, atol=1e-6)
 
 

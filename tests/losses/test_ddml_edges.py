@@ -5,7 +5,7 @@ tiled: a graph-connected 0), and the constructor's and the tiling's errors."""
 import pytest
 import torch
 from naive import naive_ddml
-from naive.loss_testing import random_batch, random_qref
+from naive.loss_testing import numeric_grad, random_batch, random_qref
 
 from dmlkit import losses
 
@@ -15,16 +15,6 @@ SETTINGS = [
     {"tau": 2.5, "beta": 0.7, "reduction": "mean"},
     {"tau": 3.0, "beta": 1.5, "reduction": "sum"},
 ]
-
-
-def _numeric_grad(f, x, h=1e-6):
-    g = torch.zeros_like(x)
-    for idx in range(x.numel()):
-        e = torch.zeros_like(x).view(-1)
-        e[idx] = h
-        e = e.view_as(x)
-        g.view(-1)[idx] = (f(x + e) - f(x - e)) / (2 * h)
-    return g
 
 
 @pytest.mark.parametrize("kw", SETTINGS, ids=range(len(SETTINGS)))
@@ -39,14 +29,14 @@ def test_tiled_equals_the_naive_loop(kw):
     x, y = x[:7].contiguous(), y[:7]
     xx = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(loss(xx, y), xx)
-    expected = _numeric_grad(lambda e: naive_ddml(e, y, **kw), x)
+    expected = numeric_grad(lambda e: naive_ddml(e, y, **kw), x)
     torch.testing.assert_close(g, expected, rtol=1e-5, atol=1e-7)
     # query-vs-reference: both inputs get their gradient
     qq, rr = q.clone().requires_grad_(True), r.clone().requires_grad_(True)
     gq, gr = torch.autograd.grad(loss(qq, ql, rr, rl), (qq, rr))
-    torch.testing.assert_close(gq, _numeric_grad(lambda e: naive_ddml(e, ql, r, rl, **kw), q),
+    torch.testing.assert_close(gq, numeric_grad(lambda e: naive_ddml(e, ql, r, rl, **kw), q),
                                rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(gr, _numeric_grad(lambda e: naive_ddml(q, ql, e, rl, **kw), r),
+    torch.testing.assert_close(gr, numeric_grad(lambda e: naive_ddml(q, ql, e, rl, **kw), r),
                                rtol=1e-5, atol=1e-7)
 
 

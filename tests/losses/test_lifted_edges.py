@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from naive import naive_generalized_lifted, naive_lifted
-from naive.loss_testing import random_batch, random_qref
+from naive.loss_testing import random_batch, random_pair_masks, random_qref
 
 from dmlkit import losses
 from dmlkit.losses.base import make_batch
@@ -181,11 +181,7 @@ def test_lifted_arbitrary_pair_masks_equal_the_definition():
     # in-batch masks of any shape: pairs (i, j) where only one of rows i and j has negatives
     x, y = random_batch(5, B=7, D=3)
     batch = make_batch(x, y)
-    g = torch.Generator().manual_seed(6)
-    pos = torch.rand(7, 7, generator=g) < 0.4
-    neg = ~pos & (torch.rand(7, 7, generator=g) < 0.7)
-    pos.fill_diagonal_(False)
-    neg.fill_diagonal_(False)
+    pos, neg = random_pair_masks(7, seed=6)
     pos[0], neg[0] = True, False                     # row 0: positives, no negative
     pos[0, 0] = False
     batch = dataclasses.replace(batch, pos=pos, neg=neg, label_masks=False)

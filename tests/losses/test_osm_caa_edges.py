@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 from naive import naive_cos, naive_osm_caa, naive_sets
-from naive.loss_testing import rand_batch
+from naive.loss_testing import numeric_grad, rand_batch
 
 from dmlkit import losses
 
@@ -77,16 +77,6 @@ def naive_frozen(x0, y, r0, ry, centres, attention, **kw):
     return value
 
 
-def _numeric_grad(f, x, h=1e-6):
-    g = torch.zeros_like(x)
-    for idx in range(x.numel()):
-        e = torch.zeros_like(x).view(-1)
-        e[idx] = h
-        e = e.view_as(x)
-        g.view(-1)[idx] = (f(x + e) - f(x - e)) / (2 * h)
-    return g
-
-
 @pytest.mark.parametrize("attention,kw", SETTINGS, ids=range(len(SETTINGS)))
 def test_tiled_equals_the_naive_loop(attention, kw):
     loss = osm(attention, chunk_size=3, **kw)
@@ -100,15 +90,15 @@ def test_tiled_equals_the_naive_loop(attention, kw):
     # in-batch gradient
     xx = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(loss(xx, y), xx)
-    expected = _numeric_grad(naive_frozen(x, y, None, None, C, attention, **kw), x)
+    expected = numeric_grad(naive_frozen(x, y, None, None, C, attention, **kw), x)
     torch.testing.assert_close(g, expected, rtol=1e-5, atol=1e-7)
     # query-vs-reference gradient, both inputs
     xx, rr = x.clone().requires_grad_(True), r.clone().requires_grad_(True)
     gx, gr = torch.autograd.grad(loss(xx, y, rr, ry), (xx, rr))
     frozen = naive_frozen(x, y, r, ry, C, attention, **kw)
-    torch.testing.assert_close(gx, _numeric_grad(lambda e: frozen(e, r), x), rtol=1e-5,
+    torch.testing.assert_close(gx, numeric_grad(lambda e: frozen(e, r), x), rtol=1e-5,
                                atol=1e-7)
-    torch.testing.assert_close(gr, _numeric_grad(lambda e: frozen(x, e), r), rtol=1e-5,
+    torch.testing.assert_close(gr, numeric_grad(lambda e: frozen(x, e), r), rtol=1e-5,
                                atol=1e-7)
     # the tiled path equals the dense one, centres' gradient included (the classifier term)
     dense = osm(attention, **kw)
@@ -151,7 +141,7 @@ def test_a_part_without_weight_is_zero(key, attention, chunk_size):
                                          rel=1e-10, abs=1e-12)
     (g,) = torch.autograd.grad(value, xx)
     assert torch.isfinite(g).all()
-    expected = _numeric_grad(naive_frozen(x, y, None, None, C, attention, **kw), x)
+    expected = numeric_grad(naive_frozen(x, y, None, None, C, attention, **kw), x)
     torch.testing.assert_close(g, expected, rtol=1e-5, atol=1e-7)
     if key == "far_negatives":    # the negative part is 0: the value is the positive part
         no_ce = osm(attention, chunk_size=chunk_size, lam=0.3, classifier_weight=0.0)

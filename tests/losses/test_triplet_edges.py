@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from naive import naive_triplet
-from naive.loss_testing import random_batch, random_qref
+from naive.loss_testing import random_batch, random_pair_masks, random_qref
 
 from dmlkit import losses
 from dmlkit.losses import triplet as triplet_module
@@ -236,11 +236,7 @@ def test_arbitrary_pair_masks_equal_the_definition(mining, reduction):
     # masks of any shape of pairs: row 0 keeps positives and no negative, row 1 the reverse
     x, y = random_batch(5, B=7, D=3)
     batch = make_batch(x, y)
-    g = torch.Generator().manual_seed(6)
-    pos = torch.rand(7, 7, generator=g) < 0.4
-    neg = ~pos & (torch.rand(7, 7, generator=g) < 0.7)
-    pos.fill_diagonal_(False)
-    neg.fill_diagonal_(False)
+    pos, neg = random_pair_masks(7, seed=6)
     pos[0], neg[0] = True, False
     pos[1], neg[1] = False, True
     batch = dataclasses.replace(batch, pos=pos, neg=neg, label_masks=False)

@@ -100,6 +100,27 @@ def value_and_grad_S(fn, batch):
     return float(value.detach()), torch.zeros_like(S) if grad is None else grad
 
 
+def random_pair_masks(B: int, seed: int = 6):
+    """Disjoint (B, B) positive / negative masks of no label structure, diagonal False."""
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.rand(B, B, generator=g) < 0.4
+    neg = ~pos & (torch.rand(B, B, generator=g) < 0.7)
+    pos.fill_diagonal_(False)
+    neg.fill_diagonal_(False)
+    return pos, neg
+
+
+def numeric_grad(f, x, h=1e-6):
+    """Central differences of the scalar ``f`` (e.g. a naive loop) at x, entry by entry."""
+    g = torch.zeros_like(x)
+    for idx in range(x.numel()):
+        e = torch.zeros_like(x).view(-1)
+        e[idx] = h
+        e = e.view_as(x)
+        g.view(-1)[idx] = (f(x + e) - f(x - e)) / (2 * h)
+    return g
+
+
 def autograd_weights(loss, x, y):
     """``(batch, S, W)``: the pair weights of ``loss.compute`` by autograd on a leaf S."""
     batch = make_batch(x, y)
