@@ -1333,6 +1333,12 @@ EQUIVALENT: dict[str, str] = {
     "dmlkit.losses.tiling.x__slot_similarities__mutmut_42":
         "argsort(..., dim=1) -> argsort(...): the default dim is the last, dim 1 of this 2-D "
         "tensor",
+    "dmlkit.losses.tiling.x__inputs__mutmut_22":
+        "a half reference not promoted with .float(): the next line's r.to(q.dtype) converts it"
+        " to the queries' float32 / float64 anyway, exactly",
+    "dmlkit.losses.tiling.x_tiled_forward__mutmut_39":
+        "the reference labels not passed to tiled_regularizer: no loss's regularizer reads them"
+        " (N-pair's penalties read the embeddings, OSM/CAA's PairBatch carries them unread)",
 }
 
 _DECORATED = re.compile(r"^((?:@(?:torch\.no_grad\(\)|MINERS\.register\([^)]*\)"

@@ -826,3 +826,17 @@ def test_hard_mining_rows_with_a_single_negative(weighting):
         v, grads = value_and_grads(losses.build("weighted_pair", chunk_size=chunk, **kw), x, y)
         torch.testing.assert_close(v, want_v, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(grads[0], want_g[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_tiled_forward_promotes_half_queries_to_float32(dtype):
+    """Called directly (as the memory bank does), the engine computes half embeddings in
+    float32: the value equals that of the float32 copy of the same rounded values."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 4, generator=g).to(dtype)
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1, 2])
+    loss = losses.build("multi_similarity")
+    got = tiling.tiled_forward(loss, x, y, chunk=4)
+    want = tiling.tiled_forward(loss, x.float(), y, chunk=4)
+    assert got.dtype == torch.float32
+    assert float(got) == float(want)
