@@ -28,12 +28,15 @@ def build_loss(name: str, **overrides):
 
 
 def value_and_grads(loss, *args):
-    """``(value, [grad of each floating-point argument])`` of ``loss(*args)`` on fresh leaves."""
+    """``(value, [grad of each floating-point argument])`` of ``loss(*args)`` on fresh leaves;
+    an argument the value does not depend on gets a zero gradient."""
     leaves = [a.detach().clone().requires_grad_(True) if a.is_floating_point() else a
               for a in args]
     value = loss(*leaves)
-    value.backward()
-    return value.detach(), [a.grad for a in leaves if a.is_floating_point()]
+    floats = [a for a in leaves if a.is_floating_point()]
+    grads = torch.autograd.grad(value, floats, allow_unused=True)
+    return value.detach(), [torch.zeros_like(a) if g is None else g
+                            for a, g in zip(floats, grads)]
 
 
 # ``make test`` runs the suite in parallel (pytest-xdist, ``--dist loadscope``): a test file is

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from conftest import value_and_grads
 import torch.nn.functional as F
 from naive import naive_angular
 from naive.loss_testing import LABEL_LAYOUTS, random_qref
@@ -75,13 +76,7 @@ def _batches(scale=1.0):
 
 
 def _value_and_grads(fn, args):
-    leaves = [a.detach().clone().requires_grad_(True) if a.is_floating_point() else a
-              for a in args]
-    value = fn(*leaves)
-    floats = [a for a in leaves if a.is_floating_point()]
-    grads = torch.autograd.grad(value, floats, allow_unused=True)
-    return value.detach(), [torch.zeros_like(a) if g is None else g
-                            for a, g in zip(floats, grads)]
+    return value_and_grads(fn, *args)
 
 
 SETTINGS = [

@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from conftest import value_and_grads
 import torch.nn.functional as F
 from naive import naive_generalized_lifted, naive_lifted
 from naive.loss_testing import random_batch, random_pair_masks, random_qref
@@ -71,11 +72,8 @@ def brute_generalized_lifted(q, ql, r=None, rl=None, lam=1.0, margin=1.0, form="
 
 
 def _grads(fn, *args):
-    leaves = [a.detach().clone().requires_grad_(True) for a in args]
-    value = fn(*leaves)
-    grads = torch.autograd.grad(value, leaves, allow_unused=True)
-    return float(value), [torch.zeros_like(a) if g is None else g
-                          for a, g in zip(leaves, grads)]
+    value, grads = value_and_grads(fn, *args)
+    return float(value), grads
 
 
 def _close(got, want):

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from conftest import value_and_grads
 import torch.nn.functional as F
 from naive import naive_npair, naive_tuplet
 from naive.loss_testing import LABEL_LAYOUTS, random_qref
@@ -130,13 +131,7 @@ def _args(key, seed=0):
 
 
 def _value_and_grads(fn, args):
-    leaves = [a.detach().clone().requires_grad_(True) if a.is_floating_point() else a
-              for a in args]
-    value = fn(*leaves)
-    floats = [a for a in leaves if a.is_floating_point()]
-    grads = torch.autograd.grad(value, floats, allow_unused=True)
-    grads = [torch.zeros_like(a) if g is None else g for a, g in zip(floats, grads)]
-    return value.detach(), grads
+    return value_and_grads(fn, *args)
 
 
 def _assert_close(got, want):

@@ -11,6 +11,7 @@ import itertools
 
 import pytest
 import torch
+from conftest import value_and_grads
 import torch.nn.functional as F
 from naive import naive_triplet
 from naive.loss_testing import random_batch, random_pair_masks, random_qref
@@ -75,11 +76,8 @@ def brute_triplet(q, ql, r=None, rl=None, margin=0.2, form="distance", mining="a
 
 
 def _grads(fn, *args):
-    leaves = [a.detach().clone().requires_grad_(True) for a in args]
-    value = fn(*leaves)
-    grads = torch.autograd.grad(value, leaves, allow_unused=True)
-    return float(value), [torch.zeros_like(a) if g is None else g
-                          for a, g in zip(leaves, grads)]
+    value, grads = value_and_grads(fn, *args)
+    return float(value), grads
 
 
 @pytest.mark.parametrize("form,mining,reduction", COMBOS)
