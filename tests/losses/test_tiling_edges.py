@@ -138,7 +138,10 @@ def _dense_with_exclusion(loss, q, ql, r, rl, exclude):
 
 @pytest.mark.parametrize("name,kw", EXCLUDE_LOSSES, ids=lambda v: str(v))
 @pytest.mark.parametrize("wide", [False, True])
-def test_an_excluded_column_equals_the_dense_masks(monkeypatch, name, kw, wide):
+@pytest.mark.parametrize("own_copy", [False, True])
+def test_an_excluded_column_equals_the_dense_masks(monkeypatch, name, kw, wide, own_copy):
+    """own_copy: each excluded column holds the query itself, as in a cross-batch memory; at
+    similarity 1 it would be every row's hardest negative if a tile left it unmasked."""
     if wide:               # the positive slots through the tiles (a memory bank of few classes)
         monkeypatch.setattr(tiles, "WIDE_SLOTS", 1)
     g = torch.Generator().manual_seed(31)
@@ -151,6 +154,8 @@ def test_an_excluded_column_equals_the_dense_masks(monkeypatch, name, kw, wide):
     assert torch.equal(rl[exclude], ql)
     q = torch.randn(B, D, generator=g, dtype=torch.float64)
     r = torch.randn(M, D, generator=g, dtype=torch.float64)
+    if own_copy:
+        r[exclude] = q
     leaves = [q.clone().requires_grad_(True), r.clone().requires_grad_(True)]
     torch.manual_seed(0)
     dense = losses.build(name, **kw)
