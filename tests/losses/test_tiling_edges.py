@@ -777,13 +777,14 @@ def test_lse_update_shifts_each_row_by_its_own_maximum():
     torch.testing.assert_close(m + acc.log(), want, rtol=1e-14, atol=0)
 
 
-@pytest.mark.parametrize("name,kw,scale", [("multi_similarity", dict(lam=-8.0), 1.0),
+@pytest.mark.parametrize("name,kw,scale", [("multi_similarity", dict(lam=-16.0), 1.0),
                                            ("multi_similarity", {}, 5.0),
-                                           ("raw", dict(lam=-8.0), 1.0)])
+                                           ("raw", dict(lam=-16.0), 1.0)])
 def test_shifted_raw_form_with_logits_beyond_the_exponent_range(name, kw, scale):
     """Unnormalised embeddings (the shifted streaming form, not the direct one): logits
-    beta (s - lam) of several hundred (lam = -8, or |s| up to ~25) whose exponentials overflow
-    float64 unless each row is shifted by its largest kept logit; tiled equals dense."""
+    beta (s - lam) of 750 to 850 (lam = -16 on unit vectors) or up to ~1,200 (|s| up to 25),
+    whose exponentials overflow float64 (above e^709) unless each row is shifted by its
+    largest kept logit; tiled equals dense."""
     g = torch.Generator().manual_seed(47)
     x = torch.nn.functional.normalize(torch.randn(10, 4, generator=g, dtype=torch.float64),
                                       dim=1) * scale
