@@ -846,3 +846,25 @@ def test_tiled_forward_promotes_half_queries_to_float32(dtype):
     want = tiling.tiled_forward(loss, x.float(), y, chunk=4)
     assert got.dtype == torch.float32
     assert float(got) == float(want)
+
+
+def test_hard_mining_finds_its_negative_beyond_the_integers_of_float32():
+    """A float32 memory bank of 2^24 + 2 references (D = 1, unnormalised): the hardest
+    negative is the last column, 2^24 + 1, which float32 cannot hold (it rounds to 2^24, a
+    weaker negative). Its column is kept as an integer: the value and the query's gradient
+    equal the dense loss of the three references that matter (the positive, the last two)."""
+    M = 2 ** 24 + 2
+    r = torch.zeros(M, 1)
+    r[0], r[M - 2], r[M - 1] = 1.0, 0.5, 0.9
+    rl = torch.ones(M, dtype=torch.long)
+    rl[0] = 0
+    q, ql = torch.tensor([[1.0]]), torch.tensor([0])
+    kw = dict(weighting="uniform", mining="hard", normalize=False)
+    loss = losses.build("weighted_pair", chunk_size=2 ** 20, **kw)
+    v, (gq,) = value_and_grads(lambda a: loss(a, ql, r, rl), q)
+    dense = losses.build("weighted_pair", **kw)
+    want_v, (want_gq,) = value_and_grads(
+        lambda a: dense(a, ql, r[[0, M - 2, M - 1]].double(), torch.tensor([0, 1, 1])),
+        q.double())
+    assert float(v) == pytest.approx(float(want_v), rel=1e-6)
+    torch.testing.assert_close(gq.double(), want_gq, rtol=1e-6, atol=0)
