@@ -328,7 +328,7 @@ EQUIVALENT: dict[str, str] = {
     **{f"dmlkit.losses.tiling.x_{f}__mutmut_{n}":
        "the tiles of a masked_tiles formulation left unmasked (masked=None or the default "
        "False): Tile.negatives_only then writes the same -inf into a copy"
-       for f, n in (("_symmetric_backward", 21),)},
+       for f, n in (("_symmetric_backward", 21), ("_run_passes", 30), ("_run_passes", 36))},
     "dmlkit.losses.tiling.x__symmetric_backward__mutmut_27":
         "the workspace passed as masked (an empty dict: falsy, never filled, as the tiles get "
         "workspace=None): unmasked tiles with fresh scratch tensors, the same values",

@@ -3,6 +3,12 @@
 Embeddings are checked (2-D, floating point, finite), cast to float32 (float64 stays float64)
 and L2-normalised when asked; labels are checked against them. Similarity blocks are cut into
 chunks of queries of about ``max_block`` floats.
+
+Unnormalised float32 queries and database whose similarities could overflow float32 (the
+product of their largest norms above half its maximum, 1.7e38) are searched in float64, an
+exact conversion: float32 would turn such similarities into +-inf, ties that no longer follow
+the similarities, among which a query's own masked entry (-inf) would rank. Beyond half of
+float64's maximum a ValueError names the norms.
 """
 
 from __future__ import annotations
@@ -74,9 +80,35 @@ def query_database(embeddings, labels, gallery, normalize: bool):
     q_emb, q_lab = prepare(embeddings, labels, "embeddings", normalize)
     g_emb, g_lab = _split_gallery(gallery, normalize, q_emb)
     self_mode = g_emb is None
+    if not normalize:
+        q_emb, g_emb = _within_range(q_emb, q_emb if self_mode else g_emb)
     if self_mode:
         g_emb, g_lab = q_emb, q_lab
     return q_emb, q_lab, g_emb, g_lab, self_mode
+
+
+def _largest_norm(x: torch.Tensor) -> float:
+    """The largest row norm, without overflow (rows scaled by their largest entry first)."""
+    x = x.double()
+    scale = x.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    return float(((x / scale).norm(dim=1) * scale[:, 0]).max())
+
+
+def _within_range(q_emb: torch.Tensor, g_emb: torch.Tensor):
+    """Unnormalised queries and database in a dtype where no similarity overflows: float64
+    when float32 could (the largest norms' product above half its maximum; Cauchy-Schwarz
+    bounds every partial sum of a dot product by it); a ValueError beyond float64's."""
+    if q_emb.shape[0] == 0 or g_emb.shape[0] == 0:
+        return q_emb, g_emb
+    nq, ng = _largest_norm(q_emb), _largest_norm(g_emb)
+    if nq * ng < torch.finfo(q_emb.dtype).max / 2:
+        return q_emb, g_emb
+    if nq * ng >= torch.finfo(torch.float64).max / 2:
+        raise ValueError(
+            f"embeddings of norm up to {nq:.3g} and database embeddings of norm up to "
+            f"{ng:.3g} give similarities beyond float64's range (their product exceeds "
+            f"{torch.finfo(torch.float64).max / 2:.3g}); pass normalize=True or rescale them")
+    return q_emb.double(), g_emb.double()
 
 
 def block_rows(n_query: int, n_db: int, max_block: int) -> int:

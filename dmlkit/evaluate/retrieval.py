@@ -284,7 +284,8 @@ def retrieval_metrics(
             retrieval (In-shop); then no item is removed from the ranking.
         precision_ks: precision@K list (fraction of the top K that share the query's class).
         r_metrics: compute MAP@R and R-precision (Musgrave et al. 2020).
-        normalize: L2-normalise first (cosine similarity, the papers' setting).
+        normalize: L2-normalise first (cosine similarity, the papers' setting); without it,
+            float32 embeddings whose similarities could overflow float32 are ranked in float64.
         lone_queries: ``"exclude"`` (default, as PML) or ``"miss"`` (count in Recall@K and
             precision@K as failures).
         average: ``"query"`` (default) or ``"class"`` (mean of per-class means, PML's

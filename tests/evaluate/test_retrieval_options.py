@@ -5,6 +5,7 @@ a test)."""
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import naive
@@ -108,8 +109,9 @@ def test_near_ties_in_a_database_of_two_and_overflowed_similarities():
     with pytest.warns(RuntimeWarning, match=r"^100\.0% of the queries"):
         ev.retrieval_metrics(q, [0], (1,), gallery=(g, [0, 1]), normalize=False,
                              near_ties="warn")
-    # similarities that overflow to -inf are equal, an exact tie (broken by index), not a
-    # near tie: no warning, and the ranking is item 0, then 1 before 2
+    # similarities that would overflow float32 to -inf (-1e40): ranked in float64, where the
+    # two are equal, an exact tie (broken by index): no warning, and the ranking is item 0,
+    # then 1 before 2
     q = np.array([[1e20, 0.0]], np.float32)
     g = np.array([[1.0, 0.0], [-1e20, 0.0], [-1e20, 0.0]], np.float32)
     with warnings.catch_warnings():
@@ -118,6 +120,53 @@ def test_near_ties_in_a_database_of_two_and_overflowed_similarities():
                                    near_ties="warn")
     assert got == {"recall@1": 0.0, "recall@2": 1.0, "map@r": 0.25, "r_precision": 0.5}
 
+
+def test_the_near_tie_scan_covers_the_top_list_that_the_metrics_read():
+    """A query whose 40 positives are spread 0.02 rad apart except an exact tie at ranks 20
+    and 21 (0-based): the scan looks at max(R, the deepest K, 16) items, R only with
+    r_metrics, so only the calls whose metrics read ranks 20 and 21 warn."""
+    angles = 0.02 * np.arange(1, 41)
+    angles[21] = angles[20]
+    g = np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
+    q = np.array([[1.0, 0.0]], np.float32)
+    s = (g.astype(np.float64) @ q[0]).round(12)
+    assert (np.diff(s) < 0).sum() == 38 and s[20] == s[21]   # one tie, at ranks 20 and 21
+    for kw, warns in ((dict(r_metrics=False), False), (dict(r_metrics=True), True),
+                      (dict(r_metrics=False, precision_ks=(21,)), False),
+                      (dict(r_metrics=False, precision_ks=(22,)), True)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ev.retrieval_metrics(q, [0], (1,), gallery=(g, [0] * 40), near_ties="warn", **kw)
+        assert [str(w.message)[:33] for w in caught] == (
+            ["100.0% of the queries have neighb"] if warns else []), kw
+
+def test_unnormalised_similarities_beyond_float32_are_ranked_in_float64():
+    """Item 0's similarities with items 18 and 19 are -2e40 and -1e40: both -inf in float32,
+    where index order would rank the negative 18 before the positive 19 and item 0's own
+    masked entry (-inf) before both (a false hit in precision@18). Float64 dot products (the
+    naive loop) are the reference; with a gallery, the query's first positive is at rank 19."""
+    vals = [1e20] + [float(k) for k in range(1, 18)] + [-2e20, -1e20]
+    lab = [0] + [1] * 18 + [0]
+    x = np.array(vals, np.float32)[:, None]
+    with np.errstate(over="ignore"):
+        assert np.isneginf(x[0, 0] * x[18:, 0]).all()
+    # item 0's first positive beyond the top list (counted) and within it (precision@19)
+    for kw in (dict(ks=(1, 17, 18, 19)), dict(ks=(18,), precision_ks=(17, 18, 19))):
+        got = ev.retrieval_metrics(x, lab, normalize=False, **kw)
+        _assert_same(got, naive.brute_force_metrics(x, lab, normalize=False, **kw))
+    q, g = x[:1], np.concatenate([x[1:], [[3e20]]]).astype(np.float32)
+    got = ev.retrieval_metrics(q, [0], (18, 19), gallery=(g, [*lab[1:], 1]), normalize=False)
+    assert got == {"recall@18": 0.0, "recall@19": 1.0, "map@r": 0.0, "r_precision": 0.0}
+
+
+def test_similarities_beyond_float64_are_an_error():
+    x = np.array([[1e160, 0.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="^" + re.escape(
+            "embeddings of norm up to 1e+160 and database embeddings of norm up to 1e+160 "
+            "give similarities beyond float64's range (their product exceeds 8.99e+307); "
+            "pass normalize=True or rescale them") + "$"):
+        ev.retrieval_metrics(x, [0, 0], normalize=False)
+    assert ev.retrieval_metrics(x, [0, 0], (1,))["recall@1"] == 1.0
 
 def test_option_errors_name_the_option():
     x, y = clustered(10, 3, 2, 1.0, seed=9)

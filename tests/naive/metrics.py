@@ -1,8 +1,9 @@
 """Brute-force retrieval, re-ID, verification and clustering metrics (per-query loops in
 float64): the references for every metric test.
 
-The ranking convention is dmlkit.evaluate's: cosine similarity descending, exact ties by database
-index ascending; without a gallery each query's own row is left out by index.
+The ranking convention is dmlkit.evaluate's: cosine similarity descending (float64 dot
+products of the given vectors with ``normalize=False``), exact ties by database index
+ascending; without a gallery each query's own row is left out by index.
 """
 
 from __future__ import annotations
@@ -15,22 +16,22 @@ import numpy as np
 __all__ = ["brute_force_metrics", "expected_vrf", "pair_f1", "rankings"]
 
 
-def _unit(x) -> np.ndarray:
+def _unit(x, normalize: bool = True) -> np.ndarray:
     x = np.asarray(x, np.float64)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.linalg.norm(x, axis=1, keepdims=True) if normalize else x
 
 
 def rankings(queries, query_labels, gallery=None, gallery_labels=None, *, query_cams=None,
-             gallery_cams=None) -> list[tuple[np.ndarray, np.ndarray]]:
+             gallery_cams=None, normalize: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per query: (database indices in rank order, whether each shares the query's label).
 
     Without ``gallery`` the queries are the database and the query itself is left out. With
     cameras, gallery items of the query's label seen by the query's camera are left out (the
     Market-1501 / MARS junk rule).
     """
-    q, ql = _unit(queries), np.asarray(query_labels)
+    q, ql = _unit(queries, normalize), np.asarray(query_labels)
     self_mode = gallery is None
-    g, gl = (q, ql) if self_mode else (_unit(gallery), np.asarray(gallery_labels))
+    g, gl = (q, ql) if self_mode else (_unit(gallery, normalize), np.asarray(gallery_labels))
     out = []
     for i in range(len(q)):
         keep = np.ones(len(g), bool)
@@ -49,7 +50,7 @@ def brute_force_metrics(queries, query_labels, gallery=None, gallery_labels=None
                         metrics=("recall", "precision", "map@r", "r_precision"),
                         ks=(1, 2, 4, 8), precision_ks=(), cmc_ranks=(1, 5, 10, 20),
                         lone="exclude", average="query", query_cams=None,
-                        gallery_cams=None) -> dict[str, float]:
+                        gallery_cams=None, normalize: bool = True) -> dict[str, float]:
     """The metrics named in ``metrics`` (dmlkit.evaluate names), one query at a time.
 
     * ``recall`` / ``precision``: ``recall@k`` for ``ks``, ``precision@k`` (hits in the top k
@@ -63,7 +64,7 @@ def brute_force_metrics(queries, query_labels, gallery=None, gallery_labels=None
     ``average="class"`` averages recall, precision, MAP@R and R-precision per class first.
     """
     ranked = rankings(queries, query_labels, gallery, gallery_labels, query_cams=query_cams,
-                      gallery_cams=gallery_cams)
+                      gallery_cams=gallery_cams, normalize=normalize)
     ql = np.asarray(query_labels)
     rows: dict[str, list] = {}
     if "recall" in metrics:
