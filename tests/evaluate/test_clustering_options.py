@@ -4,6 +4,8 @@ mutation run, benchmarks/mutation.py, found without a test)."""
 
 from __future__ import annotations
 
+import math
+
 import naive
 import numpy as np
 import pytest
@@ -163,6 +165,28 @@ def test_faiss_backend_passes_niter_trials_and_its_seed():
         want = km.index.search(x, 1)[1][:, 0]
         assert np.array_equal(ev.kmeans(x, 2, seed=seed, niter=1, backend="faiss"), want)
 
+
+def test_faiss_backend_restarts_subsample_with_their_own_seeds():
+    # n_init = 2 above 256 points per centre: restart r seeds both its k-means++ and faiss's
+    # subsample with 1000 * seed + r, and the restart of the lowest objective (float64 sum
+    # of faiss's squared distances; the first on a tie) gives the partition
+    faiss = pytest.importorskip("faiss")
+    x, _ = clustered(700, 3, 2, 2.0, seed=78, dtype=np.float32)
+    second_won = 0
+    for seed in range(6):
+        best, best_obj = None, math.inf
+        for r in range(2):
+            start = x[clustering.kmeans_plusplus(x, 2, seed=1000 * seed + r)]
+            km = faiss.Kmeans(3, 2, niter=1, nredo=1, seed=1000 * seed + r, verbose=False)
+            km.train(x, init_centroids=start)
+            dist, assign = km.index.search(x, 1)
+            obj = float(dist.astype(np.float64).sum())
+            if obj < best_obj:
+                best_obj, best, won = obj, assign[:, 0], r
+        second_won += won
+        got = ev.kmeans(x, 2, seed=seed, n_init=2, niter=1, backend="faiss")
+        assert np.array_equal(got, best), seed
+    assert second_won > 0
 
 def test_kmeans_plusplus_arguments_and_defaults():
     x, _ = clustered(10, 3, 2, 0.5, seed=79)

@@ -120,6 +120,21 @@ def test_kmeans_plusplus_computes_in_float64_or_float32():
             assert got.tolist() == want, (type(pts), seed)
 
 
+def test_draws_sum_the_squared_distances_in_float64():
+    # float32 points at 0 and at 2^63: squared distances 2^126, exact in float32, whose sum
+    # over the four points of the other group, 2^128, is past float32's largest value: a
+    # float32 cumulative sum would end at inf and always draw the group's last point (3 or
+    # 7); float64 draws each with 1/4
+    x = np.array([0.0] * 4 + [2.0 ** 63] * 4, np.float32)[:, None]
+    seconds = set()
+    for seed in range(16):
+        got = clustering.kmeans_plusplus(x, 2, seed=seed, n_local_trials=1).tolist()
+        want = _naive_seeding(x.astype(np.float64), 2, torch.Generator().manual_seed(seed), 1,
+                              DEFAULT_BLOCK // 8)
+        assert got == want, seed
+        seconds.add(got[1])
+    assert seconds - {3, 7}
+
 def test_potentials_are_summed_in_float64():
     # float32 points on a line with integer coordinates (exact float32 distances), mirror
     # symmetric about 0 and mostly at 0: from a first centre at 0 the mirror images +a and
