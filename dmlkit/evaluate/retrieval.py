@@ -206,10 +206,15 @@ def _retrieval_core(q_emb, q_lab, g_emb, g_lab, self_mode: bool, r_metrics: bool
         depth = max(int(r.max()) if r_metrics else 0, precision_k or 0, _FIRST_HIT_DEPTH)
         depth = min(depth, n_db)
         idx = _ordered_topk(S, depth, n_db)
-        if depth >= 2:   # a near tie anywhere in the ordered list (R@1, MAP@R, precision)
+        if depth >= 2:   # a near tie in the row's own list (R@1, MAP@R, precision)
             top = torch.gather(S, 1, idx)
             gaps = (top[:, :-1] - top[:, 1:]).nan_to_num(nan=math.inf)
-            near[a:b] = (gaps <= _near_tie_tolerance(q_emb.shape[1], top[:, :1])).any(dim=1)
+            # each row scans max(its R, K, 16) items, not the block's deepest list
+            own = (r if r_metrics else torch.zeros_like(r)).clamp(
+                min=max(precision_k, _FIRST_HIT_DEPTH), max=n_db)
+            scanned = torch.arange(1, depth, device=device)[None, :] < own[:, None]
+            near[a:b] = ((gaps <= _near_tie_tolerance(q_emb.shape[1], top[:, :1]))
+                         & scanned).any(dim=1)
         hits = g_lab[idx] == lab[:, None]
         found = hits.any(dim=1)
         first = torch.where(found, hits.to(torch.uint8).argmax(dim=1), -1)

@@ -140,6 +140,19 @@ def test_the_near_tie_scan_covers_the_top_list_that_the_metrics_read():
         assert [str(w.message)[:33] for w in caught] == (
             ["100.0% of the queries have neighb"] if warns else []), kw
 
+def test_each_query_scans_its_own_list_for_near_ties():
+    """Two queries in one block with the same similarities (the 40 items of the test above,
+    tied at ranks 20 and 21): query 0 has R = 40 and warns, query 1 (R = 2, two far items)
+    scans 16 items only, whatever the block it shares: 50 %, one query per block or not."""
+    angles = np.concatenate([0.02 * np.arange(1, 41), [3.0, 3.1]])
+    angles[21] = angles[20]
+    g = np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
+    q = np.array([[1.0, 0.0], [1.0, 0.0]], np.float32)
+    for max_block in (2**25, g.shape[0]):
+        with pytest.warns(RuntimeWarning, match=r"^50\.0% of the queries"):
+            ev.retrieval_metrics(q, [0, 1], (1,), gallery=(g, [0] * 40 + [1, 1]),
+                                 near_ties="warn", max_block=max_block)
+
 def test_unnormalised_similarities_beyond_float32_are_ranked_in_float64():
     """Item 0's similarities with items 18 and 19 are -2e40 and -1e40: both -inf in float32,
     where index order would rank the negative 18 before the positive 19 and item 0's own
