@@ -87,11 +87,15 @@ def query_database(embeddings, labels, gallery, normalize: bool):
     return q_emb, q_lab, g_emb, g_lab, self_mode
 
 
-def _largest_norm(x: torch.Tensor) -> float:
-    """The largest row norm, without overflow (rows scaled by their largest entry first)."""
-    x = x.double()
-    scale = x.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
-    return float(((x / scale).norm(dim=1) * scale[:, 0]).max())
+def _largest_norm(x: torch.Tensor, rows: int = 4096) -> float:
+    """The largest row norm, in float64 without overflow (each row scaled by its largest
+    entry first), a block of rows at a time (no float64 copy of the whole matrix)."""
+    tiny, best = torch.finfo(torch.float64).tiny, 0.0
+    for a in range(0, x.shape[0], rows):
+        block = x[a:a + rows].double()
+        scale = block.abs().amax(dim=1, keepdim=True).clamp_min(tiny)
+        best = max(best, float(((block / scale).norm(dim=1) * scale[:, 0]).max()))
+    return best
 
 
 def _within_range(q_emb: torch.Tensor, g_emb: torch.Tensor):
@@ -100,7 +104,8 @@ def _within_range(q_emb: torch.Tensor, g_emb: torch.Tensor):
     bounds every partial sum of a dot product by it); a ValueError beyond float64's."""
     if q_emb.shape[0] == 0 or g_emb.shape[0] == 0:
         return q_emb, g_emb
-    nq, ng = _largest_norm(q_emb), _largest_norm(g_emb)
+    nq = _largest_norm(q_emb)
+    ng = nq if g_emb is q_emb else _largest_norm(g_emb)
     if nq * ng < torch.finfo(q_emb.dtype).max / 2:
         return q_emb, g_emb
     if nq * ng >= torch.finfo(torch.float64).max / 2:

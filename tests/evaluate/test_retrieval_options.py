@@ -180,6 +180,15 @@ def test_similarities_beyond_float64_are_an_error():
             "pass normalize=True or rescale them") + "$"):
         ev.retrieval_metrics(x, [0, 0], normalize=False)
     assert ev.retrieval_metrics(x, [0, 0], (1,))["recall@1"] == 1.0
+    # the norms are read a block of 4096 rows at a time: the largest in the second block
+    q = np.zeros((5000, 2))
+    q[:, 1] = 1.0
+    q[4999] = [3e150, 4e150]
+    with pytest.raises(ValueError, match=r"^embeddings of norm up to 5e\+150 and database "
+                                         r"embeddings of norm up to 1e\+160 give"):
+        ev.retrieval_metrics(q, np.arange(5000) % 2, gallery=(x[1:] * 1e160, [0]),
+                             normalize=False)
+
 
 def test_option_errors_name_the_option():
     x, y = clustered(10, 3, 2, 1.0, seed=9)
