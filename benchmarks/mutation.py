@@ -132,9 +132,8 @@ EQUIVALENT: dict[str, str] = {
        "the bracket still has lo passing and hi failing, and the bisection ends on the same "
        "float" for n in (17, 24, 27)},
     **{f"dmlkit.evaluate.retrieval.x__first_rank_by_count__mutmut_{n}":
-       "more rows through the tie correction (n_eq counts the unequal items, or >= 1): the "
-       "correction adds the tied items of lower index, 0 for a row without ties"
-       for n in (49, 52)},
+       "more rows through the tie correction (n_eq >= 1): the correction adds the tied "
+       "items of lower index, 0 for a row without ties" for n in (52,)},
     "dmlkit.miners.x_semihard__mutmut_76":
         "searchsorted(..., right=False) -> searchsorted(...): right=False is the default",
     "dmlkit.evaluate.retrieval.x__row_count__mutmut_23":
@@ -181,7 +180,7 @@ EQUIVALENT: dict[str, str] = {
         "(first_rank >= 0 is tested), and every counted row is overwritten",
     **{f"dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_{n}":
        "max(precision_ks, default=None or 1): without precision_ks precision_k only enters "
-       "depth = max(..., precision_k or 0, 16), which it cannot raise" for n in (43, 46)},
+       "depth = max(..., precision_k or 0, 16), which it cannot raise" for n in (46,)},
     **{f"dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_{n}":
        "prec_hits in float32 instead of int32: hit counts are exact in float32 below 2^24 "
        "(a precision@K with K >= 2^24 would be needed)" for n in (49, 52)},
@@ -214,7 +213,18 @@ EQUIVALENT: dict[str, str] = {
     **{f"dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_{n}":
        "+1 or -2 instead of -1 for a query with no positive in its top list: each such row "
        "is overwritten (by the count when it has a positive, by -1 when it has none)"
-       for n in (186, 187)},
+       for n in (208, 209)},
+    "dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_128":
+        "the top list as deep as R also without r_metrics: each row's near-tie scan still "
+        "reads its own max(K, 16) items, a first hit is the same rank from the longer list "
+        "as from the count, and nothing else reads the extra items",
+    **{f"dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_{n}":
+       "each row's scan depth not capped at n_db: the gaps scanned lie below depth <= n_db "
+       "anyway" for n in (163, 165)},
+    "dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_167":
+        "R in each row's scan depth also without r_metrics: without r_metrics the list "
+        "(depth = max(K, 16)) ends where every row's own depth does, so the scan reads the "
+        "same items",
     "dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_95":
         "one query per block (range's step dropped): the blocks only bound memory; each "
         "query's ranking and near-tie scan (its own max(R, K, 16) items) are its row's alone",
@@ -227,19 +237,19 @@ EQUIVALENT: dict[str, str] = {
        "the query itself not removed from its positives (self mode) for the rank count: its "
        "masked entry, -inf, is below every other positive's similarity, which is finite "
        "(query_database), so it is never the best positive nor as similar as one"
-       for n in (197, 203)},
-    "dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_220":
+       for n in (219, 225)},
+    "dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_242":
         "-2 instead of -1 for a query without positives: a negative rank reads as 'no "
         "positive' (first_rank >= 0 is tested)",
     **{f"dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_{n}":
        "the cumulative hits without dtype=int32: torch sums int32 in int64, the same counts "
-       "stored in the int32 prec_hits" for n in (224, 227)},
+       "stored in the int32 prec_hits" for n in (246, 249)},
     **{f"dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_{n}":
        "device=device dropped or None (a CPU tensor): the same on CPU, the only device the "
-       "test suite has" for n in (232, 234, 247, 251)},
+       "test suite has" for n in (176, 179, 254, 256, 269, 273)},
     **{f"dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_{n}":
        "ranks as int64 instead of float64: float64 / int64 is the same true division"
-       for n in (248, 252)},
+       for n in (270, 274)},
     "dmlkit.evaluate.retrieval.x__average__mutmut_6": 'float("nan") -> float("NAN"): the same',
     **{f"dmlkit.evaluate.retrieval.x__average__mutmut_{n}":
        "device=values.device dropped or None (a CPU tensor): the same on CPU, the only device "

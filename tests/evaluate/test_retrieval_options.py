@@ -140,12 +140,14 @@ def test_the_near_tie_scan_covers_the_top_list_that_the_metrics_read():
         assert [str(w.message)[:33] for w in caught] == (
             ["100.0% of the queries have neighb"] if warns else []), kw
 
-def test_each_query_scans_its_own_list_for_near_ties():
+@pytest.mark.parametrize("tie", [20, 15])
+def test_each_query_scans_its_own_list_for_near_ties(tie):
     """Two queries in one block with the same similarities (the 40 items of the test above,
-    tied at ranks 20 and 21): query 0 has R = 40 and warns, query 1 (R = 2, two far items)
-    scans 16 items only, whatever the block it shares: 50 %, one query per block or not."""
+    tied at ranks ``tie`` and ``tie`` + 1; 15: the last item query 1 reads and the first it
+    does not): query 0 has R = 40 and warns, query 1 (R = 2, two far items) scans 16 items
+    only, whatever the block it shares: 50 %, one query per block or not."""
     angles = np.concatenate([0.02 * np.arange(1, 41), [3.0, 3.1]])
-    angles[21] = angles[20]
+    angles[tie + 1] = angles[tie]
     g = np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
     q = np.array([[1.0, 0.0], [1.0, 0.0]], np.float32)
     for max_block in (2**25, g.shape[0]):
