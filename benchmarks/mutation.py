@@ -406,9 +406,6 @@ EQUIVALENT: dict[str, str] = {
     **{f"dmlkit.losses.tiling.x__slot_similarities__mutmut_{n}":
        "device=block.device dropped from the eye mask (a CPU tensor): the same on CPU, the "
        "only device the test suite has" for n in (23, 26)},
-    "dmlkit.losses.tiling.x__mirror__mutmut_8":
-        "mirrored=None instead of True: Tile.mirrored is only part of the workspace key "
-        "(name, mirrored), where None is a key apart from False as True is",
     "dmlkit.losses.tiling.x__symmetric_backward__mutmut_65":
         "G = G.add_(Gt) also where G is None: G and Gt are None together, as every "
         "formulation's tile_grad returns None on a whole-batch condition (no term), never "
