@@ -113,7 +113,8 @@ def _within_range(q_emb: torch.Tensor, g_emb: torch.Tensor):
             f"embeddings of norm up to {nq:.3g} and database embeddings of norm up to "
             f"{ng:.3g} give similarities beyond float64's range (their product exceeds "
             f"{torch.finfo(torch.float64).max / 2:.3g}); pass normalize=True or rescale them")
-    return q_emb.double(), g_emb.double()
+    q64 = q_emb.double()
+    return q64, (q64 if g_emb is q_emb else g_emb.double())
 
 
 def block_rows(n_query: int, n_db: int, max_block: int) -> int:
