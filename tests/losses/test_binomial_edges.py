@@ -8,7 +8,12 @@ import math
 import pytest
 import torch
 from naive import naive_binomial, naive_cos, naive_sets, reduce, softplus
-from naive.loss_testing import numeric_grad, rand_batch, random_batch, random_qref
+from naive.loss_testing import (
+    assert_gradients_match_the_loop,
+    rand_batch,
+    random_batch,
+    random_qref,
+)
 
 from dmlkit import losses
 from dmlkit.losses.base import make_batch
@@ -42,17 +47,8 @@ def test_equals_the_naive_loop(kw, chunk_size):
                                                       rel=1e-10, abs=1e-12)
     if chunk_size is None:      # the dense gradient: test_binomial's eq. 13-14 weights
         return
-    # the tiled gradient against central differences of the naive loop
-    xx = x.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(loss(xx, y), xx)
-    torch.testing.assert_close(g, numeric_grad(lambda e: naive_value(e, y, **kw), x),
-                               rtol=1e-5, atol=1e-7)
-    qq, rr = q.clone().requires_grad_(True), r.clone().requires_grad_(True)
-    gq, gr = torch.autograd.grad(loss(qq, ql, rr, rl), (qq, rr))
-    torch.testing.assert_close(gq, numeric_grad(lambda e: naive_value(e, ql, r, rl, **kw), q),
-                               rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(gr, numeric_grad(lambda e: naive_value(q, ql, e, rl, **kw), r),
-                               rtol=1e-5, atol=1e-7)
+    # the tiled gradients against central differences of the naive loop
+    assert_gradients_match_the_loop(loss, lambda *a: naive_value(*a, **kw), x, y, q, ql, r, rl)
 
 
 def test_defaults_are_the_paper_values():

@@ -5,7 +5,7 @@ tiled: a graph-connected 0), and the constructor's and the tiling's errors."""
 import pytest
 import torch
 from naive import naive_ddml
-from naive.loss_testing import numeric_grad, random_batch, random_qref
+from naive.loss_testing import assert_gradients_match_the_loop, random_batch, random_qref
 
 from dmlkit import losses
 
@@ -25,19 +25,10 @@ def test_tiled_equals_the_naive_loop(kw):
     assert float(loss(x, y)) == pytest.approx(naive_ddml(x, y, **kw), rel=1e-10, abs=1e-12)
     assert float(loss(q, ql, r, rl)) == pytest.approx(naive_ddml(q, ql, r, rl, **kw),
                                                       rel=1e-10, abs=1e-12)
-    # the gradient of the tiled path against central differences of the naive loop
-    x, y = x[:7].contiguous(), y[:7]
-    xx = x.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(loss(xx, y), xx)
-    expected = numeric_grad(lambda e: naive_ddml(e, y, **kw), x)
-    torch.testing.assert_close(g, expected, rtol=1e-5, atol=1e-7)
-    # query-vs-reference: both inputs get their gradient
-    qq, rr = q.clone().requires_grad_(True), r.clone().requires_grad_(True)
-    gq, gr = torch.autograd.grad(loss(qq, ql, rr, rl), (qq, rr))
-    torch.testing.assert_close(gq, numeric_grad(lambda e: naive_ddml(e, ql, r, rl, **kw), q),
-                               rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(gr, numeric_grad(lambda e: naive_ddml(q, ql, e, rl, **kw), r),
-                               rtol=1e-5, atol=1e-7)
+    # the gradients of the tiled path (in-batch on 7 rows, query-vs-reference on both inputs)
+    # against central differences of the naive loop
+    assert_gradients_match_the_loop(loss, lambda *a: naive_ddml(*a, **kw),
+                                    x[:7].contiguous(), y[:7], q, ql, r, rl)
 
 
 def test_tiled_sum_and_mean_differ_by_the_pair_count():

@@ -121,6 +121,30 @@ def numeric_grad(f, x, h=1e-6):
     return g
 
 
+def assert_gradients_match_the_loop(loss, naive, x, y, q, ql, r, rl, rtol=1e-5, atol=1e-7):
+    """The loss's gradients against central differences of the naive loop ``naive(x, y)`` /
+    ``naive(q, ql, r, rl)``: in-batch, then query-vs-reference (both inputs)."""
+    xx = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(loss(xx, y), xx)
+    torch.testing.assert_close(g, numeric_grad(lambda e: naive(e, y), x), rtol=rtol, atol=atol)
+    qq, rr = q.clone().requires_grad_(True), r.clone().requires_grad_(True)
+    gq, gr = torch.autograd.grad(loss(qq, ql, rr, rl), (qq, rr))
+    torch.testing.assert_close(gq, numeric_grad(lambda e: naive(e, ql, r, rl), q), rtol=rtol,
+                               atol=atol)
+    torch.testing.assert_close(gr, numeric_grad(lambda e: naive(q, ql, e, rl), r), rtol=rtol,
+                               atol=atol)
+
+
+def assert_degenerate_batches_give_a_connected_zero(loss, generator=None):
+    """One class (no negative pair) and all singletons (no positive pair): the value is 0 with a
+    zero gradient, still connected to the embeddings."""
+    for y in (torch.zeros(5, dtype=torch.long), torch.arange(5)):
+        x = torch.randn(5, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+        value = loss(x, y)
+        value.backward()
+        assert value.item() == 0.0 and (x.grad == 0).all()
+
+
 def autograd_weights(loss, x, y):
     """``(batch, S, W)``: the pair weights of ``loss.compute`` by autograd on a leaf S."""
     batch = make_batch(x, y)
