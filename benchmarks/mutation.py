@@ -218,9 +218,6 @@ EQUIVALENT: dict[str, str] = {
         "the top list as deep as R also without r_metrics: each row's near-tie scan still "
         "reads its own max(K, 16) items, a first hit is the same rank from the longer list "
         "as from the count, and nothing else reads the extra items",
-    **{f"dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_{n}":
-       "each row's scan depth not capped at n_db: the gaps scanned lie below depth <= n_db "
-       "anyway" for n in (163, 165)},
     "dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_167":
         "R in each row's scan depth also without r_metrics: without r_metrics the list "
         "(depth = max(K, 16)) ends where every row's own depth does, so the scan reads the "
@@ -228,11 +225,6 @@ EQUIVALENT: dict[str, str] = {
     "dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_95":
         "one query per block (range's step dropped): the blocks only bound memory; each "
         "query's ranking and near-tie scan (its own max(R, K, 16) items) are its row's alone",
-    "dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_156":
-        "NaN gaps read as 0 instead of inf: no gap is NaN, since the similarities are finite "
-        "(query_database ranks in float64 what could overflow float32 and rejects what could "
-        "overflow float64) and the top list (depth <= n_db) never reaches the query's own "
-        "-inf entry, below every finite similarity",
     **{f"dmlkit.evaluate.retrieval.x__retrieval_core__mutmut_{n}":
        "the query itself not removed from its positives (self mode) for the rank count: its "
        "masked entry, -inf, is below every other positive's similarity, which is finite "

@@ -208,10 +208,13 @@ def _retrieval_core(q_emb, q_lab, g_emb, g_lab, self_mode: bool, r_metrics: bool
         idx = _ordered_topk(S, depth, n_db)
         if depth >= 2:   # a near tie in the row's own list (R@1, MAP@R, precision)
             top = torch.gather(S, 1, idx)
-            gaps = (top[:, :-1] - top[:, 1:]).nan_to_num(nan=math.inf)
-            # each row scans max(its R, K, 16) items, not the block's deepest list
+            # finite: query_database keeps every similarity finite, and the list (depth <=
+            # n_db) never reaches the query's own -inf entry
+            gaps = top[:, :-1] - top[:, 1:]
+            # each row scans max(its R, K, 16) items (capped by depth), not the block's
+            # deepest list
             own = (r if r_metrics else torch.zeros_like(r)).clamp(
-                min=max(precision_k, _FIRST_HIT_DEPTH), max=n_db)
+                min=max(precision_k, _FIRST_HIT_DEPTH))
             scanned = torch.arange(1, depth, device=device)[None, :] < own[:, None]
             near[a:b] = ((gaps <= _near_tie_tolerance(q_emb.shape[1], top[:, :1]))
                          & scanned).any(dim=1)
