@@ -63,6 +63,17 @@ def test_peak_resets_to_the_current_resident_set():
     assert abs(scaling.peak_rss_kb() - current) < 16 * 1024
 
 
+def test_a_resident_set_that_shrank_reads_as_no_increase(monkeypatch):
+    """The kernel's resident-set counts are approximate: a run that allocates almost nothing
+    can end below the resident set read before it. That is reported as 0 MB, not -0.2 MB."""
+    monkeypatch.setattr(scaling, "reset_peak_rss", lambda: 10_000)
+    monkeypatch.setattr(scaling, "peak_rss_kb", lambda: 10_000 - 232)
+    row = scaling.measure("tiled", "triplet", 16, None, 8, 8, 1, "cpu")
+    assert row["peak_mb"] == 0.0 and row["time_s"] > 0
+    monkeypatch.setattr(scaling, "peak_rss_kb", lambda: 10_000 + 2048)
+    assert scaling.measure("tiled", "triplet", 16, None, 8, 8, 1, "cpu")["peak_mb"] == 2.0
+
+
 def test_csv_has_date_and_machine(tmp_path):
     path = tmp_path / "rows.csv"
     scaling.save_csv([{"loss": "triplet", "impl": "dense", "B": 8, "M": 8, "D": 4,
