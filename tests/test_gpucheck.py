@@ -181,6 +181,15 @@ def test_pieces():
     assert sec.checks[0]["tol"] == ">= 0.9" and sec.failed_checks == [sec.checks[1]]
 
 
+def test_the_loader_asks_for_no_more_workers_than_usable_cpus(monkeypatch):
+    """PyTorch warns when a loader has more workers than the CPUs this process may use."""
+    from dmlkit.gpucheck import throughput
+
+    for usable, want in (({0, 1}, 2), (set(range(16)), 4), ({3}, 1)):
+        monkeypatch.setattr(throughput.os, "sched_getaffinity", lambda pid, u=usable: u)
+        assert throughput.loader_workers() == want
+
+
 def test_gpu_wheels_pin_what_the_check_imports_and_nothing_preinstalled():
     lines = [ln.split("#")[0].strip()
              for ln in (REPO / "benchmarks" / "gpu-wheels.txt").read_text().splitlines()]

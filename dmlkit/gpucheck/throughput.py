@@ -17,13 +17,15 @@ uninterrupted run's loss at that step.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
 import numpy as np
 import torch
 
-__all__ = ["GOAL", "bare_loop", "fit_epoch", "resume_check", "run", "synthetic_images"]
+__all__ = ["GOAL", "bare_loop", "fit_epoch", "loader_workers", "resume_check", "run",
+           "synthetic_images"]
 
 #: fit's images per second as a share of the bare loop's (the issue's goal, on CUDA)
 GOAL = 0.9
@@ -186,6 +188,13 @@ def resume_check(ctx, sec) -> None:
     ctx.log(f"  resume: next-step loss {got[0]:.6f} vs {want[0]:.6f}")
 
 
+def loader_workers(most: int = 4) -> int:
+    """The ResNet-50 loader's worker processes: ``most``, or fewer where fewer CPUs are
+    usable (PyTorch warns when a loader asks for more workers than that)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(most, usable or 1))
+
+
 def run(ctx, sec) -> None:
     """The training section (see the module docstring)."""
     from .. import data
@@ -199,7 +208,7 @@ def run(ctx, sec) -> None:
         rounds = 1
     else:
         big = dict(backbone="resnet50", size=224, classes=32, per_class=8, P=16, K=4,
-                   iterations=50, workers=4)
+                   iterations=50, workers=loader_workers())
         glyph = dict(kwargs={"num_classes": 64, "images_per_class": 16}, P=16, K=4,
                      iterations=150)
         rounds = 2 if cuda else 1
