@@ -182,12 +182,21 @@ def test_pieces():
 
 
 def test_the_loader_asks_for_no_more_workers_than_usable_cpus(monkeypatch):
-    """PyTorch warns when a loader has more workers than the CPUs this process may use."""
-    from dmlkit.gpucheck import throughput
+    """PyTorch warns when a loader has more workers than the CPUs this process may use: the
+    check's ResNet-50 loader and the training defaults count the usable ones."""
+    import os
 
+    from dmlkit.gpucheck import throughput
+    from dmlkit.train import datasets
+
+    in_memory = throughput.synthetic_images(2, 2, 8)
     for usable, want in (({0, 1}, 2), (set(range(16)), 4), ({3}, 1)):
-        monkeypatch.setattr(throughput.os, "sched_getaffinity", lambda pid, u=usable: u)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, u=usable: u)
         assert throughput.loader_workers() == want
+        # fit's and extract_features' default for data read from disk: min(8, usable CPUs)
+        assert datasets.num_workers(None, object()) == min(8, len(usable))
+        assert datasets.num_workers(3, object()) == 3
+        assert datasets.num_workers(None, in_memory) == 0
 
 
 def test_gpu_wheels_pin_what_the_check_imports_and_nothing_preinstalled():

@@ -17,7 +17,6 @@ uninterrupted run's loss at that step.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 
@@ -191,8 +190,9 @@ def resume_check(ctx, sec) -> None:
 def loader_workers(most: int = 4) -> int:
     """The ResNet-50 loader's worker processes: ``most``, or fewer where fewer CPUs are
     usable (PyTorch warns when a loader asks for more workers than that)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(most, usable or 1))
+    from ..train.datasets import usable_cpus
+
+    return min(most, usable_cpus())
 
 
 def run(ctx, sec) -> None:

@@ -91,7 +91,7 @@ class TrainConfig:
     channels_last: bool | None = _option(
         None, "channels-last memory format (none: on CUDA for the ImageNet backbones)")
     num_workers: int | None = _option(
-        None, "data loader workers (none: 0 for in-memory data, else min(8, cores))")
+        None, "data loader workers (none: 0 for in-memory data, else min(8, usable CPUs))")
     batch_size_eval: int = _option(256, "batch size of the evaluation passes")
     image_size: int = _option(224, "image-file data sets: random / centre crop size")
     resize: int = _option(256, "image-file data sets: resize before cropping")

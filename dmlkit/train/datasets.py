@@ -69,11 +69,19 @@ def in_memory(ds) -> bool:
     return hasattr(ds, "images") and isinstance(ds.images, torch.Tensor)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS has one: what PyTorch's
+    data loader compares its worker count with before warning), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def num_workers(requested: int | None, ds) -> int:
-    """``requested``, or 0 for in-memory data and ``min(8, cores)`` otherwise."""
+    """``requested``, or 0 for in-memory data and ``min(8, usable CPUs)`` otherwise."""
     if requested is not None:
         return int(requested)
-    return 0 if in_memory(ds) else min(8, os.cpu_count() or 1)
+    return 0 if in_memory(ds) else min(8, usable_cpus())
 
 
 def in_channels(ds) -> int:

@@ -33,7 +33,8 @@ from ..atomic import atomic_save
 from ..seeding import derived_seed, seed_everything
 from .batches import EpochBatches
 from .config import DEFAULT_METRICS, metric_keys
-from .datasets import in_channels, in_memory
+from .datasets import in_channels
+from .datasets import num_workers as default_workers
 from .device import select_device
 from .engine import Trainer
 
@@ -100,8 +101,7 @@ def extract_features(model: nn.Module | str, dataset: Dataset | str, device: str
     net = model.backbone if isinstance(model, _models.EmbeddingNet) else model
     was_training = net.training
     net.eval().to(dev)
-    workers = num_workers if num_workers is not None else (
-        0 if in_memory(dataset) else min(8, os.cpu_count() or 1))
+    workers = default_workers(num_workers, dataset)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=dev.type == "cuda")
     feats, labels = [], []
