@@ -3,6 +3,7 @@ classes, bad input, and a corrupt checkpoint on resume."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -155,3 +156,82 @@ def test_resume_from_a_corrupt_checkpoint_names_the_file_and_what_to_do(tmp_path
     # resume=False overwrites the damaged file with a good one
     fit(out_dir=tmp_path, **{**TINY, "epochs": 1})
     assert train.load_checkpoint(last)["epoch"] == 1
+
+
+def _query_and_gallery(ds):
+    """In-shop's protocol on a glyphs test set: each class's images alternate between a
+    query and a gallery split (both hold every class, so their contiguous labels agree)."""
+    from dmlkit.data.base import LabeledSubset
+
+    lab = np.asarray(ds.labels)
+    rank = np.zeros(len(lab), dtype=np.int64)
+    for c in np.unique(lab):
+        where = np.flatnonzero(lab == c)
+        rank[where] = np.arange(where.size)
+    return (LabeledSubset(ds, np.flatnonzero(rank % 2 == 0), "query"),
+            LabeledSubset(ds, np.flatnonzero(rank % 2 == 1), "gallery"))
+
+
+def test_a_query_split_is_scored_against_its_gallery(tmp_path):
+    """With a gallery (In-shop), the final metrics are those of the query embeddings
+    retrieved from the gallery's, not from the queries themselves; NMI / F1 are left out."""
+    from dmlkit import data, evaluate
+
+    kw = {"num_classes": 12, "images_per_class": 8, "size": 16}
+    query, gallery = _query_and_gallery(data.load_dataset("glyphs", "test", **kw))
+    res = fit(out_dir=tmp_path, **{**TINY, "epochs": 1, "dataset": {
+        "train": data.load_dataset("glyphs", "train", **kw), "test": query,
+        "gallery": gallery}})
+    loader = lambda ds: torch.utils.data.DataLoader(ds, batch_size=32)  # noqa: E731
+    (q_emb, q_lab), (g_emb, g_lab) = (evaluate.embed(res.model, loader(d))
+                                      for d in (query, gallery))
+    assert np.array_equal(np.unique(q_lab), np.unique(g_lab))
+    metrics = [m for m in res.config.final_metrics if m not in ("nmi", "f1")]
+    expected = evaluate.evaluate(q_emb, q_lab, metrics=metrics, seed=res.config.seed,
+                                 ks=res.config.ks, gallery=(g_emb, g_lab))
+    assert set(res.test_metrics) == set(expected) and "nmi" not in res.test_metrics
+    assert res.test_metrics == pytest.approx({k: float(v) for k, v in expected.items()},
+                                             abs=1e-6)
+    within = evaluate.evaluate(q_emb, q_lab, metrics=metrics, seed=res.config.seed,
+                               ks=res.config.ks)
+    assert any(abs(float(within[k]) - res.test_metrics[k]) > 1e-3 for k in expected)
+
+
+def test_channels_last_trains_as_the_default_memory_format(tmp_path):
+    """channels-last (fit's default on CUDA for the ImageNet backbones) runs on a CPU too: the
+    model is in that format and computes what the default format computes. Adam turns the
+    rounding differences of the two formats' kernels into different weights after a few steps
+    (its first steps are about lr x the gradient's sign), so runs are compared over epoch 1,
+    not to the end: measured, the epoch-1 mean losses agree to 6e-7 relative."""
+    one = {**TINY, "epochs": 1}
+    ref = fit(out_dir=tmp_path / "default", **one)
+    cl = fit(out_dir=tmp_path / "channels_last", channels_last=True, **one)
+    conv = next(m for m in cl.model.modules()
+                if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    # the untrained network's validation metrics (embedded channels-last) are the same, and
+    # so are the training losses of epoch 1
+    assert ref.history.filter(like="val_").iloc[0].to_dict() == pytest.approx(
+        cl.history.filter(like="val_").iloc[0].to_dict(), abs=1e-9)
+    np.testing.assert_allclose(ref.history["loss"][1:], cl.history["loss"][1:], rtol=1e-5)
+    # the channels-last model's embeddings equal its own weights' in the default format
+    from dmlkit import data
+
+    test = data.load_dataset("glyphs", "test", **TINY["dataset_kwargs"])
+    x = torch.stack([torch.as_tensor(test[i][0]) for i in range(16)])
+    plain = copy.deepcopy(cl.model).to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        torch.testing.assert_close(cl.model(x.contiguous(memory_format=torch.channels_last)),
+                                   plain(x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_non_finite_loss_stops_the_run_with_what_to_do(tmp_path):
+    class Diverged(torch.nn.Module):
+        def forward(self, embeddings, labels):
+            return embeddings.sum() * float("nan")
+
+    with pytest.raises(FloatingPointError) as exc:
+        fit(out_dir=tmp_path, **{**TINY, "loss": Diverged()})
+    msg = str(exc.value)
+    assert "nan" in msg and "epoch 1, step 0" in msg and "lower lr" in msg
