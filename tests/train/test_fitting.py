@@ -182,9 +182,9 @@ def test_a_query_split_is_scored_against_its_gallery(tmp_path):
     res = fit(out_dir=tmp_path, **{**TINY, "epochs": 1, "dataset": {
         "train": data.load_dataset("glyphs", "train", **kw), "test": query,
         "gallery": gallery}})
-    loader = lambda ds: torch.utils.data.DataLoader(ds, batch_size=32)  # noqa: E731
-    (q_emb, q_lab), (g_emb, g_lab) = (evaluate.embed(res.model, loader(d))
-                                      for d in (query, gallery))
+    (q_emb, q_lab), (g_emb, g_lab) = (
+        evaluate.embed(res.model, torch.utils.data.DataLoader(d, batch_size=32))
+        for d in (query, gallery))
     assert np.array_equal(np.unique(q_lab), np.unique(g_lab))
     metrics = [m for m in res.config.final_metrics if m not in ("nmi", "f1")]
     expected = evaluate.evaluate(q_emb, q_lab, metrics=metrics, seed=res.config.seed,
