@@ -244,3 +244,25 @@ def test_large_batches_report_pml_ooms_and_retry_the_largest_size(monkeypatch, t
     assert rows[0]["PML / tiled time"] is None and rows[0]["tiled s"] == 0.5
     assert ("tiled", "triplet", 9216) in calls and ("tiled", "triplet", 12288) not in calls
     assert [c["passed"] for c in sec.checks] == [True, True]
+
+
+def _offline_commands(text: str) -> list[str]:
+    """The commands of the first bash block that runs make gpu-wheels, comments stripped."""
+    block = next(b for b in text.split("```bash")[1:] if "make gpu-wheels" in b)
+    lines = [ln.split("#")[0].strip() for ln in block.split("```")[0].splitlines()]
+    return [ln for ln in lines if ln]
+
+
+def test_the_readme_and_the_gpu_page_give_the_same_offline_commands():
+    """The README's five lines (how to run the check on an offline GPU machine) are those of
+    docs/gpu.md, and they install into, and import from, the same folder."""
+    readme = _offline_commands((REPO / "README.md").read_text())
+    page = _offline_commands((REPO / "docs" / "gpu.md").read_text())
+    assert readme == page
+    assert readme[0] == "make gpu-wheels" and readme[-1] == "cat build/gpu/report.md"
+    install = next(c for c in readme if c.startswith("python -m pip install"))
+    site = install.split("--target ")[1].split()[0]
+    assert "--no-deps" in install and "--no-index" in install and ".whl/*.whl" in install
+    run = next(c for c in readme if "benchmarks/gpu.py" in c)
+    assert run.startswith(f"PYTHONPATH={site}:. python benchmarks/gpu.py --out build/gpu")
+    assert f"/{site}/" in (REPO / ".gitignore").read_text().splitlines()
