@@ -203,6 +203,8 @@ def test_channels_last_trains_as_the_default_memory_format(tmp_path):
     rounding differences of the two formats' kernels into different weights after a few steps
     (its first steps are about lr x the gradient's sign), so runs are compared over epoch 1,
     not to the end: measured, the epoch-1 mean losses agree to 6e-7 relative."""
+    from dmlkit import data
+
     one = {**TINY, "epochs": 1}
     ref = fit(out_dir=tmp_path / "default", **one)
     cl = fit(out_dir=tmp_path / "channels_last", channels_last=True, **one)
@@ -216,8 +218,6 @@ def test_channels_last_trains_as_the_default_memory_format(tmp_path):
         cl.history.filter(like="val_").iloc[0].to_dict(), abs=1e-9)
     np.testing.assert_allclose(ref.history["loss"][1:], cl.history["loss"][1:], rtol=1e-5)
     # the channels-last model's embeddings equal its own weights' in the default format
-    from dmlkit import data
-
     test = data.load_dataset("glyphs", "test", **TINY["dataset_kwargs"])
     x = torch.stack([torch.as_tensor(test[i][0]) for i in range(16)])
     plain = copy.deepcopy(cl.model).to(memory_format=torch.contiguous_format)
